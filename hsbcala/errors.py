@@ -1,0 +1,54 @@
+"""The project's error type and the one place that turns it into a clean exit.
+
+Every expected failure (bad config key, missing file, broken data, engine failure) is raised as
+:class:`HsbcalaError` with a message of one line that names the bad key or file. Entry points wrap their
+work in :func:`clean_exit`, which prints ``hsbcala: error: <message>`` to stderr and exits with the error's
+code: never a traceback wall for bad input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+
+class HsbcalaError(Exception):
+    """An expected failure, reported as one line and a non-zero exit code."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class ConfigError(HsbcalaError):
+    """A config key or value is wrong (names the key)."""
+
+
+class DataError(HsbcalaError):
+    """Training or evaluation data is missing or broken (names the file or glob)."""
+
+
+class EngineError(HsbcalaError):
+    """The Calamari engine (or its environment) failed; carries the tail of its log."""
+
+    exit_code = 3
+
+
+class Interrupted(HsbcalaError):
+    """Training was interrupted by a signal (SIGINT, SIGTERM, walltime); resumable from the last checkpoint."""
+
+    exit_code = 130
+
+
+@contextlib.contextmanager
+def clean_exit() -> Iterator[None]:
+    """Turn :class:`HsbcalaError` into ``hsbcala: error: …`` on stderr and ``sys.exit(code)``."""
+    try:
+        yield
+    except HsbcalaError as exc:
+        print(f"hsbcala: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(exc.exit_code)

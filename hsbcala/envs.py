@@ -1,0 +1,154 @@
+"""Engine environments: where each Calamari version's commands run.
+
+Calamari 1 (protobuf < 4), Calamari 2 and the launcher (mlflow 3, protobuf >= 5) cannot share one Python
+environment, so each engine gets its own:
+
+- ``kind: uv`` (default): a virtualenv built with uv from the pinned lock file in ``envs/``, at
+  ``<root>/<version>-<first 12 hex of the lock's SHA-256>``. Built once (under a file lock, so parallel jobs
+  wait instead of building twice), marked ready by a stamp file, reused afterwards; a changed lock file gives
+  a new directory. uv's own cache makes a rebuild on the same machine take seconds.
+- ``kind: venv``: an existing virtualenv, e.g. one the HPC site built against its TensorFlow module.
+- ``kind: path``: commands as found on PATH.
+
+``modules`` are loaded through a login shell before the command starts (``module`` is a shell function of
+Lmod/Environment Modules, so it cannot be exec'd directly); the command itself is still passed as an argument
+list (``exec "$@"``), never spliced into the shell string.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hsbcala.errors import ConfigError, EngineError
+
+READY = ".hsbcala-ready"
+
+
+def _uv() -> str:
+    try:
+        from uv import find_uv_bin  # the uv wheel in the launcher environment
+
+        return find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        found = shutil.which("uv")
+        if not found:
+            raise EngineError("uv not found: install it (pip install uv) or use an engine env of kind venv/path")
+        return found
+
+
+@dataclass(frozen=True)
+class EngineEnv:
+    name: str  # cala1 | cala2
+    kind: str
+    prefix: Path | None  # the virtualenv (kind uv/venv)
+    lock: Path | None
+    python: str
+    modules: tuple[str, ...] = ()
+
+    @property
+    def ready(self) -> bool:
+        if self.kind == "uv":
+            return (self.prefix / READY).is_file()
+        if self.kind == "venv":
+            return (self.prefix / "bin" / "python").exists()
+        return True
+
+    def program(self, name: str) -> str:
+        """Absolute path of an engine command (bare name for kind=path: found on PATH after module loads)."""
+        return str(self.prefix / "bin" / name) if self.prefix else name
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """Prefix ``argv`` with the module loads of this environment, if any."""
+        if not self.modules:
+            return argv
+        script = "module load " + " ".join(shlex.quote(m) for m in self.modules) + ' && exec "$@"'
+        return ["bash", "-lc", script, "hsbcala-engine", *argv]
+
+    def ensure(self, log=print) -> None:
+        """Make the environment usable, creating it on first use (kind=uv); clear error otherwise."""
+        if self.kind == "path":
+            return
+        if self.kind == "venv":
+            if not self.ready:
+                raise ConfigError(f"engine venv {self.prefix} does not exist (cluster.env.venv / version.env.venv)")
+            return
+        if self.ready:
+            return
+        self.prefix.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.prefix.with_suffix(".lock"), "w") as lockf:
+            fcntl.flock(lockf, fcntl.LOCK_EX)  # another job may be building the same env: wait for it
+            if self.ready:
+                return
+            log(f"hsbcala: creating the {self.name} engine environment {self.prefix} from {self.lock} (once)")
+            if self.prefix.exists():
+                shutil.rmtree(self.prefix)  # a half-built env from an interrupted attempt
+            uv = _uv()
+            steps = [
+                [uv, "venv", "--quiet", "--python", self.python, str(self.prefix)],
+                [uv, "pip", "install", "--quiet", "--python", str(self.prefix / "bin" / "python"),
+                 "-r", str(self.lock)],
+            ]
+            for step in steps:
+                proc = subprocess.run(step, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+                    shutil.rmtree(self.prefix, ignore_errors=True)
+                    raise EngineError(f"creating engine env {self.prefix} failed: {tail}")
+            (self.prefix / READY).write_text(self.lock.read_text())
+
+    def freeze(self) -> str:
+        """The exact package list of the environment (for the run's record)."""
+        if self.prefix is None:
+            return ""
+        proc = subprocess.run([_uv(), "pip", "freeze", "--python", str(self.prefix / "bin" / "python")],
+                              capture_output=True, text=True)
+        return proc.stdout
+
+
+def resolve(cfg: Any, project_root: Path) -> EngineEnv:
+    """The engine environment of this run: the cluster's override if it has one, else the version's own."""
+    spec = cfg.cluster.env if cfg.cluster.get("env") is not None else cfg.version.env
+    key = "cluster.env" if cfg.cluster.get("env") is not None else "version.env"
+    name = cfg.version.name
+    modules = tuple(spec.modules or ())
+    if spec.kind == "uv":
+        if not spec.lock:
+            raise ConfigError(f"{key}.lock is required for kind=uv")
+        lock = Path(spec.lock)
+        lock = lock if lock.is_absolute() else project_root / lock
+        if not lock.is_file():
+            raise ConfigError(f"{key}.lock: no such file {lock}")
+        digest = hashlib.sha256(lock.read_bytes() + spec.python.encode()).hexdigest()[:12]
+        return EngineEnv(name, "uv", Path(spec.root).expanduser() / f"{name}-{digest}", lock, spec.python, modules)
+    if spec.kind == "venv":
+        if not spec.venv:
+            raise ConfigError(f"{key}.venv is required for kind=venv")
+        return EngineEnv(name, "venv", Path(spec.venv).expanduser(), None, spec.python, modules)
+    return EngineEnv(name, "path", None, None, spec.python, modules)
+
+
+def project_root() -> Path:
+    """The repository holding conf/ and envs/ (the package's parent directory)."""
+    return Path(__file__).resolve().parent.parent
+
+
+if __name__ == "__main__":  # python -m hsbcala.envs cala1 cala2: build the engine environments ahead of time
+    from hydra import compose, initialize_config_dir
+
+    from hsbcala import schema
+
+    schema.register()
+    with initialize_config_dir(version_base="1.3", config_dir=str(project_root() / "conf")):
+        for version in sys.argv[1:] or ["cala2", "cala1"]:
+            cfg = compose("config", overrides=[f"version={version}"])
+            env = resolve(cfg, project_root())
+            env.ensure()
+            print(f"{version}: {env.prefix or 'PATH'} ready")

@@ -1,0 +1,212 @@
+"""Structured config schema: one dataclass per config group, registered in Hydra's ConfigStore.
+
+The root :class:`Config` is the base of ``conf/config.yaml`` (its defaults list starts with ``base_config``), so
+Hydra validates every key and type while composing: a typo such as ``train.bach_size=8`` fails at once with
+Hydra's own one-line message naming the key. Field defaults are the team's tuned settings from the original
+ZIH scripts; ``conf/preset/demo.yaml`` scales them down for the embedded default run.
+
+``train`` is the ONE vocabulary of training options; :mod:`hsbcala.commands` maps it to each Calamari
+version's command line, in one place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+from hsbcala.errors import ConfigError
+
+VERSIONS = ("cala1", "cala2")
+CODEC_POLICIES = ("recompute", "keep_loaded")
+PROFILERS = ("none", "nsys")
+
+
+@dataclass
+class ScriptConf:
+    """A script (type face family) the team trains models for."""
+
+    name: str = MISSING  # fraktur | antiqua
+    model_name: str = MISSING  # stem of the model directory: hsbfraktur | hsblatin
+    face: str = MISSING  # face of the synthetic demo lines (hsbcala.synth.FACES)
+    # Pretrained model (ensemble directory) to warm-start from, per Calamari version.
+    pretrained: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class EngineEnvConf:
+    """Where the Calamari engine of a version runs.
+
+    kind=uv: hsbcala creates ``<root>/<version>-<hash of lock>`` from the pinned ``lock`` file on first use
+    and reuses it afterwards. kind=venv: an existing virtualenv (``venv``), e.g. one built on an HPC system
+    against its TensorFlow module. kind=path: the engine's commands are found on PATH as they are.
+    ``modules`` are loaded with Lmod/Environment Modules (``module load …``) before the engine starts.
+    """
+
+    kind: str = "uv"  # uv | venv | path
+    lock: str | None = None  # path of the pinned requirements file (kind=uv), relative to the project
+    root: str = "${oc.env:HSBCALA_ENV_ROOT,${oc.env:HOME}/.cache/hsbcala/envs}"
+    python: str = "3.11"
+    venv: str | None = None  # kind=venv
+    modules: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VersionConf:
+    """A Calamari major version: its CLI dialect and its engine environment."""
+
+    name: str = MISSING  # cala1 | cala2
+    package: str = MISSING  # the pinned calamari-ocr version, for tags and messages
+    env: EngineEnvConf = field(default_factory=EngineEnvConf)
+
+
+@dataclass
+class ClusterConf:
+    """Where a run executes: ``local`` (this machine) or a Slurm site (submitted via hydra-submitit-launcher)."""
+
+    name: str = MISSING
+    gpus: int = 0  # GPUs the training gets; > 1 enables MirroredStrategy with Calamari 2
+    # Engine environment override for this site (null: the version's own, created with uv).
+    env: EngineEnvConf | None = None
+    # The node's RAM disk, where data is staged (data on a RAM disk is not preloaded).
+    ramdisk: str | None = None
+
+
+@dataclass
+class ProfilerConf:
+    name: str = "none"  # none | nsys
+    # nsys: what to do when nsys is not installed: error (stop before anything starts) | warn (run unprofiled)
+    if_missing: str = "error"
+    executable: str = "nsys"
+    report_name: str = "profile"  # report is <model_dir>/<report_name>.nsys-rep
+    args: list[str] = field(default_factory=lambda: ["--force-overwrite", "true"])
+
+
+@dataclass
+class TrainConf:
+    """The one vocabulary of training options (mapped per version in hsbcala.commands)."""
+
+    epochs: int = 500
+    # Calamari 1 counts iterations: null derives them as epochs x ceil(lines per epoch / batch_size).
+    iterations: int | None = None
+    samples_per_epoch: int | None = None  # null: one epoch = every training line once
+    batch_size: int = 64
+    augmentations: int = 5
+    early_stopping_patience: int = 10  # epochs without a better validation CER before stopping
+    seed: int = 50
+    workers: int = 10
+    prefetch: int | None = None  # null: Calamari's default
+    preload: bool = True  # forced off when the data lies on the cluster's RAM disk
+    skip_invalid: bool = True  # Calamari skips invalid lines; hsbcala counts and reports them
+    codec: str = "recompute"  # recompute: keep shared characters, add new ones | keep_loaded: keep all
+    network: str | None = None  # null: from the warm-start model, else Calamari's default network
+    extra_args: list[str] = field(default_factory=list)  # appended verbatim to the engine command
+
+
+@dataclass
+class WarmstartConf:
+    pretrained_dir: str = "${paths.root}/pretrained"  # holds <model>/0.ckpt.json (+ weights)
+    model: str | None = None  # a .ckpt.json to warm-start from; null: train from scratch
+
+
+@dataclass
+class SyntheticConf:
+    root: str = "${paths.root}/data/synthetic"
+    n_train: int = 400
+    n_val: int = 60
+    seed: int = 50
+
+
+@dataclass
+class DataConf:
+    train: list[str] = MISSING  # globs of line images with .gt.txt beside them
+    val: list[str] = MISSING
+    synthetic: SyntheticConf = field(default_factory=SyntheticConf)
+
+
+@dataclass
+class MlflowConf:
+    tracking_uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite store in the project
+    experiment: str = "hsbcala-${script.name}"
+    run_name: str = "${script.name}-${version.name}${sweep_suffix:}"
+    system_metrics: bool = True
+    system_metrics_interval_s: float = 10.0
+    log_model: bool = True
+
+
+@dataclass
+class PathsConf:
+    root: str = "${cwd:}"
+    models: str = "${paths.root}/models"
+
+
+@dataclass
+class Config:
+    script: ScriptConf = MISSING
+    version: VersionConf = MISSING
+    cluster: ClusterConf = MISSING
+    profiler: ProfilerConf = field(default_factory=ProfilerConf)
+    preset: str = MISSING
+    paths: PathsConf = field(default_factory=PathsConf)
+    train: TrainConf = field(default_factory=TrainConf)
+    warmstart: WarmstartConf = field(default_factory=WarmstartConf)
+    data: DataConf = field(default_factory=DataConf)
+    mlflow: MlflowConf = field(default_factory=MlflowConf)
+    model_dir: str = "${paths.models}/${script.model_name}.${version.name}${sweep_suffix:/}"
+    dry_run: bool = False
+
+
+def _sweep_suffix(sep: str = "-") -> str:
+    """``<sep><override_dirname>`` in a multirun whose point differs by more than script/version, else ''.
+
+    Keeps model directories stable (``models/hsbfraktur.cala2``) and distinct per sweep point
+    (``models/hsbfraktur.cala2/train.batch_size=32``). Keys excluded from the dirname are listed in
+    ``conf/config.yaml`` (hydra.job.config.override_dirname.exclude_keys).
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return ""
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN or not hc.job.override_dirname:
+        return ""
+    return sep + hc.job.override_dirname
+
+
+def register() -> None:
+    """Register resolvers and schema nodes (idempotent)."""
+    if not OmegaConf.has_resolver("cwd"):
+        OmegaConf.register_new_resolver("cwd", os.getcwd)
+    if not OmegaConf.has_resolver("sweep_suffix"):
+        OmegaConf.register_new_resolver("sweep_suffix", _sweep_suffix)
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+
+
+def check(cfg: Any) -> None:
+    """Checks a schema cannot express (enumerations and cross-field rules): raise ConfigError naming the key."""
+
+    def one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of: {', '.join(allowed)}")
+
+    one_of("version.name", cfg.version.name, VERSIONS)
+    one_of("train.codec", cfg.train.codec, CODEC_POLICIES)
+    one_of("profiler.name", cfg.profiler.name, PROFILERS)
+    one_of("profiler.if_missing", cfg.profiler.if_missing, ("error", "warn"))
+    env = cfg.cluster.env or cfg.version.env
+    one_of("version.env.kind" if cfg.cluster.env is None else "cluster.env.kind", env.kind, ("uv", "venv", "path"))
+    for key in ("epochs", "batch_size", "workers"):
+        if getattr(cfg.train, key) < 1:
+            raise ConfigError(f"train.{key} must be >= 1, got {getattr(cfg.train, key)}")
+    for key in ("augmentations", "early_stopping_patience"):
+        if getattr(cfg.train, key) < 0:
+            raise ConfigError(f"train.{key} must be >= 0, got {getattr(cfg.train, key)}")
+    if cfg.train.iterations is not None and cfg.train.iterations < 1:
+        raise ConfigError(f"train.iterations must be >= 1 or null, got {cfg.train.iterations}")
+    if cfg.cluster.gpus < 0:
+        raise ConfigError(f"cluster.gpus must be >= 0, got {cfg.cluster.gpus}")

@@ -1,0 +1,163 @@
+"""MLflow tracking of one training: the run, its params/tags, live metrics, system metrics and artifacts.
+
+- Store: ``mlflow.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else the embedded default
+  ``sqlite:///<project>/mlruns.db`` with artifacts under ``<project>/mlartifacts`` (no server needed; MLflow 3
+  refuses new plain-directory stores). View with ``mlflow ui --backend-store-uri sqlite:///mlruns.db``.
+- One experiment per script (``hsbcala-fraktur``, ``hsbcala-antiqua``); the run name says script, version and
+  sweep point, so the UI's run table compares versions and sweep points directly.
+- A resumed training re-opens the run whose id the model directory keeps, so curves continue.
+- Resource metrics come from MLflow's own system-metrics monitor (CPU, RAM, disk, network; GPU utilisation and
+  memory through pynvml when there is a GPU), sampled in the launcher process for the whole machine.
+- Every run ends FINISHED, FAILED or KILLED: :meth:`Tracker.end` is called from the runner's ``finally``.
+
+mlflow is imported lazily (here only), so ``dry_run`` and ``--help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from hsbcala.errors import ConfigError
+
+
+def tracking_uri(cfg: Any) -> str:
+    if cfg.mlflow.tracking_uri:
+        return str(cfg.mlflow.tracking_uri)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path(cfg.paths.root).resolve() / 'mlruns.db'}"
+
+
+def default_artifact_root(cfg: Any, uri: str) -> str | None:
+    """Artifacts of the embedded sqlite store go beside it (not to ./mlruns of whatever the cwd is)."""
+    if uri.startswith("sqlite:///") and not cfg.mlflow.tracking_uri and "MLFLOW_TRACKING_URI" not in os.environ:
+        return (Path(cfg.paths.root).resolve() / "mlartifacts").as_uri()
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    return None
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    else:
+        text = json.dumps(d, ensure_ascii=False) if isinstance(d, list) else str(d)
+        out[prefix[:-1]] = text[:6000]  # MLflow's limit for a param value
+    return out
+
+
+def git_commit(path: Path) -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Tracker:
+    """One MLflow run for one model directory (created on the first launch, re-opened on resume)."""
+
+    def __init__(self, cfg: Any, run_id: str | None, tags: dict[str, str], params: dict[str, str]) -> None:
+        import mlflow  # lazy: ~3 s, and only needed once training really starts
+
+        self._mlflow = mlflow
+        uri = tracking_uri(cfg)
+        mlflow.set_tracking_uri(uri)
+        try:
+            exp = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
+            if exp is None:
+                exp_id = mlflow.create_experiment(cfg.mlflow.experiment,
+                                                  artifact_location=default_artifact_root(cfg, uri))
+            else:
+                exp_id = exp.experiment_id
+        except Exception as exc:  # MLflow raises many types (connection, sqlalchemy, permission)
+            raise ConfigError(f"mlflow.tracking_uri={uri}: cannot use the tracking store: "
+                              f"{str(exc).splitlines()[0]}") from exc
+        if cfg.mlflow.system_metrics:
+            mlflow.set_system_metrics_sampling_interval(cfg.mlflow.system_metrics_interval_s)
+            mlflow.set_system_metrics_samples_before_logging(1)
+        resumed = run_id is not None
+        if resumed:
+            try:
+                mlflow.get_run(run_id)
+            except Exception:
+                resumed, run_id = False, None  # the model dir came from another store: start a new run
+        self.run = mlflow.start_run(run_id=run_id, experiment_id=None if resumed else exp_id,
+                                    run_name=None if resumed else cfg.mlflow.run_name,
+                                    log_system_metrics=bool(cfg.mlflow.system_metrics))
+        self.run_id = self.run.info.run_id
+        self.uri = uri
+        self.resumed = resumed
+        mlflow.set_tags(tags)
+        if not resumed:
+            mlflow.log_params(params)
+        self._pending: list[Any] = []
+        self._last_flush = time.monotonic()
+        self._ended = False
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        self._pending += [Metric(k, float(v), ts, int(step)) for k, v in metrics.items()]
+        if time.monotonic() - self._last_flush > 5:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._mlflow.MlflowClient().log_batch(self.run_id, metrics=self._pending)
+            self._pending = []
+        self._last_flush = time.monotonic()
+
+    def log_final(self, metrics: dict[str, float]) -> None:
+        self.flush()
+        self._mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        if path.is_dir():
+            self._mlflow.log_artifacts(str(path), artifact_path=f"{artifact_path}/{path.name}" if artifact_path
+                                       else path.name)
+        elif path.is_file():
+            self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def log_text(self, text: str, name: str) -> None:
+        self._mlflow.log_text(text, name)
+
+    def end(self, status: str) -> None:
+        """End the run as FINISHED, FAILED or KILLED (idempotent; never leaves it RUNNING)."""
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            self.flush()
+        finally:
+            self._mlflow.end_run(status=status)
+
+
+def run_tags(cfg: Any, project: Path, model_dir: Path) -> dict[str, str]:
+    tags = {
+        "script": cfg.script.name,
+        "version": cfg.version.name,
+        "calamari": cfg.version.package,
+        "cluster": cfg.cluster.name,
+        "preset": cfg.preset,
+        "profiler": cfg.profiler.name,
+        "model_dir": str(model_dir),
+        "hsbcala.git_commit": git_commit(project),
+        "host": socket.gethostname(),
+    }
+    if os.environ.get("SLURM_JOB_ID"):
+        tags["slurm.job_id"] = os.environ["SLURM_JOB_ID"]
+        if os.environ.get("SLURM_ARRAY_JOB_ID"):
+            tags["slurm.array"] = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return tags

@@ -1,0 +1,346 @@
+"""One training launch: check everything, build the command, run the engine, track it, end cleanly.
+
+Flow of :func:`run` (called by ``train.py`` once per Hydra job, locally or inside a Slurm job):
+
+1. check the config (schema did types and keys; :func:`hsbcala.schema.check` the rest);
+2. the model directory: refuse one of the other Calamari version; stop if its training already finished;
+   find the newest checkpoint (resume) or plan a fresh ``calamari-train``;
+3. data: render the synthetic demo set if the globs point at it; resolve and check every line
+   (:mod:`hsbcala.data`); read the warm-start model (network and codec, :mod:`hsbcala.models`);
+4. build the command (:mod:`hsbcala.commands`), wrapped in nsys and module loads when configured;
+   ``dry_run=true`` prints it and stops here, having created nothing;
+5. make sure the engine environment exists (:mod:`hsbcala.envs`), lock the model directory, start the engine,
+   and while it starts open/resume the MLflow run (:mod:`hsbcala.tracking`);
+6. stream the engine's output to the console and ``<model_dir>/train.log``, parse metrics
+   (:mod:`hsbcala.progress`) into MLflow;
+7. end: FINISHED (artifacts: best model, log, config, nsys report), FAILED (clear error with the log's tail), or
+   KILLED on SIGINT/SIGTERM (the engine is stopped; the last checkpoint stays for the next launch).
+
+Nothing is created before step 5, and a fresh training that fails before its first checkpoint removes its
+model directory again, so bad input never leaves a half-written model directory behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from hsbcala import checkpoints, commands, envs, schema
+from hsbcala.errors import ConfigError, DataError, EngineError, Interrupted
+
+MAJOR = {"cala1": 1, "cala2": 2}
+
+
+@dataclass
+class Plan:
+    """Everything decided before anything is created."""
+
+    argv: list[str]
+    inputs: commands.TrainInputs
+    env: envs.EngineEnv
+    model_dir: Path
+    resume_from: Path | None
+    state: checkpoints.State | None
+    n_val: int = 0
+    skipped: int = 0
+    profile_report: Path | None = None
+
+
+def _say(msg: str) -> None:
+    print(f"hsbcala: {msg}", file=sys.stderr, flush=True)
+
+
+def _under(pattern: str, root: Path) -> bool:
+    return Path(pattern).is_absolute() and Path(pattern).resolve().is_relative_to(root.resolve())
+
+
+def _ensure_synthetic(cfg: Any, dry_run: bool) -> int | None:
+    """Render the synthetic demo lines if the data globs point at them; return the train count for dry runs."""
+    syn = cfg.data.synthetic
+    root = Path(syn.root)
+    if not any(_under(p, root) for p in [*cfg.data.train, *cfg.data.val]):
+        return None
+    if dry_run:
+        return syn.n_train
+    from hsbcala import synth
+
+    synth.ensure_synthetic(root, cfg.script.face, n_train=syn.n_train, n_val=syn.n_val, seed=syn.seed)
+    return None
+
+
+def _engine_data(patterns: list[str], lines: Any, base: Path) -> tuple[str, ...]:
+    """What Calamari gets: the patterns themselves when Calamari's own (non-recursive) glob gives the same
+    checked lines, else the checked file list. Patterns keep command lines short and readable."""
+    absolute = [str(p if Path(p).is_absolute() else base / p) for p in patterns]
+    if lines is None or (not lines.skipped and not any("**" in p for p in absolute)):
+        return tuple(absolute)
+    return tuple(str(p) for p in lines.images)
+
+
+def _warmstart(cfg: Any, resume: bool) -> tuple[str | None, str | None]:
+    """(weights argument, network) of the warm start; the network always comes from the model."""
+    if not cfg.warmstart.model or resume:
+        return None, cfg.train.network
+    from hsbcala import models
+
+    path = Path(cfg.warmstart.model)
+    if not (path.is_file() or Path(f"{path}.json").is_file()):
+        name = path.parent.name
+        raise DataError(
+            f"warmstart.model: no such model {path}. Put the pretrained ensemble there (its 0.ckpt.json and "
+            f"weights; Calamari {MAJOR[cfg.version.name]} model '{name}' from the Calamari-OCR model releases: "
+            f"calamari_models_experimental for Calamari 2, calamari_models for Calamari 1), or set "
+            f"warmstart.pretrained_dir=DIR, or warmstart.model=null to train from scratch"
+        )
+    info = models.read_model(path)
+    major = MAJOR[cfg.version.name]
+    if info.version != major:
+        raise ConfigError(f"warmstart.model {info.path} is a Calamari {info.version} model, but version="
+                          f"{cfg.version.name} (Calamari {major})")
+    if cfg.train.network and cfg.train.network != info.network:
+        _say(f"train.network={cfg.train.network!r} ignored: a warm start uses the model's network {info.network!r}")
+    return models.weights_arg(info.path, major), info.network
+
+
+def plan(cfg: Any) -> Plan:
+    """Steps 1-4 of :func:`run`: decide everything, create nothing."""
+    schema.check(cfg)
+    version = cfg.version.name
+    base = Path(cfg.paths.root)
+    model_dir = Path(cfg.model_dir).resolve()
+    env = envs.resolve(cfg, envs.project_root())
+
+    checkpoints.check_version(model_dir, version)
+    state = checkpoints.load_state(model_dir)
+    resume_from = checkpoints.latest_checkpoint(model_dir, version) if model_dir.is_dir() else None
+
+    dry_count = _ensure_synthetic(cfg, cfg.dry_run)
+    from hsbcala import data
+
+    if cfg.dry_run:  # no image decoding on the fast path: count the matches only
+        train_lines = val_lines = None
+        n_train = dry_count if dry_count is not None else len(data.resolve(cfg.data.train, key="data.train",
+                                                                            base=base))
+        n_val, skipped = 0, 0
+    else:
+        train_lines, val_lines = data.load_lines(cfg.data.train, cfg.data.val, base=base,
+                                                 skip_invalid=cfg.train.skip_invalid)
+        n_train, n_val = len(train_lines), len(val_lines)
+        skipped = len(train_lines.skipped) + len(val_lines.skipped)
+        if skipped:
+            first = (train_lines.skipped or val_lines.skipped)[0]
+            _say(f"{skipped} invalid lines will be skipped (train.skip_invalid=true); first: {first[0]}: {first[1]}")
+
+    warm, network = _warmstart(cfg, resume_from is not None)
+    on_ramdisk = bool(cfg.cluster.ramdisk) and all(_under(p, Path(cfg.cluster.ramdisk)) for p in cfg.data.train)
+    inputs = commands.TrainInputs(
+        model_dir=model_dir,
+        train=_engine_data(list(cfg.data.train), train_lines, base),
+        val=_engine_data(list(cfg.data.val), val_lines, base),
+        n_train=n_train,
+        warmstart=warm,
+        network=network,
+        resume_from=resume_from,
+        on_ramdisk=on_ramdisk,
+        gpus=cfg.cluster.gpus,
+    )
+    argv = commands.engine_argv(version, cfg.train, inputs)
+    argv[0] = env.program(argv[0])
+    report = None
+    if cfg.profiler.name == "nsys":
+        if shutil.which(cfg.profiler.executable) is None and not env.modules:
+            if cfg.profiler.if_missing == "error":
+                raise ConfigError(f"profiler=nsys: '{cfg.profiler.executable}' not found on PATH; install Nsight "
+                                  f"Systems (or load its module), or set profiler.if_missing=warn / profiler=none")
+            _say(f"warning: '{cfg.profiler.executable}' not found; running without profiling "
+                 f"(profiler.if_missing=warn)")
+        else:
+            argv = commands.profile_argv(cfg.profiler, model_dir, argv)
+            report = model_dir / f"{cfg.profiler.report_name}.nsys-rep"
+    return Plan(env.wrap(argv), inputs, env, model_dir, resume_from, state, n_val, skipped, report)
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGINT/SIGTERM raise Interrupted in the main thread, so the engine is stopped and the run ends KILLED."""
+
+    def handler(signum, _frame):
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name}; the last checkpoint is kept, "
+                          "run the same command again to resume")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _model_dir_lock(model_dir: Path) -> Iterator[None]:
+    """Two launches on one model directory must not train over each other."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with open(model_dir / ".hsbcala.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"model_dir {model_dir} is in use by another training (lock "
+                              f"{model_dir / '.hsbcala.lock'}); wait for it or choose another model_dir") from None
+        yield
+
+
+def _stop(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """Stop the engine: SIGTERM to its process group, SIGKILL after a grace period."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _resume_point(plan: Plan, version: str) -> tuple[int, int]:
+    """(stage, epoch-or-iteration) of the checkpoint resumed from, for continuous metric steps."""
+    import json
+
+    if plan.resume_from is None:
+        return 0, 0
+    if version == "cala2":
+        d = json.loads(plan.resume_from.read_text())
+        return int(d.get("current_stage", 0) or 0), int(d.get("current_epoch", 0) or 0)
+    d = json.loads(Path(f"{plan.resume_from}.json").read_text())
+    return int(d.get("currentStage", 0) or 0), int(d.get("iter", 0) or 0) + 1
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Train or resume the model of ``cfg``; return its best validation CER (None for a dry run)."""
+    p = plan(cfg)
+    if cfg.dry_run:
+        print(shlex.join(p.argv), flush=True)
+        return None
+    if p.state is not None and p.state.status == "finished":
+        _say(f"{p.model_dir} has finished training (best validation CER {p.state.best_val_cer}); not retraining. "
+             f"Choose another model_dir to train again.")
+        return p.state.best_val_cer
+    p.env.ensure(log=_say)
+    return _execute(cfg, p)
+
+
+def _execute(cfg: Any, p: Plan) -> float | None:
+    from hsbcala import progress, tracking
+
+    version = cfg.version.name
+    fresh = not p.model_dir.exists()
+    state = p.state or checkpoints.State(version=version)
+    stage, start = _resume_point(p, version)
+    per_epoch = commands.iterations_per_epoch(cfg.train, p.inputs.n_train)
+    parser = progress.ProgressParser(
+        version,
+        per_stage=cfg.train.epochs if version == "cala2" else commands.max_iterations(cfg.train, p.inputs.n_train),
+        check_every=per_epoch, stage=stage, start=start,
+        best_val_cer=state.best_val_cer,
+    )
+    tracker = None
+    proc = None
+    status = "FAILED"
+    tail: deque[str] = deque(maxlen=12)
+    _say(("resuming from " + str(p.resume_from)) if p.resume_from else f"training {p.model_dir}")
+    t0 = time.monotonic()
+    try:
+        with _model_dir_lock(p.model_dir), _signals_raise():
+            log_path = p.model_dir / "train.log"
+            with open(log_path, "a", encoding="utf-8") as log:
+                log.write(f"\n# hsbcala {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(p.argv)}\n")
+                log.flush()
+                env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+                # start_new_session: a terminal's Ctrl-C reaches hsbcala only, which stops the engine itself
+                proc = subprocess.Popen(p.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        encoding="utf-8", errors="replace", bufsize=1, env=env,
+                                        start_new_session=True)
+                # MLflow starts while the engine imports TensorFlow: its ~5 s of set-up cost no wall time.
+                tracker = tracking.Tracker(
+                    cfg, state.run_id,
+                    tags=tracking.run_tags(cfg, envs.project_root(), p.model_dir),
+                    params=tracking.flatten(OmegaConf.to_container(cfg, resolve=True)),
+                )
+                state.run_id, state.tracking_uri = tracker.run_id, tracker.uri
+                state.history.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                      "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                                      "resumed_from": str(p.resume_from) if p.resume_from else None})
+                checkpoints.save_state(p.model_dir, state)
+                if not tracker.resumed:
+                    tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
+                    tracker.log_text(shlex.join(p.argv) + "\n", "config/command.txt")
+                    if p.env.lock:
+                        tracker.log_artifact(p.env.lock, "environment")
+                if p.skipped:
+                    tracker.log(0, {"skipped_lines": p.skipped})
+                for line in proc.stdout:
+                    sys.stdout.write(line)
+                    log.write(line)
+                    tail.append(line.rstrip())
+                    for update in parser.feed(line):
+                        tracker.log(update.step, update.metrics)
+                code = proc.wait()
+                log.flush()
+            elapsed = time.monotonic() - t0
+            state.best_val_cer = parser.best_val_cer
+            if code != 0:
+                last = " | ".join(x for x in list(tail)[-3:] if x.strip())
+                raise EngineError(f"{Path(p.argv[0]).name} exited with code {code} (log: {log_path}): {last}")
+            lines_done = (parser.epochs_seen * (cfg.train.samples_per_epoch or p.inputs.n_train) if version == "cala2"
+                          else parser.iterations_seen * cfg.train.batch_size)
+            prior = sum(h.get("wall_time_s", 0.0) for h in state.history[:-1])
+            state.history[-1]["wall_time_s"] = elapsed
+            tracker.log_final({
+                "best_val_cer": parser.best_val_cer,
+                "lines_per_second": lines_done / elapsed if elapsed > 0 else None,
+                "wall_time_s": prior + elapsed,
+            })
+            best = checkpoints.best_model(p.model_dir, version)
+            if cfg.mlflow.log_model:
+                for f in best:
+                    tracker.log_artifact(f, "model")
+            if p.profile_report is not None:
+                tracker.log_artifact(p.profile_report, "profile")
+            tracker.log_artifact(log_path, "logs")
+            state.status = "finished"
+            checkpoints.save_state(p.model_dir, state)
+            status = "FINISHED"
+            _say(f"finished {p.model_dir}: best validation CER "
+                 f"{'n/a' if parser.best_val_cer is None else f'{parser.best_val_cer:.4f}'}; MLflow run {tracker.run_id}")
+            return parser.best_val_cer
+    except (Interrupted, KeyboardInterrupt, SystemExit):
+        status = "KILLED"
+        raise
+    finally:
+        if proc is not None:
+            _stop(proc)
+        if tracker is not None:
+            if status != "FINISHED":
+                with contextlib.suppress(Exception):
+                    tracker.log_artifact(p.model_dir / "train.log", "logs")
+            tracker.end(status)
+        if status == "FAILED" and fresh and p.model_dir.exists() and \
+                checkpoints.latest_checkpoint(p.model_dir, version) is None:
+            shutil.rmtree(p.model_dir, ignore_errors=True)  # nothing worth resuming: leave nothing behind
+        elif p.model_dir.exists() and status != "FINISHED" and state.run_id:
+            checkpoints.save_state(p.model_dir, state)

@@ -1,0 +1,21 @@
+"""Train (or resume) one Calamari model per Hydra job: ``python train.py script=fraktur version=cala2 [-m] …``."""
+
+import hydra
+from omegaconf import DictConfig
+
+from hsbcala import schema
+
+schema.register()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from hsbcala.errors import clean_exit
+    from hsbcala.train import run
+
+    with clean_exit():
+        return run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -69,6 +69,9 @@ class ClusterConf:
 
     name: str = MISSING
     gpus: int = 0  # GPUs the training gets; > 1 enables MirroredStrategy with Calamari 2
+    # Per-version resources of a site (e.g. zih_power9: 4 GPUs for cala2, 1 for cala1), used by interpolation.
+    gpus_per_version: dict[str, int] = field(default_factory=dict)
+    cpus_per_version: dict[str, int] = field(default_factory=dict)
     # Engine environment override for this site (null: the version's own, created with uv).
     env: EngineEnvConf | None = None
     # The node's RAM disk, where data is staged (data on a RAM disk is not preloaded).
@@ -194,6 +197,24 @@ def check(cfg: Any) -> None:
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of: {', '.join(allowed)}")
 
+    # Keys added with Hydra's "+key=value" bypass the schema while composing: merge once more to refuse them.
+    from omegaconf.errors import OmegaConfBaseException
+
+    body = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}
+    try:
+        OmegaConf.merge(OmegaConf.structured(Config), body)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{exc.full_key or 'config'}: {str(exc).splitlines()[0]}") from None
+    for key in body:  # every value resolves, and none is missing (???)
+        try:
+            if OmegaConf.is_config(cfg[key]):
+                OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True)
+        except OmegaConfBaseException as exc:
+            full = exc.full_key if str(exc.full_key or "").startswith(key) else f"{key}.{exc.full_key or ''}".strip(".")
+            msg = str(exc).splitlines()[0]
+            if "Missing mandatory value" in msg:
+                msg = f"missing mandatory value; set it, e.g. on the command line: {full}=..."
+            raise ConfigError(f"{full}: {msg}") from None
     one_of("version.name", cfg.version.name, VERSIONS)
     one_of("train.codec", cfg.train.codec, CODEC_POLICIES)
     one_of("profiler.name", cfg.profiler.name, PROFILERS)

@@ -158,8 +158,15 @@ def plan(cfg: Any) -> Plan:
         on_ramdisk=on_ramdisk,
         gpus=cfg.cluster.gpus,
     )
-    argv = commands.engine_argv(version, cfg.train, inputs)
+    argv, report = command(cfg, inputs, env)
+    return Plan(argv, inputs, env, model_dir, resume_from, state, n_val, skipped, report)
+
+
+def command(cfg: Any, inputs: commands.TrainInputs, env: envs.EngineEnv) -> tuple[list[str], Path | None]:
+    """The full command line: the engine's argv in its environment, under nsys if profiled (and its report)."""
+    argv = commands.engine_argv(cfg.version.name, cfg.train, inputs)
     argv[0] = env.program(argv[0])
+    model_dir = inputs.model_dir
     report = None
     if cfg.profiler.name == "nsys":
         if shutil.which(cfg.profiler.executable) is None and not env.modules:
@@ -171,7 +178,7 @@ def plan(cfg: Any) -> Plan:
         else:
             argv = commands.profile_argv(cfg.profiler, model_dir, argv)
             report = model_dir / f"{cfg.profiler.report_name}.nsys-rep"
-    return Plan(env.wrap(argv), inputs, env, model_dir, resume_from, state, n_val, skipped, report)
+    return env.wrap(argv), report
 
 
 @contextlib.contextmanager

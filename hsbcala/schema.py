@@ -180,10 +180,19 @@ def _sweep_suffix(sep: str = "-") -> str:
     return sep + hc.job.override_dirname
 
 
+def _run_dir(dry_run: Any, normal: str) -> str:
+    """Hydra's run directory; a dry run, which must create nothing in the project, gets one under /tmp."""
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), "hsbcala-dry-run") if str(dry_run).lower() == "true" else normal
+
+
 def register() -> None:
     """Register resolvers and schema nodes (idempotent)."""
     if not OmegaConf.has_resolver("cwd"):
         OmegaConf.register_new_resolver("cwd", os.getcwd)
+    if not OmegaConf.has_resolver("run_dir"):
+        OmegaConf.register_new_resolver("run_dir", _run_dir)
     if not OmegaConf.has_resolver("sweep_suffix"):
         OmegaConf.register_new_resolver("sweep_suffix", _sweep_suffix)
     cs = ConfigStore.instance()

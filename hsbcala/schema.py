@@ -121,6 +121,7 @@ class SyntheticConf:
     n_train: int = 400
     n_val: int = 60
     seed: int = 50
+    text_file: str | None = None  # Upper Sorbian sentences, one a line; null: the phrases built into hsbcala.synth
 
 
 @dataclass

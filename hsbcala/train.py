@@ -78,7 +78,8 @@ def _ensure_synthetic(cfg: Any, dry_run: bool) -> int | None:
         return syn.n_train
     from hsbcala import synth
 
-    synth.ensure_synthetic(root, cfg.script.face, n_train=syn.n_train, n_val=syn.n_val, seed=syn.seed)
+    synth.ensure_synthetic(root, cfg.script.face, n_train=syn.n_train, n_val=syn.n_val, seed=syn.seed,
+                           text_file=Path(syn.text_file) if syn.text_file else None)
     return None
 
 

@@ -96,8 +96,6 @@ def _warmstart(cfg: Any, resume: bool) -> tuple[str | None, str | None]:
     """(weights argument, network) of the warm start; the network always comes from the model."""
     if not cfg.warmstart.model or resume:
         return None, cfg.train.network
-    from hsbcala import models
-
     path = Path(cfg.warmstart.model)
     if not (path.is_file() or Path(f"{path}.json").is_file()):
         name = path.parent.name
@@ -107,6 +105,8 @@ def _warmstart(cfg: Any, resume: bool) -> tuple[str | None, str | None]:
             f"calamari_models_experimental for Calamari 2, calamari_models for Calamari 1), or set "
             f"warmstart.pretrained_dir=DIR, or warmstart.model=null to train from scratch"
         )
+    from hsbcala import models
+
     info = models.read_model(path)
     major = MAJOR[cfg.version.name]
     if info.version != major:

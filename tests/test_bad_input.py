@@ -1,0 +1,125 @@
+"""Bad input: one clear error line naming the file or key, a non-zero exit, nothing left behind.
+
+Each case runs the real ``train.py`` (no training starts: everything is checked first)."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def copy_lines(src_book: Path, dst: Path, n: int = 6) -> list[Path]:
+    dst.mkdir(parents=True, exist_ok=True)
+    out = []
+    for png in sorted(src_book.glob("*.png"))[:n]:
+        shutil.copy(png, dst / png.name)
+        shutil.copy(png.with_suffix("").with_suffix(".gt.txt"), dst / png.with_suffix(".gt.txt").name)
+        out.append(dst / png.name)
+    return out
+
+
+@pytest.fixture
+def lines(tmp_path, fraktur_books):
+    train_books, val_books = fraktur_books
+    return copy_lines(train_books[0], tmp_path / "train"), copy_lines(val_books[0], tmp_path / "val")
+
+
+def run_train(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
+    base = [f"paths.root={tmp}", f"model_dir={tmp / 'model'}", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlruns.db'}",
+            f"data.train=[{tmp}/train/*.png]", f"data.val=[{tmp}/val/*.png]", "train.skip_invalid=false"]
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *base, *overrides], capture_output=True,
+                          text=True, cwd=tmp, timeout=300)
+
+
+def assert_clean_failure(proc: subprocess.CompletedProcess, tmp: Path, *needles: str) -> None:
+    assert proc.returncode != 0
+    err = proc.stderr.strip()
+    assert "Traceback" not in err, err
+    assert any(all(n in line for n in needles) for line in err.splitlines()), err
+    assert not (tmp / "model").exists(), "a model directory was left behind"
+    db = tmp / "mlruns.db"
+    if db.exists():
+        with sqlite3.connect(db) as con:
+            assert con.execute("select count(*) from runs where status = 'RUNNING'").fetchone()[0] == 0
+
+
+def test_glob_matching_nothing(tmp_path, lines):
+    proc = run_train(tmp_path, f"data.train=[{tmp_path}/nowhere/*.png]")
+    assert_clean_failure(proc, tmp_path, "data.train", f"{tmp_path}/nowhere/*.png")
+
+
+def test_image_without_gt(tmp_path, lines):
+    train, _ = lines
+    train[2].with_suffix(".gt.txt").unlink()
+    assert_clean_failure(run_train(tmp_path), tmp_path, str(train[2]))
+
+
+def test_empty_gt(tmp_path, lines):
+    train, _ = lines
+    train[1].with_suffix(".gt.txt").write_text("")
+    assert_clean_failure(run_train(tmp_path), tmp_path, str(train[1]))
+
+
+def test_undecodable_gt(tmp_path, lines):
+    _, val = lines
+    val[0].with_suffix(".gt.txt").write_bytes(b"\xff\xfe broken \xc3")
+    assert_clean_failure(run_train(tmp_path), tmp_path, str(val[0]))
+
+
+def test_unreadable_image(tmp_path, lines):
+    train, _ = lines
+    train[3].write_bytes(train[3].read_bytes()[:100])
+    assert_clean_failure(run_train(tmp_path), tmp_path, str(train[3]))
+
+
+def test_skip_invalid_counts_instead(tmp_path, lines):
+    """With skip_invalid the bad line is reported and counted, and the dry run still builds the command."""
+    train, _ = lines
+    train[1].with_suffix(".gt.txt").write_text("   ")
+    proc = run_train(tmp_path, "train.skip_invalid=true", "dry_run=true")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_missing_warmstart_model_says_where_to_put_it(tmp_path, lines):
+    proc = run_train(tmp_path, "preset=full")
+    expected = tmp_path / "pretrained" / "deep3_fraktur19" / "0.ckpt.json"
+    assert_clean_failure(proc, tmp_path, "warmstart.model", str(expected), "deep3_fraktur19")
+
+
+def test_unknown_config_option(tmp_path, lines):
+    proc = run_train(tmp_path, "train.learning_rate=0.1")
+    assert_clean_failure(proc, tmp_path, "train.learning_rate")
+
+
+def test_model_dir_of_the_other_version(tmp_path, lines):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model_00000100.ckpt.json").write_text("{}")
+    (model / "model_00000100.ckpt.h5").write_bytes(b"")
+    proc = run_train(tmp_path, "version=cala2")
+    assert proc.returncode != 0 and "holds a cala1 model" in proc.stderr.splitlines()[-1]
+    assert sorted(p.name for p in model.iterdir()) == ["model_00000100.ckpt.h5", "model_00000100.ckpt.json"]
+
+
+def test_dry_run_prints_one_line_and_creates_nothing(tmp_path, lines):
+    proc = run_train(tmp_path, "dry_run=true")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.strip().splitlines()
+    assert len(out) == 1 and "calamari-train" in out[0] and f"{tmp_path}/train/*.png" in out[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train", "val"]
+
+
+def test_engine_failure_ends_the_run_failed_and_cleans_up(tmp_path, lines):
+    proc = run_train(tmp_path, "train.extra_args=[--trainer.no_such_option,1]", "train.network='cnn=8:3x3,lstm=8'")
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "calamari-train exited with code" in proc.stderr.splitlines()[-1]
+    assert not (tmp_path / "model").exists()
+    with sqlite3.connect(tmp_path / "mlruns.db") as con:
+        assert con.execute("select status from runs").fetchall() == [("FAILED",)]

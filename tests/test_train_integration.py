@@ -1,0 +1,156 @@
+"""Real trainings through ``python train.py``: tiny Calamari models on the shared Fraktur lines, a real MLflow
+store, real resume after a real SIGTERM, a real warm start with a codec change. Slow (tens of seconds each)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+TINY_NET = "cnn=8:3x3,pool=2x2,lstm=16"
+
+
+def tiny(tmp: Path, train_books, val_books, version: str, **extra: str) -> list[str]:
+    """Overrides for a tiny, fast real training isolated in ``tmp``."""
+    overrides = {
+        "version": version,
+        "paths.root": str(tmp),
+        "model_dir": str(tmp / f"model-{version}"),
+        "mlflow.tracking_uri": f"sqlite:///{tmp / 'mlruns.db'}",
+        "mlflow.system_metrics_interval_s": "2",
+        "data.train": "[" + ",".join(f"{b}/*.png" for b in train_books) + "]",
+        "data.val": "[" + ",".join(f"{b}/*.png" for b in val_books) + "]",
+        "train.epochs": "2",
+        "train.samples_per_epoch": "32",
+        "train.batch_size": "8",
+        "train.workers": "1",
+        "train.augmentations": "0",
+        "train.network": f"'{TINY_NET}'",  # quoted: Hydra's override grammar reserves '='
+
+    }
+    overrides.update(extra)
+    return [f"{k}={v}" for k, v in overrides.items()]
+
+
+def launch(overrides: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides], capture_output=True, text=True,
+                          cwd=ROOT, timeout=900, **kw)
+
+
+def client(tmp: Path):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlruns.db'}")
+
+
+def state_of(model_dir: Path) -> dict:
+    return json.loads((model_dir / "hsbcala-state.json").read_text())
+
+
+@pytest.mark.parametrize("version", ["cala2", "cala1"])
+def test_tiny_training_is_tracked(tmp_path, fraktur_books, version):
+    train_books, val_books = fraktur_books
+    proc = launch(tiny(tmp_path, train_books, val_books, version))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model_dir = tmp_path / f"model-{version}"
+    state = state_of(model_dir)
+    assert state["status"] == "finished" and state["version"] == version
+    run = client(tmp_path).get_run(state["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["version"] == version and run.data.tags["script"] == "fraktur"
+    assert run.data.params["train.batch_size"] == "8"
+    assert "best_val_cer" in run.data.metrics and 0 <= run.data.metrics["best_val_cer"] <= 2
+    assert run.data.metrics["lines_per_second"] > 0 and run.data.metrics["wall_time_s"] > 0
+    assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics), run.data.metrics.keys()
+    history = client(tmp_path).get_metric_history(run.info.run_id, "train_cer")
+    assert history, "no per-epoch/per-check training metrics were logged"
+    arts = {a.path for a in client(tmp_path).list_artifacts(run.info.run_id, "model")}
+    assert "model/best.ckpt.json" in arts
+    assert {a.path for a in client(tmp_path).list_artifacts(run.info.run_id, "logs")} == {"logs/train.log"}
+    # a finished model is not retrained
+    again = launch(tiny(tmp_path, train_books, val_books, version))
+    assert again.returncode == 0 and "not retraining" in again.stderr
+
+
+def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended before the condition: {proc.stderr.read()[-3000:]}")
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting for a checkpoint")
+
+
+@pytest.mark.parametrize("version", ["cala2", "cala1"])
+def test_killed_training_resumes_in_the_same_run(tmp_path, fraktur_books, version):
+    train_books, val_books = fraktur_books
+    overrides = tiny(tmp_path, train_books, val_books, version, **{"train.epochs": "6"})
+    model_dir = tmp_path / f"model-{version}"
+    pattern = "checkpoint/checkpoint_*/trainer_params.json" if version == "cala2" else "model_0*.ckpt.json"
+    first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides], cwd=ROOT, text=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_for(lambda: any(model_dir.glob(pattern)), 600, first)
+    time.sleep(0.5)  # let the checkpoint's files be complete
+    first.send_signal(signal.SIGTERM)
+    err = first.communicate(timeout=120)[1]
+    assert first.returncode == 130, err[-3000:]
+    assert "interrupted by SIGTERM" in err
+    state = state_of(model_dir)
+    run_id = state["run_id"]
+    assert client(tmp_path).get_run(run_id).info.status == "KILLED"
+    steps_before = {m.step for m in client(tmp_path).get_metric_history(run_id, "train_cer")}
+
+    second = launch(overrides)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming from" in second.stderr
+    state = state_of(model_dir)
+    assert state["run_id"] == run_id and state["status"] == "finished"
+    assert state["history"][1]["resumed_from"], "second launch did not resume from a checkpoint"
+    run = client(tmp_path).get_run(run_id)
+    assert run.info.status == "FINISHED"
+    history = client(tmp_path).get_metric_history(run_id, "train_cer")
+    steps_after = sorted({m.step for m in history} - steps_before)
+    assert steps_after, "the resumed launch logged no metrics into the same run"
+    assert min(steps_after) > 1, "the resumed training started from zero"
+
+
+def test_warm_start_grows_the_codec_by_sorbian_letters(tmp_path, fraktur_books):
+    """A tiny model trained on German Fraktur, fine-tuned on synthetic Upper Sorbian lines it never saw."""
+    from hsbcala import models
+
+    train_books, val_books = fraktur_books
+    base = launch(tiny(tmp_path, train_books, val_books, "cala2", **{"train.epochs": "1"}))
+    assert base.returncode == 0, base.stderr[-3000:]
+    german = models.read_model(tmp_path / "model-cala2" / "best.ckpt.json")
+    new_letters = set("ěčřł")
+    assert not new_letters & set(german.charset)
+
+    syn = tmp_path / "synthetic"
+    overrides = tiny(tmp_path, train_books, val_books, "cala2", **{
+        "train.epochs": "1",
+        "model_dir": str(tmp_path / "sorbian"),
+        "warmstart.model": str(tmp_path / "model-cala2" / "best.ckpt.json"),
+        "train.network": "null",
+        "data.synthetic.root": str(syn),
+        "data.synthetic.n_train": "60",
+        "data.synthetic.n_val": "20",
+        "data.train": f"[{syn}/fraktur/train/*.png]",
+        "data.val": f"[{syn}/fraktur/val/*.png]",
+    })
+    proc = launch(overrides)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sorbian = models.read_model(tmp_path / "sorbian" / "best.ckpt.json")
+    assert new_letters <= set(sorbian.charset), sorted(sorbian.charset)
+    assert sorbian.network == german.network

@@ -12,6 +12,7 @@ augmentations               --n_augmentations                      --n_augmentat
 early_stopping_patience P   --early_stopping.n_to_go P (1/epoch)   --early_stopping_nbest P,
                                                                    --early_stopping_frequency I
 (checkpoints)               every epoch (Calamari 2 default)       --checkpoint_frequency I
+(training metrics)          every epoch                            --display I
 seed                        --trainer.random_seed                  --seed
 workers                     --train.num_processes                  --num_threads
 prefetch                    --train.prefetch                       (no equivalent)
@@ -127,6 +128,7 @@ def cala1_argv(train: Any, inp: TrainInputs) -> list[str]:
         "--early_stopping_frequency", str(per_epoch),
         "--early_stopping_nbest", str(train.early_stopping_patience or 1_000_000_000),
         "--checkpoint_frequency", str(per_epoch),
+        "--display", str(max(2, per_epoch)),  # training CER/loss once per check (values <= 1 mean epochs)
         "--no_progress_bars",
     ]
     if train.codec == "keep_loaded":

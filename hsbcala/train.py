@@ -211,6 +211,14 @@ def _model_dir_lock(model_dir: Path) -> Iterator[None]:
         yield
 
 
+def _engine_signals() -> None:
+    """In the engine's process: ignore SIGUSR1/SIGUSR2. Slurm's walltime warning (--signal) reaches every
+    process of the job; it is meant for submitit in the launcher, which then stops the engine itself after the
+    last checkpoint is on disk. TensorFlow would otherwise die of the signal's default action."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
 def _stop(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
     """Stop the engine: SIGTERM to its process group, SIGKILL after a grace period."""
     if proc.poll() is not None:
@@ -282,7 +290,7 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                 # start_new_session: a terminal's Ctrl-C reaches hsbcala only, which stops the engine itself
                 proc = subprocess.Popen(p.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                         encoding="utf-8", errors="replace", bufsize=1, env=env,
-                                        start_new_session=True)
+                                        start_new_session=True, preexec_fn=_engine_signals)
                 # MLflow starts while the engine imports TensorFlow: its ~5 s of set-up cost no wall time.
                 tracker = tracking.Tracker(
                     cfg, state.run_id,

@@ -123,3 +123,18 @@ def test_engine_failure_ends_the_run_failed_and_cleans_up(tmp_path, lines):
     assert not (tmp_path / "model").exists()
     with sqlite3.connect(tmp_path / "mlruns.db") as con:
         assert con.execute("select status from runs").fetchall() == [("FAILED",)]
+
+
+def test_missing_nsys_stops_before_anything_starts(tmp_path, lines):
+    if shutil.which("nsys"):
+        pytest.skip("nsys is installed here")
+    assert_clean_failure(run_train(tmp_path, "profiler=nsys"), tmp_path, "profiler=nsys", "nsys")
+
+
+def test_missing_nsys_with_warn_runs_unprofiled(tmp_path, lines):
+    if shutil.which("nsys"):
+        pytest.skip("nsys is installed here")
+    proc = run_train(tmp_path, "profiler=nsys", "profiler.if_missing=warn", "dry_run=true")
+    assert proc.returncode == 0, proc.stderr
+    assert "running without profiling" in proc.stderr
+    assert not proc.stdout.startswith("nsys") and "calamari-train" in proc.stdout.split()[0]

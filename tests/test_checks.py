@@ -1,0 +1,217 @@
+"""Pair and content checks (hsbcala.checks through hsbcala.datastep) on copies of real Fraktur lines damaged on
+purpose: each check names the right file, and its configured action (fail, warn, drop) happens."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from hsbcala.errors import ConfigError, DataError
+from tests.conftest import ROOT
+from tests.gt_helpers import books, composed_line, copy_book, gt_of, prepare, text
+
+
+@pytest.fixture
+def lines(tmp_path) -> tuple[list[Path], list[Path]]:
+    b = books()
+    train = copy_book(b[0], tmp_path / "train", 6)
+    val = copy_book(b[1], tmp_path / "val", 4)
+    return train, val
+
+
+def error_of(tmp: Path, *overrides: str) -> str:
+    with pytest.raises(DataError) as info:
+        prepare(tmp, *overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# ---------------------------------------------------------------------------------- the damages, one by one
+
+def test_clean_lines_pass(tmp_path, lines):
+    dp = prepare(tmp_path)
+    assert (dp.n_train, dp.n_val, dp.skipped) == (6, 4, 0)
+    assert all(not f.items for f in dp.outcome.findings.values())
+    # nothing dropped, no '**': Calamari gets the patterns themselves, as before
+    assert dp.engine_train == (f"{tmp_path}/train/*.png",)
+    assert dp.manifest["status"] == "passed" and dp.manifest["totals"]["lines"] == 10
+    assert not (tmp_path / "model").exists()  # the data step writes nothing
+
+
+def test_deleted_gt_fails_by_default_and_can_be_dropped(tmp_path, lines):
+    train, _ = lines
+    gt_of(train[2]).unlink()
+    message = error_of(tmp_path)
+    assert message.startswith(f"data.train: 1 × image without .gt.txt (data.checks.missing_gt=fail); "
+                              f"first: {train[2]}: no ground truth file {gt_of(train[2])}")
+    dp = prepare(tmp_path, "data.checks.missing_gt=drop")
+    assert dp.n_train == 5 and dp.skipped == 1
+    assert str(train[2]) not in dp.engine_train and len(dp.engine_train) == 5  # a file list now
+    assert dp.manifest["dropped"] == [{"image": str(train[2]), "check": "missing_gt"}]
+    assert str(train[2]) not in {r["image"] for r in dp.manifest["lines"]}
+
+
+def test_truncated_png_fails_by_default_and_can_be_dropped(tmp_path, lines):
+    _, val = lines
+    val[1].write_bytes(val[1].read_bytes()[:200])
+    message = error_of(tmp_path)
+    assert message.startswith(f"data.val: 1 × image does not decode / zero dimension "
+                              f"(data.checks.bad_image=fail); first: {val[1]}: image does not decode")
+    dp = prepare(tmp_path, "data.checks.bad_image=drop")
+    assert dp.n_val == 3 and str(val[1]) not in dp.engine_val
+    assert dp.outcome.findings["bad_image"].items[0][0] == val[1]
+
+
+def test_nfd_gt_is_reported_as_mixed_normalization(tmp_path, lines):
+    train, _ = lines
+    bad = composed_line(train)
+    gt_of(bad).write_text(unicodedata.normalize("NFD", text(bad)) + "\n", encoding="utf-8")
+    dp = prepare(tmp_path)  # default: warn, the line stays
+    finding = dp.outcome.findings["mixed_normalization"]
+    assert finding.action == "warn" and [p for p, _, _ in finding.items] == [bad]
+    assert "is not in NFC" in finding.items[0][1]
+    assert dp.n_train == 6
+    assert dp.manifest["checks"]["mixed_normalization"]["first"][0]["path"] == str(bad)
+    dropped = prepare(tmp_path, "data.checks.mixed_normalization=drop")
+    assert dropped.n_train == 5 and [line.image for line, _ in dropped.outcome.dropped] == [bad]
+    assert str(bad) in error_of(tmp_path, "data.checks.mixed_normalization=fail")
+
+
+def test_all_nfd_is_not_mixed(tmp_path, lines):
+    for image in lines[0] + lines[1]:
+        gt_of(image).write_text(unicodedata.normalize("NFD", text(image)), encoding="utf-8")
+    assert not prepare(tmp_path).outcome.findings["mixed_normalization"].items
+
+
+def test_empty_gt_is_dropped_by_default_and_fails_without_skip_invalid(tmp_path, lines):
+    train, _ = lines
+    gt_of(train[0]).write_bytes(b"")
+    gt_of(train[4]).write_bytes(b"  \n")
+    dp = prepare(tmp_path)
+    assert dp.n_train == 4 and dp.skipped == 2
+    assert [(str(p), r) for p, r, _ in dp.outcome.findings["empty_gt"].items] == [
+        (str(train[0]), f"empty ground truth file {gt_of(train[0])}"),
+        (str(train[4]), f"whitespace-only ground truth file {gt_of(train[4])}")]
+    # train.skip_invalid=false: every drop becomes a fail
+    message = error_of(tmp_path, "train.skip_invalid=false")
+    assert message.startswith(f"data.train: 2 × empty or whitespace-only GT (data.checks.empty_gt=fail with "
+                              f"train.skip_invalid=false); first: {train[0]}")
+
+
+def test_gt_without_image(tmp_path, lines):
+    train, _ = lines
+    train[3].unlink()
+    message = error_of(tmp_path)
+    assert f"first: {gt_of(train[3])}: " in message and "data.checks.missing_image=fail" in message
+    dp = prepare(tmp_path, "data.checks.missing_image=warn")
+    assert dp.n_train == 5 and dp.outcome.findings["missing_image"].items[0][0] == gt_of(train[3])
+
+
+def test_gt_not_utf8(tmp_path, lines):
+    _, val = lines
+    gt_of(val[0]).write_bytes(text(val[0]).encode("utf-8") + b" \xe4")
+    message = error_of(tmp_path)
+    assert f"first: {val[0]}: ground truth file {gt_of(val[0])} is not valid UTF-8" in message
+    assert prepare(tmp_path, "data.checks.bad_encoding=drop").n_val == 3
+
+
+def test_multi_line_gt(tmp_path, lines):
+    train, _ = lines
+    gt_of(train[1]).write_text(text(train[1]) + "\nsecond line\n", encoding="utf-8")
+    dp = prepare(tmp_path)
+    assert [p for p, _, _ in dp.outcome.findings["multi_line"].items] == [train[1]] and dp.n_train == 6
+    assert "has 2 lines of text" in error_of(tmp_path, "data.checks.multi_line=fail")
+
+
+def test_too_narrow_image(tmp_path, lines):
+    train, _ = lines
+    with Image.open(train[5]) as im:
+        im.load()
+        narrow = im.crop((0, 0, 12, im.height))
+    narrow.save(train[5])
+    dp = prepare(tmp_path)
+    items = dp.outcome.findings["too_narrow"].items
+    assert [p for p, _, _ in items] == [train[5]] and "px per character at line height 48" in items[0][1]
+    assert prepare(tmp_path, "data.checks.too_narrow=drop").n_train == 5
+    assert not prepare(tmp_path, "data.min_px_per_char=0").outcome.findings["too_narrow"].items
+
+
+def test_whitelist(tmp_path, lines):
+    train, val = lines
+    chars = set().union(*(set(unicodedata.normalize("NFC", text(p))) for p in train + val)) - {" "}
+    victim = max(chars)  # a character some line uses
+    users = sorted(p for p in train + val if victim in unicodedata.normalize("NFC", text(p)))
+    allowed = "".join(sorted(chars - {victim}))
+    wl = tmp_path / "allowed.txt"
+    wl.write_text(allowed + "\n", encoding="utf-8")
+    dp = prepare(tmp_path, f"data.whitelist_file={wl}")
+    items = dp.outcome.findings["whitelist"].items
+    assert [p for p, _, _ in items] == users and f"U+{ord(victim):04X}" in items[0][1]
+    assert str(users[0]) in error_of(tmp_path, f"data.whitelist_file={wl}", "data.checks.whitelist=fail")
+    assert not prepare(tmp_path).outcome.findings["whitelist"].items  # no whitelist: no check
+
+
+def test_several_problems_name_the_first_and_count_the_rest(tmp_path, lines):
+    train, val = lines
+    gt_of(train[0]).unlink()
+    val[2].write_bytes(b"not a png")
+    message = error_of(tmp_path)
+    assert message.startswith("data.train: 1 × image without .gt.txt")
+    assert "and 1 more problem(s): bad_image 1" in message
+
+
+def test_actions_that_make_no_sense_are_refused(tmp_path, lines):
+    with pytest.raises(ConfigError, match="data.checks.bad_image='warn'.*cannot be trained on"):
+        prepare(tmp_path, "data.checks.bad_image=warn")
+    with pytest.raises(ConfigError, match="data.checks.missing_image='drop'"):
+        prepare(tmp_path, "data.checks.missing_image=drop")
+    with pytest.raises(ConfigError, match="data.checks.whitelist='ignore'"):
+        prepare(tmp_path, "data.checks.whitelist=ignore")
+
+
+# ------------------------------------------------------------------------------- through the real train.py
+
+def run_train(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
+    base = [f"paths.root={tmp}", f"model_dir={tmp / 'model'}", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlruns.db'}",
+            f"data.train=[{tmp}/train/*.png]", f"data.val=[{tmp}/val/*.png]", f"data.cache_dir={tmp / 'cache'}"]
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *base, *overrides], check=False, capture_output=True,
+                          text=True, cwd=tmp, timeout=300)
+
+
+def test_data_check_only_writes_the_manifest_and_exits_0(tmp_path, lines):
+    train, _ = lines
+    gt_of(train[1]).write_bytes(b"")
+    proc = run_train(tmp_path, "data_check_only=true")
+    assert proc.returncode == 0, proc.stderr
+    assert "dropped data.train: 1 × empty or whitespace-only GT" in proc.stderr
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["manifest.json"]
+    m = json.loads((tmp_path / "model" / "manifest.json").read_text())
+    assert m["status"] == "passed" and m["totals"]["train"]["lines"] == 5 and m["totals"]["val"]["lines"] == 4
+    assert not (tmp_path / "mlruns.db").exists(), "data_check_only must not start an MLflow run"
+
+
+def test_data_check_only_fails_with_the_report_written(tmp_path, lines):
+    _, val = lines
+    val[3].write_bytes(val[3].read_bytes()[:150])
+    proc = run_train(tmp_path, "data_check_only=true")
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("hsbcala: error: data.val: 1 × image does not decode") and str(val[3]) in last
+    m = json.loads((tmp_path / "model" / "manifest.json").read_text())
+    assert m["status"] == "failed" and m["checks"]["bad_image"]["first"][0]["path"] == str(val[3])
+
+
+def test_a_failed_check_creates_nothing_when_training(tmp_path, lines):
+    train, _ = lines
+    bad = composed_line(train)
+    gt_of(bad).write_text(unicodedata.normalize("NFD", text(bad)), encoding="utf-8")
+    proc = run_train(tmp_path, "data.checks.mixed_normalization=fail")
+    assert proc.returncode == 2 and str(bad) in proc.stderr.splitlines()[-1]
+    assert not (tmp_path / "model").exists() and not (tmp_path / "mlruns.db").exists()

@@ -1,11 +1,26 @@
-"""Evaluate trained models per preprocessing variant: not implemented yet (issue #4).
+"""Evaluate trained models: ``python evaluate.py script=fraktur version=cala2 [-m] [eval.…]``.
 
-This entry point deliberately does nothing but say so: it must not pretend to evaluate.
+CER overall and per preprocessing variant group, with the model version's own calamari-predict, logged to
+MLflow; after ``-m`` the comparison table (Markdown, CSV, PNG) is written to the sweep dir. See README
+"Evaluation" and hsbcala/evaluate.py.
 """
 
-import sys
+import hydra
+from omegaconf import DictConfig
+
+from hsbcala import schema
+
+schema.register()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> float | None:
+    from hsbcala.errors import clean_exit
+    from hsbcala.evaluate import run
+
+    with clean_exit():
+        return run(cfg)
+
 
 if __name__ == "__main__":
-    print("hsbcala: evaluate.py is not implemented yet (issue #4); use calamari-eval in the engine "
-          "environment meanwhile", file=sys.stderr)
-    sys.exit(2)
+    main()

@@ -48,6 +48,7 @@ GIL contention); uncached, between 2x faster and no faster from run to run. So t
 from __future__ import annotations
 
 import glob
+import io
 import os
 import struct
 import unicodedata
@@ -57,6 +58,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from hsbcala import archives
 from hsbcala.errors import DataError
 
 GT_SUFFIX = ".gt.txt"
@@ -91,11 +93,14 @@ def gt_path(image: Path) -> Path:
     return image.parent / (stem + GT_SUFFIX)
 
 
-def resolve(patterns: Sequence[str], *, key: str, base: Path) -> tuple[Path, ...]:
+def resolve(patterns: Sequence[str], *, key: str, base: Path, archive_root: Path | str | None = None,
+            cache=None) -> tuple[Path, ...]:
     """Expand glob patterns (``**`` recursive, relative ones below ``base``) to sorted absolute image paths.
 
     Every pattern must match at least one image file; ``key`` (e.g. ``"data.train"``) names the config key
-    in the error messages.
+    in the error messages. A GT archive in a pattern (``set.tar.gz``, ``set.zip/book/*.png``) stands for its
+    unpacked directory (:mod:`hsbcala.archives`, unpacked once under ``archive_root``, default
+    ``~/.cache/hsbcala``; ``cache``: a :class:`hsbcala.hashcache.HashCache` for the archive's hash).
     """
     if isinstance(patterns, (str, os.PathLike)):
         patterns = [patterns]
@@ -109,7 +114,12 @@ def resolve(patterns: Sequence[str], *, key: str, base: Path) -> tuple[Path, ...
         # The base dir is literal: escape it so that a '[' in it is not taken as a glob character.
         full = os.path.join(glob.escape(str(base)), pattern) if relative else pattern
         where = f" (relative to {base})" if relative else ""
-        matches = glob.glob(full, recursive=True)
+        if archives.is_archive(pattern) or any(archives.is_archive(part) for part in Path(pattern).parts):
+            plain = pattern if not relative else os.path.join(str(base), pattern)
+            matches = [m for p in archives.expand_pattern(plain, key=key, root=archive_root, cache=cache)
+                       for m in glob.glob(p, recursive=True)]
+        else:
+            matches = glob.glob(full, recursive=True)
         if not matches:
             raise DataError(f"{key}: pattern '{raw}' matches no file{where}")
         files = [m for m in matches if not os.path.isdir(m)]
@@ -124,13 +134,15 @@ def resolve(patterns: Sequence[str], *, key: str, base: Path) -> tuple[Path, ...
     return tuple(sorted(found))
 
 
-def _png_zero_dimension(image: Path) -> tuple[int, int] | None:
+def _png_zero_dimension(image: Path, head: bytes | None = None) -> tuple[int, int] | None:
     """(width, height) from a PNG's IHDR if one of them is 0 (Pillow refuses to identify such a file)."""
-    try:
-        with open(image, "rb") as f:
-            head = f.read(24)
-    except OSError:
-        return None
+    if head is None:
+        try:
+            with open(image, "rb") as f:
+                head = f.read(24)
+        except OSError:
+            return None
+    head = head[:24]
     if len(head) == 24 and head.startswith(_PNG_SIGNATURE) and head[12:16] == b"IHDR":
         width, height = struct.unpack(">II", head[16:24])
         if width == 0 or height == 0:
@@ -138,31 +150,41 @@ def _png_zero_dimension(image: Path) -> tuple[int, int] | None:
     return None
 
 
-def _image_problem(image: Path) -> str | None:
-    """Why the image cannot be used as a line, or None. PNG: header + chunk CRCs; other formats: decode."""
+def probe_image(image: Path, raw: bytes | None = None) -> tuple[int | None, int | None, str | None]:
+    """(width, height, problem) of a line image; problem is None when it can be used as a line.
+
+    PNG: header + chunk CRCs (``verify()``); other formats: a full decode. ``raw``: the file's bytes when the
+    caller has read them already (e.g. to hash them), so the file is not read twice.
+    """
+    width = height = None
     try:
-        with Image.open(image) as im:
+        with Image.open(io.BytesIO(raw) if raw is not None else image) as im:
             width, height = im.size
             if width == 0 or height == 0:
-                return f"image has a zero dimension ({width}x{height})"
+                return width, height, f"image has a zero dimension ({width}x{height})"
             if im.format == "PNG":
                 im.verify()
             else:
                 im.load()
     except FileNotFoundError:
-        return "image file does not exist (broken link?)"
+        return None, None, "image file does not exist (broken link?)"
     except UnidentifiedImageError:
-        size = _png_zero_dimension(image)
+        size = _png_zero_dimension(image, raw)
         if size is not None:
-            return f"image has a zero dimension ({size[0]}x{size[1]})"
-        return "image does not decode (not a readable image file)"
+            return size[0], size[1], f"image has a zero dimension ({size[0]}x{size[1]})"
+        return None, None, "image does not decode (not a readable image file)"
     except OSError as exc:
         if exc.filename is not None and exc.strerror:  # an OS-level read error, not a decoder error
-            return f"cannot read image: {exc.strerror}"
-        return f"image does not decode ({exc})"
+            return width, height, f"cannot read image: {exc.strerror}"
+        return width, height, f"image does not decode ({exc})"
     except Exception as exc:  # noqa: BLE001 - Pillow also raises SyntaxError, ValueError, zlib.error
-        return f"image does not decode ({type(exc).__name__}: {exc})"
-    return None
+        return width, height, f"image does not decode ({type(exc).__name__}: {exc})"
+    return width, height, None
+
+
+def _image_problem(image: Path) -> str | None:
+    """Why the image cannot be used as a line, or None. PNG: header + chunk CRCs; other formats: decode."""
+    return probe_image(image)[2]
 
 
 def _check_line(image: Path, check_images: bool) -> tuple[str | None, str | None]:

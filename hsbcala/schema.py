@@ -64,6 +64,15 @@ class VersionConf:
 
 
 @dataclass
+class StageConf:
+    """Data staging (hsbcala.slurm.stage): unpack a GT archive before training, remove it at the end of the job."""
+
+    archive: str | None = None  # a .tar.gz (or .tar/.tar.bz2/.tar.xz) of the GT; null: no staging
+    dir: str = "/dev/shm/hsbcala/${script.name}"  # unpacked here; a cluster's data globs point into it
+    cleanup: bool = True  # remove it when the job ends (unless another job on the node still uses it)
+
+
+@dataclass
 class ClusterConf:
     """Where a run executes: ``local`` (this machine) or a Slurm site (submitted via hydra-submitit-launcher)."""
 
@@ -76,6 +85,9 @@ class ClusterConf:
     env: EngineEnvConf | None = None
     # The node's RAM disk, where data is staged (data on a RAM disk is not preloaded).
     ramdisk: str | None = None
+    # Submitted through Slurm (hydra/launcher: hsbcala_slurm); needs -m outside a Slurm job (hsbcala.slurm).
+    slurm: bool = False
+    stage: StageConf = field(default_factory=StageConf)
 
 
 @dataclass
@@ -125,10 +137,43 @@ class SyntheticConf:
 
 
 @dataclass
+class DataChecksConf:
+    """Action per data check: fail | warn | drop (see hsbcala/checks.py; README "Data checks and manifest").
+    train.skip_invalid=false turns every drop into fail."""
+
+    missing_gt: str = "fail"  # image without .gt.txt (fail | drop)
+    missing_image: str = "fail"  # .gt.txt without image (fail | warn)
+    bad_encoding: str = "fail"  # GT not valid UTF-8 (fail | drop)
+    bad_image: str = "fail"  # image does not decode or has a zero dimension (fail | drop)
+    empty_gt: str = "drop"  # empty or whitespace-only GT (fail | drop)
+    multi_line: str = "warn"  # GT with more than one line
+    too_narrow: str = "warn"  # fewer than data.min_px_per_char px per character
+    mixed_normalization: str = "warn"  # some lines NFC, others not
+    whitelist: str = "warn"  # characters outside data.whitelist / data.whitelist_file
+
+
+@dataclass
+class SplitConf:
+    """The seeded document-wise split of data.train when data.val is not given (hsbcala/split.py)."""
+
+    val_fraction: float = 0.1
+    seed: int = "${train.seed}"  # type: ignore[assignment]  # an interpolation, resolved to an int
+    by: str = "directory"  # directory (the image's folder) | pattern (data.split.pattern on the relative path)
+    pattern: str | None = None  # regex; its first group (or whole match) is the document
+
+
+@dataclass
 class DataConf:
-    train: list[str] = MISSING  # globs of line images with .gt.txt beside them
-    val: list[str] = MISSING
+    train: list[str] = MISSING  # globs of line images with .gt.txt beside them (or GT archives)
+    val: list[str] | None = None  # null/[]: split data.train by document (data.split)
     synthetic: SyntheticConf = field(default_factory=SyntheticConf)
+    # --- hsbcala/datastep.py: checks, split, manifest, codec report (README "Data checks and manifest")
+    checks: DataChecksConf = field(default_factory=DataChecksConf)
+    split: SplitConf = field(default_factory=SplitConf)
+    whitelist: str | None = None  # allowed GT characters (space always allowed); null: no whitelist check
+    whitelist_file: str | None = None  # a text file of allowed characters (added to data.whitelist)
+    min_px_per_char: float = 4.0  # image width per GT character at line height 48; 0: no check
+    cache_dir: str | None = "${oc.env:HSBCALA_CACHE_DIR,${oc.env:HOME}/.cache/hsbcala}"  # hashes, archives
 
 
 @dataclass
@@ -148,6 +193,30 @@ class PathsConf:
 
 
 @dataclass
+class EvalConf:
+    """What ``python evaluate.py`` does (``conf/evaluate.yaml``; null in a training config). See hsbcala.evaluate.
+
+    ``groups`` and ``extra`` are dicts: on the command line add an entry with ``+eval.groups.NAME=[patterns]``
+    and drop one with ``~eval.groups.NAME``.
+    """
+
+    data: list[str] | None = None  # globs of the evaluation lines; null: data.val (the run's validation lines)
+    name: str | None = None  # the set's name in metrics and tables; null: "val" (from data.val), else "eval"
+    extra: dict[str, list[str]] = field(default_factory=dict)  # named extra sets: name -> globs
+    groups: dict[str, list[str]] = field(default_factory=dict)  # variant group -> file-name patterns (fnmatch)
+    model: str | None = None  # a .ckpt.json to evaluate; null: the best model in model_dir
+    normalization: str = "engine"  # engine (as the version's calamari-eval) | calamari1 | calamari2
+    skip_invalid: bool = True  # lines without (valid) GT are left out and counted; false: stop at the first
+    batch_size: int = 16  # prediction batch size
+    predict_args: list[str] = field(default_factory=list)  # appended verbatim to calamari-predict
+    confusions: int = 50  # how many of the most frequent confusions to keep
+    mlflow_run: str = "training"  # training: metrics on the model's training run | separate: an evaluation run
+    comparison_experiment: str = "hsbcala-evaluation"  # MLflow experiment of a multirun's comparison table
+    export: bool = False  # pack the best model + metadata as a release .tar.gz
+    export_dir: str = "${paths.root}/releases"
+
+
+@dataclass
 class Config:
     script: ScriptConf = MISSING
     version: VersionConf = MISSING
@@ -161,6 +230,8 @@ class Config:
     mlflow: MlflowConf = field(default_factory=MlflowConf)
     model_dir: str = "${paths.models}/${script.model_name}.${version.name}${sweep_suffix:/}"
     dry_run: bool = False
+    data_check_only: bool = False  # run the data step alone: write manifest/reports, exit 0 (2 if a check fails)
+    eval: EvalConf | None = None  # evaluate.py only
 
 
 def _sweep_suffix(sep: str = "-") -> str:
@@ -168,7 +239,9 @@ def _sweep_suffix(sep: str = "-") -> str:
 
     Keeps model directories stable (``models/hsbfraktur.cala2``) and distinct per sweep point
     (``models/hsbfraktur.cala2/train.batch_size=32``). Keys excluded from the dirname are listed in
-    ``conf/config.yaml`` (hydra.job.config.override_dirname.exclude_keys).
+    ``conf/config.yaml`` (hydra.job.config.override_dirname.exclude_keys). ``eval.*`` keys (evaluate.py) never
+    name another model, so they are left out too: ``python evaluate.py -m train.batch_size=16,32
+    +eval.groups.x=[…]`` finds the models the same sweep trained.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -178,7 +251,19 @@ def _sweep_suffix(sep: str = "-") -> str:
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN or not hc.job.override_dirname:
         return ""
-    return sep + hc.job.override_dirname
+    dirname = hc.job.override_dirname
+    if any(_is_eval_key(line.lstrip("+~").split("=", 1)[0]) for line in hc.overrides.task):
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        conf = hc.job.config.override_dirname
+        keep = sorted(o.input_line for o in OverridesParser.create().parse_overrides(list(hc.overrides.task))
+                      if o.key_or_group not in conf.exclude_keys and not _is_eval_key(o.key_or_group))
+        dirname = conf.item_sep.join(keep).replace("=", conf.kv_sep)  # as Hydra's get_overrides_dirname
+    return sep + dirname if dirname else ""
+
+
+def _is_eval_key(key: str) -> bool:
+    return key == "eval" or key.startswith("eval.")
 
 
 def _run_dir(dry_run: Any, normal: str) -> str:
@@ -226,6 +311,9 @@ def check(cfg: Any) -> None:
                 msg = f"missing mandatory value; set it, e.g. on the command line: {full}=..."
             raise ConfigError(f"{full}: {msg}") from None
     one_of("version.name", cfg.version.name, VERSIONS)
+    from hsbcala import checks  # data.* (checks, split, whitelist)
+
+    checks.validate_config(cfg)
     one_of("train.codec", cfg.train.codec, CODEC_POLICIES)
     one_of("profiler.name", cfg.profiler.name, PROFILERS)
     one_of("profiler.if_missing", cfg.profiler.if_missing, ("error", "warn"))

@@ -133,6 +133,9 @@ class Tracker:
     def log_text(self, text: str, name: str) -> None:
         self._mlflow.log_text(text, name)
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._mlflow.set_tags(tags)
+
     def end(self, status: str) -> None:
         """End the run as FINISHED, FAILED or KILLED (idempotent; never leaves it RUNNING)."""
         if self._ended:

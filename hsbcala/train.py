@@ -25,11 +25,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import queue
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -58,6 +60,7 @@ class Plan:
     n_val: int = 0
     skipped: int = 0
     profile_report: Path | None = None
+    data: Any = None  # hsbcala.datastep.DataPlan: manifest, split, codec report (written by _execute)
 
 
 def _say(msg: str) -> None:
@@ -72,7 +75,7 @@ def _ensure_synthetic(cfg: Any, dry_run: bool) -> int | None:
     """Render the synthetic demo lines if the data globs point at them; return the train count for dry runs."""
     syn = cfg.data.synthetic
     root = Path(syn.root)
-    if not any(_under(p, root) for p in [*cfg.data.train, *cfg.data.val]):
+    if not any(_under(p, root) for p in [*cfg.data.train, *(cfg.data.val or [])]):
         return None
     if dry_run:
         return syn.n_train
@@ -81,15 +84,6 @@ def _ensure_synthetic(cfg: Any, dry_run: bool) -> int | None:
     synth.ensure_synthetic(root, cfg.script.face, n_train=syn.n_train, n_val=syn.n_val, seed=syn.seed,
                            text_file=Path(syn.text_file) if syn.text_file else None)
     return None
-
-
-def _engine_data(patterns: list[str], lines: Any, base: Path) -> tuple[str, ...]:
-    """What Calamari gets: the patterns themselves when Calamari's own (non-recursive) glob gives the same
-    checked lines, else the checked file list. Patterns keep command lines short and readable."""
-    absolute = [str(p if Path(p).is_absolute() else base / p) for p in patterns]
-    if lines is None or (not lines.skipped and not any("**" in p for p in absolute)):
-        return tuple(absolute)
-    return tuple(str(p) for p in lines.images)
 
 
 def _warmstart(cfg: Any, resume: bool) -> tuple[str | None, str | None]:
@@ -130,28 +124,26 @@ def plan(cfg: Any) -> Plan:
     resume_from = checkpoints.latest_checkpoint(model_dir, version) if model_dir.is_dir() else None
 
     dry_count = _ensure_synthetic(cfg, cfg.dry_run)
-    from hsbcala import data
+    if cfg.dry_run and dry_count is None:  # data staged from an archive in the job: count the archive's lines
+        from hsbcala import slurm
 
-    if cfg.dry_run:  # no image decoding on the fast path: count the matches only
-        train_lines = val_lines = None
-        n_train = dry_count if dry_count is not None else len(data.resolve(cfg.data.train, key="data.train",
-                                                                            base=base))
-        n_val, skipped = 0, 0
-    else:
-        train_lines, val_lines = data.load_lines(cfg.data.train, cfg.data.val, base=base,
-                                                 skip_invalid=cfg.train.skip_invalid)
-        n_train, n_val = len(train_lines), len(val_lines)
-        skipped = len(train_lines.skipped) + len(val_lines.skipped)
-        if skipped:
-            first = (train_lines.skipped or val_lines.skipped)[0]
-            _say(f"{skipped} invalid lines will be skipped (train.skip_invalid=true); first: {first[0]}: {first[1]}")
+        dry_count = slurm.dry_run_count(cfg)
+    # The data step (hsbcala/datastep.py): resolve, split, check, hash, manifest, codec report; a dry run only
+    # resolves (and splits). A failed check raises here, before anything is created.
+    from hsbcala import datastep
+
+    if cfg.dry_run and cfg.data_check_only:
+        raise ConfigError("dry_run=true and data_check_only=true: choose one")
+    data_plan = datastep.prepare(cfg, base=base, model_dir=model_dir, dry_count=dry_count,
+                                 resuming=resume_from is not None)
+    n_train, n_val, skipped = data_plan.n_train, data_plan.n_val, data_plan.skipped
 
     warm, network = _warmstart(cfg, resume_from is not None)
     on_ramdisk = bool(cfg.cluster.ramdisk) and all(_under(p, Path(cfg.cluster.ramdisk)) for p in cfg.data.train)
     inputs = commands.TrainInputs(
         model_dir=model_dir,
-        train=_engine_data(list(cfg.data.train), train_lines, base),
-        val=_engine_data(list(cfg.data.val), val_lines, base),
+        train=data_plan.engine_train,
+        val=data_plan.engine_val,
         n_train=n_train,
         warmstart=warm,
         network=network,
@@ -160,7 +152,7 @@ def plan(cfg: Any) -> Plan:
         gpus=cfg.cluster.gpus,
     )
     argv, report = command(cfg, inputs, env)
-    return Plan(argv, inputs, env, model_dir, resume_from, state, n_val, skipped, report)
+    return Plan(argv, inputs, env, model_dir, resume_from, state, n_val, skipped, report, data_plan)
 
 
 def command(cfg: Any, inputs: commands.TrainInputs, env: envs.EngineEnv) -> tuple[list[str], Path | None]:
@@ -211,6 +203,38 @@ def _model_dir_lock(model_dir: Path) -> Iterator[None]:
         yield
 
 
+class _Pump(threading.Thread):
+    """Reads the engine's output as it comes, echoes it to the console and the log, and queues it for the
+    metrics parser. A thread of its own so that the engine never blocks on a full pipe while the main thread is
+    busy (opening the MLflow run takes seconds; on 2 busy cores, tens of seconds)."""
+
+    def __init__(self, stream, log, tail: deque) -> None:
+        super().__init__(name="hsbcala-engine-output", daemon=True)
+        self.stream, self.log, self.tail = stream, log, tail
+        self.lines: queue.Queue[str | None] = queue.Queue()
+
+    def run(self) -> None:
+        try:
+            for line in self.stream:
+                sys.stdout.write(line)
+                self.log.write(line)
+                self.tail.append(line.rstrip())
+                self.lines.put(line)
+            self.log.flush()
+        finally:
+            self.lines.put(None)
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            try:  # a timeout keeps the main thread responsive to SIGINT/SIGTERM
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if line is None:
+                return
+            yield line
+
+
 def _engine_signals() -> None:
     """In the engine's process: ignore SIGUSR1/SIGUSR2. Slurm's walltime warning (--signal) reaches every
     process of the job; it is meant for submitit in the launcher, which then stops the engine itself after the
@@ -248,14 +272,28 @@ def _resume_point(plan: Plan, version: str) -> tuple[int, int]:
 
 def run(cfg: DictConfig) -> float | None:
     """Train or resume the model of ``cfg``; return its best validation CER (None for a dry run)."""
+    from hsbcala import slurm
+
+    # Slurm (hsbcala/slurm.py): refuse a Slurm cluster without -m, stage the GT archive; accounting, clean-up.
+    with slurm.job(cfg):
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> float | None:
     p = plan(cfg)
     if cfg.dry_run:
         print(shlex.join(p.argv), flush=True)
+        return None
+    if cfg.data_check_only:  # the data step alone: reports into the model dir, exit 0 (2 if a check failed)
+        from hsbcala import datastep
+
+        datastep.check_only(p.data, p.model_dir, _say)
         return None
     if p.state is not None and p.state.status == "finished":
         _say(f"{p.model_dir} has finished training (best validation CER {p.state.best_val_cer}); not retraining. "
              f"Choose another model_dir to train again.")
         return p.state.best_val_cer
+    p.data.announce(_say)  # what the data checks found, the split, the codec table
     p.env.ensure(log=_say)
     return _execute(cfg, p)
 
@@ -282,6 +320,9 @@ def _execute(cfg: Any, p: Plan) -> float | None:
     t0 = time.monotonic()
     try:
         with _model_dir_lock(p.model_dir), _signals_raise():
+            data_note = p.data.write(p.model_dir)  # manifest.json, split.json, codec report (hsbcala.datastep)
+            if data_note:
+                _say(f"warning: {data_note}")
             log_path = p.model_dir / "train.log"
             with open(log_path, "a", encoding="utf-8") as log:
                 log.write(f"\n# hsbcala {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(p.argv)}\n")
@@ -291,7 +332,9 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                 proc = subprocess.Popen(p.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                         encoding="utf-8", errors="replace", bufsize=1, env=env,
                                         start_new_session=True, preexec_fn=_engine_signals)
-                # MLflow starts while the engine imports TensorFlow: its ~5 s of set-up cost no wall time.
+                pump = _Pump(proc.stdout, log, tail)
+                pump.start()
+                # MLflow starts while the engine imports TensorFlow; the pump keeps reading meanwhile.
                 tracker = tracking.Tracker(
                     cfg, state.run_id,
                     tags=tracking.run_tags(cfg, envs.project_root(), p.model_dir),
@@ -309,14 +352,15 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                         tracker.log_artifact(p.env.lock, "environment")
                 if p.skipped:
                     tracker.log(0, {"skipped_lines": p.skipped})
-                for line in proc.stdout:
-                    sys.stdout.write(line)
-                    log.write(line)
-                    tail.append(line.rstrip())
+                p.data.track(tracker)  # data/ artifacts, data.* tags (hsbcala.datastep)
+                from hsbcala import provenance
+
+                provenance.log(tracker, p.env, envs.project_root())  # environment/: freeze, modules, git
+                for line in pump:
                     for update in parser.feed(line):
                         tracker.log(update.step, update.metrics)
                 code = proc.wait()
-                log.flush()
+                pump.join()
             elapsed = time.monotonic() - t0
             state.best_val_cer = parser.best_val_cer
             if code != 0:

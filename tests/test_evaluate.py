@@ -1,0 +1,371 @@
+"""evaluate.py: CER per model and variant group, agreement with calamari-eval, MLflow, tables, release export.
+
+The quick tests check the CER arithmetic (against an independent edit distance), the normalisation rules, the
+table rendering and the config. The slow ones train one tiny real model per Calamari version through the real
+``train.py`` (once per session), evaluate both in ONE real multirun of ``evaluate.py`` on other books of the
+shared Fraktur lines, copied under names that carry ``_GTSBB`` (binarized) and ``_GTPAGE`` (raw), and check the
+result against the version's own ``calamari-eval`` on the same predictions, the MLflow runs, the tables, the
+release archive and the bad-input rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from hsbcala import cer, envs, report, schema
+from hsbcala.errors import ConfigError
+from tests.conftest import IN_CI, ROOT, SHARED, compose_cfg
+
+VERSIONS = ("cala1", "cala2")
+
+
+# ------------------------------------------------------------------------------------------------ quick
+
+
+def _reference_distance(a: str, b: str) -> int:
+    d = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        prev, d[0] = d[:], i
+        for j in range(1, len(b) + 1):
+            d[j] = min(prev[j] + 1, d[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1]))
+    return d[-1]
+
+
+def test_edit_distance_matches_an_independent_levenshtein():
+    rng = random.Random(4)
+    for _ in range(2000):
+        a = "".join(rng.choice("aeſ ß") for _ in range(rng.randint(0, 14)))
+        b = "".join(rng.choice("aeſ ß") for _ in range(rng.randint(0, 14)))
+        al = cer.align(a, b)
+        assert al.errors == _reference_distance(a, b), (a, b)
+        # the confusions account for every edit: GT side = S + D characters, predicted side = S + I
+        assert sum(len(g) for g, _ in al.confusions) == al.substitutions + al.deletions
+        assert sum(len(p) for _, p in al.confusions) == al.substitutions + al.insertions
+
+
+def test_confusions_are_runs_of_edits_between_matches():
+    al = cer.align("Wurm und", "Wnrm vnd")
+    assert (al.substitutions, al.deletions, al.insertions) == (2, 0, 0)
+    assert al.confusions == (("u", "n"), ("u", "v"))
+    assert cer.align("rn", "m").confusions == (("rn", "m"),)
+    assert cer.align("abc", "").confusions == (("abc", ""),) and cer.align("", "x").errors == 1
+
+
+def test_cer_sums_errors_over_characters_not_per_line_rates():
+    s = cer.score([("abcd", "abcd"), ("ab", "")])  # per line 0 % and 100 %: the mean would be 50 %
+    assert (s.errors, s.chars) == (2, 6) and s.cer == pytest.approx(2 / 6)
+    assert cer.Score().cer is None
+
+
+def test_normalisation_is_nfc_and_calamaris_whitespace_and_cala1_dash_rules():
+    decomposed = "c\u030c"  # c + combining caron
+    assert cer.normalize(f"  {decomposed}  a\t\tb \n", "calamari2") == "č a b"
+    assert cer.normalize("a — b – µ", "calamari2") == "a — b – µ"
+    assert cer.normalize("a — b – µ", "calamari1") == "a - b - μ"
+    assert cer.ENGINE_RULES == {"cala1": "calamari1", "cala2": "calamari2"}
+
+
+def _result(model, overall, groups, error=None, **extra):
+    sets = [] if error else [{"name": "val", "overall": {"lines": 10, "cer": overall},
+                              "groups": {g: (None if v is None else {"cer": v}) for g, v in groups.items()}}]
+    return {"model": model, "version": "cala2", "sets": sets, "groups": {g: [f"*_{g}*"] for g in groups},
+            "error": error, "normalization_description": "NFC", **extra}
+
+
+def test_table_marks_missing_models_and_groups_instead_of_numbers(tmp_path):
+    results = [_result("fraktur-cala2", 0.0234, {"binarized": 0.02, "raw": None}),
+               _result("antiqua-cala1", None, {"binarized": None, "raw": None}, error="model_dir x holds no model")]
+    md = report.markdown(results)
+    rows = [r for r in md.splitlines() if r.startswith("| ") and not r.startswith("| model")]
+    assert len(rows) == 2
+    assert "| fraktur-cala2 | 10 | 2.34 % | 2.00 % | n/a |" in rows[0] and "raw: no line matches *_raw*" in rows[0]
+    assert rows[1].count("missing") >= 4 and "model_dir x holds no model" in rows[1]
+    lines = list(csv.reader(report.csv_text(results).splitlines()))
+    assert lines[0][:7] == ["model", "script", "version", "lines", "cer", "cer_binarized", "cer_raw"]
+    assert lines[1][4:7] == ["0.023400", "0.020000", ""] and lines[2][4:8] == ["", "", "", "missing"]
+    png = report.chart(results, tmp_path / "t.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def compose_eval(overrides, *, hydra_node: bool = False):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        return compose("evaluate", overrides=list(overrides), return_hydra_config=hydra_node)
+
+
+@pytest.mark.parametrize("script", ["fraktur", "antiqua"])
+@pytest.mark.parametrize("version", VERSIONS)
+def test_evaluate_config_resolves_model_dir_and_data_as_training(script, version):
+    cfg = compose_eval([f"script={script}", f"version={version}"])
+    train_cfg = compose_cfg([f"script={script}", f"version={version}"])
+    assert cfg.model_dir == train_cfg.model_dir and list(cfg.data.val) == list(train_cfg.data.val)
+    assert cfg.eval.groups == {"binarized": ["*_GTOLENA*", "*_GTSBB*", "*_GTOCROPY*", "*_GTLINES*"],
+                               "raw": ["*_GTPAGE*"]}
+    assert train_cfg.eval is None  # training configs carry no evaluation settings
+    schema.check(train_cfg)
+
+
+def test_eval_keys_do_not_change_the_model_dir_of_a_sweep_point():
+    """``evaluate.py -m train.batch_size=16,32 +eval.groups.x=[…]`` finds the models that sweep trained."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import read_write
+
+    cfg = compose_eval(["train.batch_size=32", "+eval.groups.x=[a]", "eval.batch_size=4", "version=cala1"],
+                       hydra_node=True)
+    with read_write(cfg.hydra):
+        cfg.hydra.mode = RunMode.MULTIRUN
+    HydraConfig.instance().set_config(cfg)
+    try:
+        assert cfg.model_dir.endswith("/models/hsbfraktur.cala1/train.batch_size=32")
+        assert cfg.mlflow.run_name == "fraktur-cala1-train.batch_size=32"
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+def test_bad_eval_options_fail_with_the_key():
+    from omegaconf import open_dict
+
+    from hsbcala import evaluate
+
+    with pytest.raises(ConfigError, match="eval.normalization='nfd' is not one of"):
+        evaluate.check(compose_eval(["eval.normalization=nfd"]))
+    cfg = compose_eval([])
+    with open_dict(cfg):
+        cfg.eval.groups["bad name"] = ["*x*"]
+    with pytest.raises(ConfigError, match=r"eval.groups.bad name: a name may hold only"):
+        evaluate.check(cfg)
+    with pytest.raises(ConfigError, match=r"eval.extra.val: the name of the main evaluation set"):
+        evaluate.check(compose_eval(["+eval.extra.val=[x.png]"]))
+    proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "eval.bogus=1"], capture_output=True, check=False,
+                          text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode != 0 and "eval.bogus" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------ slow
+
+
+@pytest.fixture(scope="session")
+def shared_books() -> list[Path]:
+    root = SHARED / "data" / "fraktur19-lines" / "ref_AS"
+    if not root.is_dir():
+        msg = f"shared data not found at {SHARED} (clone the project beside shared/)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return sorted(root.iterdir())
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, shared_books) -> Path:
+    """One tiny real model per version, trained through train.py (books 0-1, validated on book 2)."""
+    from tests.test_train_integration import launch, tiny
+
+    tmp = tmp_path_factory.mktemp("eval-models")
+    for version in VERSIONS:
+        proc = launch(tiny(tmp, shared_books[:2], shared_books[2:3], version))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp
+
+
+@pytest.fixture(scope="session")
+def variant_lines(tmp_path_factory, shared_books) -> Path:
+    """Books 3-4 (never trained on), each line copied as ``<id>_GTSBB.png`` or ``<id>_GTPAGE.png`` with its
+    GT, alternately; plus one line image without a GT file."""
+    out = tmp_path_factory.mktemp("eval-lines")
+    images = sorted(p for book in shared_books[3:5] for p in book.glob("*.png"))
+    for i, png in enumerate(images):
+        name = f"{png.stem}_{'GTSBB' if i % 2 else 'GTPAGE'}"
+        shutil.copy(png, out / f"{name}.png")
+        shutil.copy(png.with_suffix(".gt.txt"), out / f"{name}.gt.txt")
+    shutil.copy(images[0], out / "nogt_GTSBB.png")
+    assert any("—" in p.read_text(encoding="utf-8") for p in out.glob("*.gt.txt")), \
+        "the lines should contain em dashes (Calamari 1 normalises them)"
+    return out
+
+
+def run_evaluate(*overrides: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *overrides], capture_output=True, check=False,
+                          text=True, cwd=cwd, timeout=900)
+
+
+def base_overrides(tmp: Path, lines: Path) -> list[str]:
+    return [f"paths.root={tmp}", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlruns.db'}",
+            f"eval.data=[{lines}/*.png]", f"hydra.run.dir={tmp / 'eval-run'}", "eval.batch_size=8"]
+
+
+@pytest.fixture(scope="session")
+def multirun(tiny_models, variant_lines):
+    """ONE real multirun: both versions x (own model, other version's model, an empty model dir), an extra
+    variant group that matches nothing, and the release export."""
+    tmp = tiny_models
+    (tmp / "empty-model").mkdir(exist_ok=True)
+    sweep = tmp / "sweep"
+    proc = run_evaluate(
+        "-m", "version=cala1,cala2",
+        f"model_dir={tmp / 'model-cala1'},{tmp / 'model-cala2'},{tmp / 'empty-model'}",
+        *base_overrides(tmp, variant_lines), f"hydra.sweep.dir={sweep}",
+        "+eval.groups.olena=[*_GTOLENA*]", "eval.export=true", f"eval.export_dir={tmp / 'releases'}",
+    )
+    results = {}
+    for f in sweep.glob("*/eval-result.json"):
+        r = json.loads(f.read_text(encoding="utf-8"))
+        results[(r["version"], Path(r["model_dir"]).name)] = (r, f.parent)
+    return proc, sweep, results
+
+
+def _ok(multirun, version):
+    _, _, results = multirun
+    result, job_dir = results[(version, f"model-{version}")]
+    assert result["error"] is None, result["error"]
+    return result, job_dir
+
+
+def calamari_eval(version: str, gt_dir: Path) -> tuple[int, int, float]:
+    """(errors, GT characters, printed percent) of the version's own calamari-eval."""
+    cfg = compose_cfg([f"version={version}"])
+    program = envs.resolve(cfg, ROOT).program("calamari-eval")
+    argv = ([program, "--gt.texts", f"{gt_dir}/*.gt.txt"] if version == "cala2"
+            else [program, "--gt", f"{gt_dir}/*.gt.txt", "--no_progress_bars"])
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    m = re.search(r"error rate of ([\d.]+)% \((\d+) errs, (\d+) total chars", proc.stdout + proc.stderr)
+    assert m, (proc.stdout + proc.stderr)[-3000:]
+    return int(m.group(2)), int(m.group(3)), float(m.group(1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", VERSIONS)
+def test_cer_agrees_with_calamari_eval_on_the_same_predictions(multirun, version, tmp_path):
+    result, job_dir = _ok(multirun, version)
+    with open(job_dir / "eval" / "lines.tsv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    assert len(rows) == result["sets"][0]["overall"]["lines"] == 97
+    assert any(r["prediction"] for r in rows), "the tiny model predicted nothing at all"
+    for k, row in enumerate(rows):  # the original GT file and the prediction, paired by name
+        image = Path(row["image"])
+        shutil.copy(image.with_suffix(".gt.txt"), tmp_path / f"{k:04d}.gt.txt")
+        (tmp_path / f"{k:04d}.pred.txt").write_text(row["prediction"], encoding="utf-8")
+    errs, chars, percent = calamari_eval(version, tmp_path)
+    overall = result["sets"][0]["overall"]
+    assert (overall["errors"], overall["chars"]) == (errs, chars)
+    assert abs(100 * overall["cer"] - percent) <= 0.01
+    assert result["normalization"] == {"cala1": "calamari1", "cala2": "calamari2"}[version]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", VERSIONS)
+def test_group_cers_recombine_to_the_overall_cer(multirun, version):
+    result, _ = _ok(multirun, version)
+    s = result["sets"][0]
+    binarized, raw = s["groups"]["binarized"], s["groups"]["raw"]
+    assert s["groups"]["olena"] is None  # no line matches: n/a, not 0
+    assert binarized["lines"] + raw["lines"] == s["overall"]["lines"] and s["ungrouped"] == 0
+    assert binarized["chars"] + raw["chars"] == s["overall"]["chars"]
+    weighted = (binarized["cer"] * binarized["chars"] + raw["cer"] * raw["chars"]) / s["overall"]["chars"]
+    assert weighted == pytest.approx(s["overall"]["cer"], abs=1e-12)
+    assert s["skipped"] == 1  # the image without GT
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", VERSIONS)
+def test_mlflow_training_run_carries_metrics_and_artifacts(multirun, version):
+    import mlflow
+
+    result, _ = _ok(multirun, version)
+    tmp = multirun[1].parent
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlruns.db'}")
+    state = json.loads((tmp / f"model-{version}" / "hsbcala-state.json").read_text())
+    assert result["mlflow"]["run_id"] == state["run_id"] and not result["mlflow"]["separate_run"]
+    run = client.get_run(state["run_id"])
+    assert run.info.status == "FINISHED"  # logging the evaluation does not reopen the training run
+    m = run.data.metrics
+    assert m["eval/eval/cer"] == pytest.approx(result["sets"][0]["overall"]["cer"])
+    assert {"eval/eval/cer_binarized", "eval/eval/cer_raw", "best_val_cer"} <= set(m)
+    assert "eval/eval/cer_olena" not in m
+    arts = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
+    assert {"eval/eval-result.json", "eval/cer-table.md", "eval/cer-table.csv", "eval/cer-table.png"} <= arts
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "eval/eval")} == \
+        {"eval/eval/lines.tsv", "eval/eval/confusions.tsv"}
+    conf = Path(client.download_artifacts(run.info.run_id, "eval/eval/confusions.tsv"))
+    assert 1 < len(conf.read_text(encoding="utf-8").splitlines()) <= 51
+
+
+@pytest.mark.slow
+def test_multirun_table_has_one_row_per_model_and_marks_the_missing_ones(multirun):
+    proc, sweep, results = multirun
+    assert proc.returncode == 2, proc.stderr[-3000:]  # some models could not be evaluated
+    assert "Traceback" not in proc.stderr
+    assert len(results) == 6
+    md = (sweep / "cer-table.md").read_text(encoding="utf-8")
+    rows = [r for r in md.splitlines() if r.startswith("| ") and not r.startswith("| model")]
+    assert len(rows) == 6
+    assert all(r.startswith(("| fraktur-cala1 (", "| fraktur-cala2 (")) for r in rows)  # no eval keys in names
+    ok = [r for r in rows if "% |" in r]
+    assert len(ok) == 2 and all("olena: no line matches *_GTOLENA*" in r and "| n/a |" in r for r in ok)
+    missing = [r for r in rows if r not in ok]
+    assert all("| missing | missing |" in r for r in missing)
+    assert sum("holds no trained model" in r for r in missing) == 2
+    assert sum("holds a cala2 model, but version=cala1" in r for r in missing) == 1
+    assert sum("holds a cala1 model, but version=cala2" in r for r in missing) == 1
+    assert len(list(csv.reader((sweep / "cer-table.csv").read_text(encoding="utf-8").splitlines()))) == 7
+    assert (sweep / "cer-table.png").read_bytes()[:4] == b"\x89PNG"
+    for line in ("holds no trained model", "but version=cala1"):
+        assert any(line in x and x.startswith("hsbcala: error:") for x in proc.stderr.splitlines())
+    # the comparison is also in MLflow
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{sweep.parent / 'mlruns.db'}")
+    exp = client.get_experiment_by_name("hsbcala-evaluation")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert "cer-table.md" in {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", VERSIONS)
+def test_release_export_packs_model_and_metadata(multirun, version):
+    result, _ = _ok(multirun, version)
+    archive = Path(result["export"])
+    assert archive.name.startswith(f"hsbfraktur.{version}-") and archive.name.endswith(".tar.gz")
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+        meta = json.loads(tar.extractfile(f"hsbfraktur.{version}/hsbcala-release.json").read())
+    weights = "best.ckpt/variables/variables.index" if version == "cala2" else "best.ckpt.h5"
+    assert {f"hsbfraktur.{version}/best.ckpt.json", f"hsbfraktur.{version}/{weights}",
+            f"hsbfraktur.{version}/CER.md"} <= names
+    assert meta["script"] == "fraktur" and meta["version"] == version
+    assert meta["training_data"]["train"] and meta["training_data"]["source"] == "the MLflow training run"
+    assert "| fraktur-" in meta["cer_table"] and meta["hsbcala_commit"]
+
+
+@pytest.mark.slow
+def test_bad_input_one_clear_line(tiny_models, variant_lines, tmp_path):
+    tmp = tiny_models
+    base = [*base_overrides(tmp, variant_lines), f"model_dir={tmp / 'model-cala2'}",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+
+    def fails(*overrides: str, needle: str) -> None:
+        proc = run_evaluate(*base, *overrides)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr
+        assert any(x.startswith("hsbcala: error:") and needle in x for x in proc.stderr.splitlines()), \
+            proc.stderr[-2000:]
+
+    fails(f"eval.data=[{tmp_path}/nowhere/*.png]", needle=f"eval.data: pattern '{tmp_path}/nowhere/*.png' "
+                                                         f"matches no file")
+    fails("eval.skip_invalid=false", needle="nogt_GTSBB.png: no ground truth file")
+    fails(f"+eval.extra.more=[{tmp_path}/none/*.png]", needle="eval.extra.more: pattern")
+    fails(f"model_dir={tmp_path / 'never-trained'}", needle="does not exist: no model to evaluate")

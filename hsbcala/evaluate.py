@@ -216,8 +216,19 @@ def plan(cfg: Any) -> Plan:
     base = Path(cfg.paths.root)
     groups = {g: list(p) for g, p in cfg.eval.groups.items()}
     main = main_set_name(cfg)
-    specs = [(main, "eval.data" if cfg.eval.data is not None else "data.val (eval.data=null)",
-              list(cfg.eval.data if cfg.eval.data is not None else cfg.data.val))]
+    if cfg.eval.data is not None:
+        main_patterns, main_key = list(cfg.eval.data), "eval.data"
+    elif cfg.data.val:
+        main_patterns, main_key = list(cfg.data.val), "data.val (eval.data=null)"
+    else:  # trained on a split (data.val null): its saved validation lines
+        from hsbcala import split
+
+        saved = split.saved_val(model_dir)
+        if not saved:
+            raise ConfigError("eval.data: no evaluation lines: data.val is null and the model directory has no "
+                              "saved split; set eval.data=[GLOBS]")
+        main_patterns, main_key = [str(p) for p in saved], "the saved split's validation lines (split.json)"
+    specs = [(main, main_key, main_patterns)]
     specs += [(name, f"eval.extra.{name}", list(pats)) for name, pats in cfg.eval.extra.items()]
     sets, warnings = [], []
     for name, key, patterns in specs:

@@ -217,10 +217,12 @@ class _Pump(threading.Thread):
         try:
             for line in self.stream:
                 sys.stdout.write(line)
-                self.log.write(line)
+                with contextlib.suppress(ValueError):  # log already closed: an interrupted run is ending
+                    self.log.write(line)
                 self.tail.append(line.rstrip())
                 self.lines.put(line)
-            self.log.flush()
+            with contextlib.suppress(ValueError):
+                self.log.flush()
         finally:
             self.lines.put(None)
 

@@ -5,10 +5,10 @@
 Wall time of ``python evaluate.py`` (Hydra, data checks, staging, calamari-predict, CER per set and group,
 files, table + chart, MLflow logging) on N real Fraktur lines sorted into 3 variant groups by their file names
 (``_GTSBB``, ``_GTOLENA``, ``_GTPAGE``), against ONE bare ``calamari-predict`` over the same lines with the same
-arguments evaluate.py uses (:func:`hsbcala.evaluate.predict_argv`), each run in a fresh output directory; runs
-alternate between the two. Target: median ratio <= 1.2. Also printed: the time evaluate.py spends outside
-its own calamari-predict (start-up, checks, staging, CER, files, chart, MLflow), which, unlike the engine's time,
-hardly varies when other jobs share the machine.
+arguments and environment evaluate.py uses (:func:`hsbcala.evaluate.predict_argv`), each run in a fresh output
+directory; runs alternate between the two, and which goes first alternates too. Target: median ratio <= 1.2.
+Also printed: the time evaluate.py spends outside its own calamari-predict (start-up, checks, staging, CER,
+files, chart, MLflow), which, unlike the engine's own time, hardly varies when other jobs share the machine.
 
 Without ``--model-dir`` a model is trained first through train.py (the demo preset's network, one short epoch:
 prediction time depends on the network, not on how well it is trained). Needs ../shared (the real lines).
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -101,10 +102,17 @@ def main() -> None:
         out.mkdir()
         argv = env.wrap(evaluate.predict_argv(args.version, env.program("calamari-predict"), checkpoint,
                                               stage / "lines", out, cfg.eval.batch_size))
-        bare.append(timed(argv, cwd=tmp))
-        full.append(timed([py, str(ROOT / "evaluate.py"), f"version={args.version}", f"paths.root={tmp}",
-                           f"model_dir={model_dir}", f"mlflow.tracking_uri={store}", f"eval.data=[{lines_dir}/*.png]",
-                           f"hydra.run.dir={tmp / f'eval-run-{i}'}", *groups], cwd=ROOT))
+        full_argv = [py, str(ROOT / "evaluate.py"), f"version={args.version}", f"paths.root={tmp}",
+                     f"model_dir={model_dir}", f"mlflow.tracking_uri={store}", f"eval.data=[{lines_dir}/*.png]",
+                     f"hydra.run.dir={tmp / f'eval-run-{i}'}", *groups]
+        # the engine's environment as evaluate.py sets it; which one goes first alternates (drift cancels)
+        engine_env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+        if i % 2 == 0:
+            bare.append(timed(argv, cwd=tmp, env=engine_env))
+            full.append(timed(full_argv, cwd=ROOT))
+        else:
+            full.append(timed(full_argv, cwd=ROOT))
+            bare.append(timed(argv, cwd=tmp, env=engine_env))
         result = json.loads((tmp / f"eval-run-{i}" / evaluate.RESULT_FILE).read_text(encoding="utf-8"))
         inside.append(result["predict"]["seconds"])
         print(f"run {i + 1}: bare calamari-predict {bare[-1]:.1f} s, evaluate.py {full[-1]:.1f} s "

@@ -143,11 +143,11 @@ def _codec_report(cfg: Any, kept: list[checks.Line], resuming: bool) -> dict[str
     """Against the warm-start model, for a fresh warm start whose model exists (else the runner says why)."""
     if not cfg.warmstart.model or resuming:
         return None
-    from hsbcala import models
+    from hsbcala.engines import modeljson
 
-    if not models.json_path(cfg.warmstart.model).is_file():
+    if not modeljson.json_path(cfg.warmstart.model).is_file():
         return None
-    info = models.read_model(Path(cfg.warmstart.model))
+    info = modeljson.read_model(Path(cfg.warmstart.model))
     counts = codec.count_chars(line.text or "" for line in kept)
     return codec.report(counts, info.charset, model=str(info.path), model_version=info.version,
                         policy=str(cfg.train.codec))

@@ -147,7 +147,7 @@ def main_set_name(cfg: Any) -> str:
 
 def find_model(cfg: Any) -> tuple[Path, Path | None]:
     """(the model's .ckpt.json, its model directory or None) for ``eval.model`` or the best model of model_dir."""
-    from hsbcala import models
+    from hsbcala.engines import modeljson
 
     version = cfg.version.name
     if cfg.eval.model:
@@ -169,7 +169,7 @@ def find_model(cfg: Any) -> tuple[Path, Path | None]:
             raise DataError(f"model_dir {model_dir} holds no trained model (best.ckpt.json + {weights} missing); "
                             f"train it first, or set model_dir=DIR or eval.model=FILE.ckpt.json")
         path = best[0]
-    info = models.read_model(path)
+    info = modeljson.read_model(path)
     if info.version != MAJOR[version]:
         found = {1: "cala1", 2: "cala2"}.get(info.version, f"Calamari {info.version}")
         raise ConfigError(f"{path} is a {found} model, but version={version}; choose version={found}")
@@ -642,9 +642,10 @@ def _log(tracker: EvalTracker, p: Plan, result: dict, out_dir: Path, table: dict
 def export_release(cfg: Any, p: Plan, result: dict, training_params: dict[str, str]) -> Path:
     """``<eval.export_dir>/<model name>.<version>-<YYYYmmdd-HHMMSS>.tar.gz``: the model files and
     ``hsbcala-release.json`` (script, version, training data, CER table, hsbcala commit) plus ``CER.md``."""
-    from hsbcala import models, tracking
+    from hsbcala import tracking
+    from hsbcala.engines import modeljson
 
-    info = models.read_model(p.checkpoint)
+    info = modeljson.read_model(p.checkpoint)
     weights = p.checkpoint.with_name(p.checkpoint.name[: -len(".json")])
     files = [p.checkpoint] + [w for w in (weights, Path(f"{weights}.h5")) if w.exists()]
     name = f"{cfg.script.model_name}.{p.version}"

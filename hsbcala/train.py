@@ -99,16 +99,16 @@ def _warmstart(cfg: Any, resume: bool) -> tuple[str | None, str | None]:
             f"calamari_models_experimental for Calamari 2, calamari_models for Calamari 1), or set "
             f"warmstart.pretrained_dir=DIR, or warmstart.model=null to train from scratch"
         )
-    from hsbcala import models
+    from hsbcala.engines import modeljson
 
-    info = models.read_model(path)
+    info = modeljson.read_model(path)
     major = MAJOR[cfg.version.name]
     if info.version != major:
         raise ConfigError(f"warmstart.model {info.path} is a Calamari {info.version} model, but version="
                           f"{cfg.version.name} (Calamari {major})")
     if cfg.train.network and cfg.train.network != info.network:
         _say(f"train.network={cfg.train.network!r} ignored: a warm start uses the model's network {info.network!r}")
-    return models.weights_arg(info.path, major), info.network
+    return modeljson.weights_arg(info.path, major), info.network
 
 
 def plan(cfg: Any) -> Plan:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from hsbcala.errors import DataError
-from hsbcala.models import ModelInfo, read_model, weights_arg
+from hsbcala.engines.modeljson import ModelInfo, read_model, weights_arg
 from tests.conftest import SHARED
 
 # -------------------------------------------------------------------------------------------- JSON builders

@@ -128,7 +128,7 @@ def test_killed_training_resumes_in_the_same_run(tmp_path, fraktur_books, versio
 
 def test_warm_start_grows_the_codec_by_sorbian_letters(tmp_path, fraktur_books):
     """A tiny model trained on German Fraktur, fine-tuned on synthetic Upper Sorbian lines it never saw."""
-    from hsbcala import models
+    from hsbcala.engines import modeljson as models
 
     train_books, val_books = fraktur_books
     base = launch(tiny(tmp_path, train_books, val_books, "cala2", **{"train.epochs": "1"}))

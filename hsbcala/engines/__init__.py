@@ -1,0 +1,1 @@
+"""The Calamari engines: one module per version."""

@@ -1,0 +1,194 @@
+"""hsbcala.cer on rapidfuzz counts exactly the errors of the pure-Python Levenshtein matrix it replaced.
+
+:func:`_reference_align` is that implementation, copied verbatim from hsbcala/cer.py as of commit 7ef4640. The
+error counts (hence every CER) must be identical, line by line, on hand-made pairs (empty strings, combining
+characters, Upper Sorbian letters), on random short strings, and on 3,000 real GT lines of ../shared/data
+against a seeded corruption of themselves (substitutions, deletions, insertions). Only the tie-breaking among
+optimal alignments differs (how one total splits into S/D/I, the confusions; see the module doc of
+hsbcala/cer.py), so that is not compared; that the confusions account for every edit is. bench/cer_speed.py
+times both on the same lines (:func:`sample_pairs`).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from hsbcala import cer
+from hsbcala.cer import Alignment
+from tests.conftest import SHARED
+from tests.gt_helpers import need
+
+LINES = 3000
+SEED = 20240607
+#: what the corruption draws from: Fraktur letters, long s, Upper Sorbian letters, combining caron and e above
+NOISE = "aeinrstuſßfmhbcdlkvwzABDEGHUVW .,;:-⸗ěčćřłńóžšźĚČŘŁŽŠ\u030c\u0364"
+
+
+def _reference_align(gt: str, pred: str) -> Alignment:
+    """Levenshtein alignment (unit costs) of two strings, with the confusions along one optimal path."""
+    start = 0
+    limit = min(len(gt), len(pred))
+    while start < limit and gt[start] == pred[start]:
+        start += 1
+    end_gt, end_pred = len(gt), len(pred)
+    while end_gt > start and end_pred > start and gt[end_gt - 1] == pred[end_pred - 1]:
+        end_gt -= 1
+        end_pred -= 1
+    a, b = gt[start:end_gt], pred[start:end_pred]
+    if not a and not b:
+        return Alignment(0, 0, 0, ())
+    if not a:
+        return Alignment(0, 0, len(b), (("", b),))
+    if not b:
+        return Alignment(0, len(a), 0, ((a, ""),))
+
+    m, n = len(a), len(b)
+    rows = [list(range(n + 1))]
+    for i in range(1, m + 1):
+        prev = rows[-1]
+        row = [i] + [0] * n
+        ai = a[i - 1]
+        for j in range(1, n + 1):
+            sub = prev[j - 1] + (ai != b[j - 1])
+            dele = prev[j] + 1
+            ins = row[j - 1] + 1
+            row[j] = sub if sub <= dele and sub <= ins else min(dele, ins)
+        rows.append(row)
+
+    # Walk back along one optimal path (diagonal first, then deletion, then insertion).
+    subs = dels = inss = 0
+    confusions: list[tuple[str, str]] = []
+    run_gt: list[str] = []
+    run_pred: list[str] = []
+
+    def close_run() -> None:
+        if run_gt or run_pred:
+            confusions.append(("".join(reversed(run_gt)), "".join(reversed(run_pred))))
+            run_gt.clear()
+            run_pred.clear()
+
+    i, j = m, n
+    while i > 0 or j > 0:
+        here = rows[i][j]
+        if i > 0 and j > 0 and rows[i - 1][j - 1] + (a[i - 1] != b[j - 1]) == here:
+            if a[i - 1] == b[j - 1]:
+                close_run()
+            else:
+                subs += 1
+                run_gt.append(a[i - 1])
+                run_pred.append(b[j - 1])
+            i, j = i - 1, j - 1
+        elif i > 0 and rows[i - 1][j] + 1 == here:
+            dels += 1
+            run_gt.append(a[i - 1])
+            i -= 1
+        else:
+            inss += 1
+            run_pred.append(b[j - 1])
+            j -= 1
+    close_run()
+    confusions.reverse()
+    return Alignment(subs, dels, inss, tuple(confusions))
+
+
+def corrupt(text: str, rng: random.Random) -> str:
+    """A deterministic "prediction": per character 3 % substituted, 2 % deleted, 2 % followed by an insert."""
+    out = []
+    for ch in text:
+        r = rng.random()
+        if r < 0.03:
+            out.append(rng.choice(NOISE))
+        elif r < 0.05:
+            continue
+        else:
+            out.append(ch)
+            if r < 0.07:
+                out.append(rng.choice(NOISE))
+    return "".join(out)
+
+
+def sample_pairs(data_dir: Path = SHARED / "data", n: int = LINES) -> list[tuple[str, str]]:
+    """(GT, corrupted GT) for a seeded sample of n ``*.gt.txt`` lines under data_dir, both normalised as
+    calamari-eval 2 does (as evaluate.py aligns them). Raises ValueError when fewer lines exist."""
+    files = sorted(data_dir.rglob("*.gt.txt"), key=lambda p: p.relative_to(data_dir).as_posix())
+    if len(files) < n:
+        raise ValueError(f"{len(files)} *.gt.txt files under {data_dir}, {n} wanted")
+    picked = sorted(random.Random(SEED).sample(range(len(files)), n))
+    pairs = []
+    for k, idx in enumerate(picked):
+        raw = files[idx].read_text(encoding="utf-8")
+        pairs.append((cer.normalize(raw), cer.normalize(corrupt(raw, random.Random(SEED + k)))))
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def real_pairs() -> list[tuple[str, str]]:
+    return sample_pairs(need(SHARED / "data"))
+
+
+def _check_accounts_for_every_edit(gt: str, pred: str, al: Alignment) -> None:
+    # GT side of the confusions = S + D characters, predicted side = S + I; every other character is matched
+    assert sum(len(g) for g, _ in al.confusions) == al.substitutions + al.deletions, (gt, pred, al)
+    assert sum(len(p) for _, p in al.confusions) == al.substitutions + al.insertions, (gt, pred, al)
+    assert all(g != p for g, p in al.confusions), (gt, pred, al)
+
+
+HAND_MADE = [
+    ("", ""),
+    ("", "x"),
+    ("abc", ""),
+    ("", "Hdźe je ćěło?"),
+    ("Wurm und", "Wnrm vnd"),
+    ("rn", "m"),
+    ("ab", "ba"),  # a tie: 2 substitutions or an insertion and a deletion
+    ("c\u030c", "č"),  # decomposed vs precomposed: 2 code points vs 1
+    ("Rae\u0364the", "Räthe"),  # combining e above (Fraktur umlaut) vs ä
+    ("ěčćřłńóžš", "ecclnozs"),  # Sorbian letters read without their diacritics (and one lost)
+    ("Hornjoserbšćina", "Hornjoserbscina"),
+    ("Přichod Łužiskich Serbow", "Prichod Luziskich Serbow"),
+    ("Wón je ńó", "Won je no"),
+    ("žiwjenje", "žiwjeńje"),
+    ("Serbska ludowa kultura", "Serbska ludowa kultura"),
+    ("ſtecken ſie", "ftecken fie"),
+    ("Kaiſerl. Raͤthe und", "Kaiſerl.7 RatWh undv"),
+    ("a" * 40, "b" * 3),
+]
+
+
+@pytest.mark.parametrize(("gt", "pred"), HAND_MADE)
+def test_hand_made_pairs_count_the_errors_of_the_reference(gt, pred):
+    ref, al = _reference_align(gt, pred), cer.align(gt, pred)
+    assert al.errors == ref.errors == cer.distance(gt, pred)
+    _check_accounts_for_every_edit(gt, pred, al)
+    s, r = cer.score([(gt, pred)]), cer.Score()
+    r.add(cer.normalize(gt), _reference_align(cer.normalize(gt), cer.normalize(pred)))
+    assert (s.lines, s.chars, s.errors, s.cer) == (r.lines, r.chars, r.errors, r.cer)
+
+
+def test_random_strings_of_sorbian_and_combining_letters_count_the_errors_of_the_reference():
+    rng = random.Random(7)
+    letters = "aeoěčćřłńóžš\u030c\u0301 "
+    for _ in range(3000):
+        gt = "".join(rng.choice(letters) for _ in range(rng.randint(0, 16)))
+        pred = "".join(rng.choice(letters) for _ in range(rng.randint(0, 16)))
+        al = cer.align(gt, pred)
+        assert al.errors == _reference_align(gt, pred).errors, (gt, pred)
+        _check_accounts_for_every_edit(gt, pred, al)
+
+
+def test_real_lines_count_the_errors_of_the_reference_line_by_line(real_pairs):
+    assert len(real_pairs) == LINES
+    ours = [cer.align(g, p) for g, p in real_pairs]
+    ref = [_reference_align(g, p) for g, p in real_pairs]
+    differing = [(g, p, a.errors, r.errors) for (g, p), a, r in zip(real_pairs, ours, ref, strict=True)
+                 if a.errors != r.errors]
+    assert not differing, f"{len(differing)} lines differ, first: {differing[0]}"
+    total = sum(r.errors for r in ref)
+    assert total > LINES  # the corruption did corrupt: about 3 errors a line
+    s = cer.score(real_pairs)  # normalising again changes nothing
+    assert (s.lines, s.chars, s.errors) == (LINES, sum(len(g) for g, _ in real_pairs), total)
+    for (g, p), a in zip(real_pairs, ours, strict=True):
+        _check_accounts_for_every_edit(g, p, a)

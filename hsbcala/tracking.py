@@ -164,3 +164,27 @@ def run_tags(cfg: Any, project: Path, model_dir: Path) -> dict[str, str]:
         if os.environ.get("SLURM_ARRAY_JOB_ID"):
             tags["slurm.array"] = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
     return tags
+
+
+# ---- Slurm: accounting and store preparation (called by hsbcala/slurm/)
+def log_accounting(uri: str | None, run_id: str, metrics: dict[str, float], tags: dict[str, str],
+                   step: int = 0) -> None:
+    """Log a finished job's figures (metrics at ``step``, e.g. the job's restart count) and tags to a run."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, RunTag
+
+    ts = int(time.time() * 1000)
+    MlflowClient(tracking_uri=uri).log_batch(
+        run_id, metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()],
+        tags=[RunTag(k, v) for k, v in tags.items()])
+
+
+def prepare_store(uri: str) -> None:
+    """Create the store at ``uri`` (its tables) now, e.g. before the jobs of an array race to create it."""
+    from mlflow import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as exc:  # MLflow raises many types (sqlalchemy, permission)
+        raise ConfigError(f"mlflow.tracking_uri={uri}: cannot create the tracking store: "
+                          f"{str(exc).splitlines()[0]}") from None

@@ -125,9 +125,9 @@ def plan(cfg: Any) -> Plan:
 
     dry_count = _ensure_synthetic(cfg, cfg.dry_run)
     if cfg.dry_run and dry_count is None:  # data staged from an archive in the job: count the archive's lines
-        from hsbcala import slurm
+        from hsbcala.slurm import job as slurm_job
 
-        dry_count = slurm.dry_run_count(cfg)
+        dry_count = slurm_job.dry_run_count(cfg)
     # The data step (hsbcala/datastep.py): resolve, split, check, hash, manifest, codec report; a dry run only
     # resolves (and splits). A failed check raises here, before anything is created.
     from hsbcala import datastep
@@ -274,10 +274,10 @@ def _resume_point(plan: Plan, version: str) -> tuple[int, int]:
 
 def run(cfg: DictConfig) -> float | None:
     """Train or resume the model of ``cfg``; return its best validation CER (None for a dry run)."""
-    from hsbcala import slurm
+    from hsbcala.slurm import job as slurm_job
 
     # Slurm (hsbcala/slurm.py): refuse a Slurm cluster without -m, stage the GT archive; accounting, clean-up.
-    with slurm.job(cfg):
+    with slurm_job.job(cfg):
         return _run(cfg)
 
 

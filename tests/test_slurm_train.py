@@ -32,7 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala import schema, slurm
+from hsbcala import schema
+from hsbcala.slurm import job as slurm_job
 from tests.conftest import IN_CI, ROOT, SHARED, compose_cfg
 
 TINY_NET = "cnn=8:3x3,pool=2x2,lstm=16"
@@ -188,17 +189,17 @@ def test_stage_unpacks_once_shares_and_cleans_up(tmp_path, gt):
     target = tmp_path / "shm" / "fraktur"
     cfg = compose_cfg([f"paths.root={tmp_path}", f"cluster.stage.archive={gt / 'gt.tar.gz'}",
                        f"cluster.stage.dir={target}"])
-    first = slurm.stage(cfg)
-    assert sorted(p.name for p in target.iterdir()) == [slurm.STAGE_STAMP, "train", "val"]
+    first = slurm_job.stage(cfg)
+    assert sorted(p.name for p in target.iterdir()) == [slurm_job.STAGE_STAMP, "train", "val"]
     assert len(list((target / "train").glob("*.png"))) == 16
     marker = target / "train" / "marker"
     marker.write_text("unpacked once")
     sleeper = subprocess.Popen(["sleep", "60"])  # stands for a second job on the node
     try:
-        stamp = json.loads((target / slurm.STAGE_STAMP).read_text())
+        stamp = json.loads((target / slurm_job.STAGE_STAMP).read_text())
         stamp["users"].append(sleeper.pid)
-        (target / slurm.STAGE_STAMP).write_text(json.dumps(stamp))
-        second = slurm.stage(cfg)
+        (target / slurm_job.STAGE_STAMP).write_text(json.dumps(stamp))
+        second = slurm_job.stage(cfg)
         assert marker.exists(), "an already unpacked archive was unpacked again"
         first.release()
         assert marker.exists(), "removed while another job still used it"
@@ -207,8 +208,8 @@ def test_stage_unpacks_once_shares_and_cleans_up(tmp_path, gt):
         sleeper.wait()
     second.release()
     assert not target.exists()
-    with pytest.raises(slurm.DataError, match="cluster.stage.archive"):
-        slurm.stage(compose_cfg([f"paths.root={tmp_path}", "cluster.stage.archive=missing.tar.gz"]))
+    with pytest.raises(slurm_job.DataError, match="cluster.stage.archive"):
+        slurm_job.stage(compose_cfg([f"paths.root={tmp_path}", "cluster.stage.archive=missing.tar.gz"]))
 
 
 # --- against the local Slurm cluster -------------------------------------------------------------------------------

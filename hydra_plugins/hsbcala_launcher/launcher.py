@@ -3,7 +3,8 @@
 Why a subclass and not a launcher of our own: submission, job arrays and requeue on walltime stay exactly the
 plugin's and submitit's (the plugin's ``__call__`` runs the Hydra job on the node, its ``checkpoint()`` returns
 ``DelayedSubmission(self, …)``, which submitit dumps and requeues with ``scontrol requeue`` when
-``max_num_timeout > 0``). What the plugin lacks is added around its pieces, with the help of :mod:`hsbcala.slurm`:
+``max_num_timeout > 0``). What the plugin lacks is added around its pieces, with the help of :mod:`hsbcala.slurm`
+(``job`` in the job, ``launch`` on the login node):
 
 - ``launch`` (login node): the plugin's ``launch()`` builds the executor, submits and waits in one piece, so it is
   written out here with the same executor set-up, plus
@@ -44,22 +45,23 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
 
     # --- in the job ------------------------------------------------------------------------------------------
     def __call__(self, sweep_overrides: list[str], *args: Any, **kwargs: Any) -> JobReturn:
-        from hsbcala import schema, slurm
+        from hsbcala import schema
+        from hsbcala.slurm import job as slurm_job
 
         schema.register()  # train.py does this at import; the job unpickles this launcher instead
-        slurm.guard_last_timeout()  # walltime without a requeue left: the run ends KILLED, not FAILED
+        slurm_job.guard_last_timeout()  # walltime without a requeue left: the run ends KILLED, not FAILED
         try:
             return super().__call__(sweep_overrides, *args, **kwargs)
         except SystemExit as exc:
-            if slurm.requeue_under_way() or exc.code in (None, 0, -1):
+            if slurm_job.requeue_under_way() or exc.code in (None, 0, -1):
                 raise  # submitit requeued the job: no result, the job starts again and resumes
             return JobReturn(overrides=list(sweep_overrides), status=JobStatus.FAILED,
-                             _return_value=slurm.JobExit(exc.code))
+                             _return_value=slurm_job.JobExit(exc.code))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        from hsbcala import slurm
+        from hsbcala.slurm import job as slurm_job
 
-        slurm.note_requeue()
+        slurm_job.note_requeue()
         return super().checkpoint(*args, **kwargs)
 
     # --- on the login node -----------------------------------------------------------------------------------
@@ -88,13 +90,14 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
         return executor
 
     def _submit_and_wait(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
-        from hsbcala import slurm
+        from hsbcala.console import say
+        from hsbcala.slurm import launch
 
         assert self.config is not None
         try:
             executor = self._executor()
         except (RuntimeError, ValueError, NameError) as exc:  # no srun here; a parameter submitit does not know
-            raise slurm.SubmissionError(f"hydra.launcher: {str(exc).splitlines()[0]}") from None
+            raise launch.SubmissionError(f"hydra.launcher: {str(exc).splitlines()[0]}") from None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -106,30 +109,30 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
             job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
 
         if len(job_params) > 1:  # the jobs of an array start together: create a new store before they race to
-            slurm.prepare_store(self.config)
-        jobs = slurm.submit(executor, self, job_params)
-        slurm.say(slurm.submitted_message(jobs, executor))
-        outcomes = slurm.wait(jobs)
+            launch.prepare_store(self.config)
+        jobs = launch.submit(executor, self, job_params)
+        say(launch.submitted_message(jobs, executor))
+        outcomes = launch.wait(jobs)
 
         returns: list[JobReturn] = []
-        failures: list[slurm.Failure] = []
+        failures: list[launch.Failure] = []
         for job, overrides in zip(jobs, job_overrides):
-            ret, failure = slurm.outcome(job, outcomes[job.job_id], list(overrides))
+            ret, failure = launch.outcome(job, outcomes[job.job_id], list(overrides))
             if failure is not None:
                 failures.append(failure)
             elif ret is not None:
                 returns.append(ret)
         if failures:
-            slurm.report_failures(failures, total=len(jobs))
+            launch.report_failures(failures, total=len(jobs))
             sys.exit(max(f.exit_code for f in failures))
         return returns
 
     def _dry_run(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
         """Print what would be submitted (sbatch script, array size) and run each point's dry run here."""
-        from hsbcala import slurm
+        from hsbcala.slurm import launch
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
-        print(slurm.sbatch_preview(self.params, n_jobs=len(job_overrides)), flush=True)
+        print(launch.sbatch_preview(self.params, n_jobs=len(job_overrides)), flush=True)
         setup_globals()
         returns = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):

@@ -41,4 +41,4 @@ else
     uv sync --frozen --quiet --no-dev
 fi
 say "launcher environment ready: .venv"
-.venv/bin/python -m hsbcala.envs cala2 cala1
+.venv/bin/python -m hsbcala.engines.envs cala2 cala1

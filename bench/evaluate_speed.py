@@ -69,7 +69,8 @@ def main() -> None:
 
     from hydra import compose, initialize_config_dir
 
-    from hsbcala import envs, evaluate, schema
+    from hsbcala import engines, evaluate, schema
+    from hsbcala.engines import envs
 
     py = sys.executable
     books = sorted(BOOKS.iterdir())
@@ -100,7 +101,7 @@ def main() -> None:
     for i in range(args.runs):
         out = stage / f"pred-{i}"
         out.mkdir()
-        argv = env.wrap(evaluate.predict_argv(args.version, env.program("calamari-predict"), checkpoint,
+        argv = env.wrap(evaluate.predict_argv(engines.get(args.version), env.program("calamari-predict"), checkpoint,
                                               stage / "lines", out, cfg.eval.batch_size))
         full_argv = [py, str(ROOT / "evaluate.py"), f"version={args.version}", f"paths.root={tmp}",
                      f"model_dir={model_dir}", f"mlflow.tracking_uri={store}", f"eval.data=[{lines_dir}/*.png]",

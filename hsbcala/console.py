@@ -31,10 +31,8 @@ class _Console(logging.StreamHandler):
 
 
 def _ensure_handler() -> None:
-    """A console handler unless Hydra (or an application) configured one on the root or our logger."""
-    if log.handlers or logging.getLogger().handlers:
-        if log.level == logging.NOTSET:
-            log.setLevel(logging.INFO)
+    """A console handler unless Hydra (conf/config.yaml: hydra.job_logging) configured our logger."""
+    if log.handlers:
         return
     log.addHandler(_Console())
     log.setLevel(logging.INFO)

@@ -30,7 +30,7 @@ from hsbcala import archives, checks, codec, data, manifest, split
 from hsbcala.errors import DataError
 from hsbcala.hashcache import HashCache
 
-STATE_FILE = "hsbcala-state.json"  # hsbcala.checkpoints.STATE_FILE (not imported: keep this module light)
+STATE_FILE = "hsbcala-state.json"  # hsbcala.modeldir.STATE_FILE (not imported: keep this module light)
 
 
 @dataclass

@@ -20,9 +20,9 @@ Flow of :func:`run` (called by ``evaluate.py`` once per Hydra job; ``-m`` evalua
 5. write ``eval-result.json``, per set ``lines.tsv`` (every line: groups, GT, prediction, errors, CER) and
    ``confusions.tsv`` (the ``eval.confusions`` most frequent), and the one-row table into the Hydra job dir;
    log metrics ``eval/<set>/cer``, ``eval/<set>/cer_<group>`` and those files to the model's training run
-   (or a separate evaluation run); with ``eval.export=true`` pack the release archive (:func:`export_release`).
+   (or a separate evaluation run); with ``eval.export=true`` pack the release archive (:mod:`hsbcala.release`).
 
-After a multirun, :class:`ComparisonTable` (a Hydra callback) collects every job's ``eval-result.json`` into the
+After a multirun, :class:`hsbcala.comparison.ComparisonTable` (a Hydra callback) collects every job's ``eval-result.json`` into the
 comparison table (Markdown, CSV, PNG) in the sweep dir and logs it to MLflow. A model whose evaluation failed is
 a row marked missing: in a multirun, each job catches its own :class:`~hsbcala.errors.HsbcalaError`, says it in
 one line, records it in its result and lets the other jobs run; the multirun exits 2 at the end.
@@ -38,33 +38,25 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import subprocess
-import sys
-import tarfile
 import tempfile
 import time
-from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from hsbcala import cer, checkpoints, envs, report, schema
+from hsbcala import cer, engines, fsutil, modeldir, report, schema, scoring, tracking
+from hsbcala.console import say
+from hsbcala.engines import envs
+from hsbcala.engines.base import Engine
+from hsbcala.engines.process import EngineProcess, interruptible
 from hsbcala.errors import ConfigError, DataError, EngineError, HsbcalaError, Interrupted
+from hsbcala.scoring import RESULT_FILE
 
-RESULT_FILE = "eval-result.json"
 NORMALIZATIONS = ("engine", "calamari1", "calamari2")
 MLFLOW_RUNS = ("training", "separate")
-MAJOR = {"cala1": 1, "cala2": 2}
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-def _say(msg: str) -> None:
-    print(f"hsbcala: {msg}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------------------ plan
@@ -149,30 +141,31 @@ def find_model(cfg: Any) -> tuple[Path, Path | None]:
     """(the model's .ckpt.json, its model directory or None) for ``eval.model`` or the best model of model_dir."""
     from hsbcala.engines import modeljson
 
-    version = cfg.version.name
+    engine = engines.get(cfg.version.name)
     if cfg.eval.model:
         path = Path(cfg.eval.model).expanduser().resolve()
         if not path.name.endswith(".json"):
             path = path.with_name(path.name + ".json")
         if not path.is_file():
             raise DataError(f"eval.model: no such model {path} (give a <name>.ckpt.json)")
-        model_dir = path.parent if checkpoints.detect_version(path.parent) else None
+        model_dir = path.parent if modeldir.detect_version(path.parent) else None
     else:
-        model_dir = Path(cfg.model_dir).resolve()
-        if not model_dir.is_dir():
+        md = modeldir.ModelDir(Path(cfg.model_dir).resolve(), engine)
+        model_dir = md.path
+        if not md.exists():
             raise DataError(f"model_dir {model_dir} does not exist: no model to evaluate; train it first "
                             f"(python train.py with the same script/version/overrides) or set model_dir=DIR")
-        checkpoints.check_version(model_dir, version)
-        best = checkpoints.best_model(model_dir, version)
+        md.check_version()
+        best = md.best_model()
         if not best:
-            weights = "best.ckpt/" if version == "cala2" else "best.ckpt.h5"
+            weights = engine.best_weights + ("/" if engine.best_weights.endswith(".ckpt") else "")
             raise DataError(f"model_dir {model_dir} holds no trained model (best.ckpt.json + {weights} missing); "
                             f"train it first, or set model_dir=DIR or eval.model=FILE.ckpt.json")
         path = best[0]
     info = modeljson.read_model(path)
-    if info.version != MAJOR[version]:
-        found = {1: "cala1", 2: "cala2"}.get(info.version, f"Calamari {info.version}")
-        raise ConfigError(f"{path} is a {found} model, but version={version}; choose version={found}")
+    if info.version != engine.major:
+        found = engines.label(info.version)
+        raise ConfigError(f"{path} is a {found} model, but version={engine.name}; choose version={found}")
     if cfg.eval.model:
         weights = path.with_name(path.name[: -len(".json")])
         if not (weights.is_dir() or Path(f"{weights}.h5").is_file()):
@@ -251,7 +244,7 @@ def plan(cfg: Any) -> Plan:
         if multi:
             warnings.append(f"eval.groups: {multi} lines{where} match more than one group (counted in each)")
     warnings += _training_overlap(cfg, sets, base)
-    rules = cer.ENGINE_RULES[version] if cfg.eval.normalization == "engine" else cfg.eval.normalization
+    rules = engines.get(version).eval_rules if cfg.eval.normalization == "engine" else cfg.eval.normalization
     return Plan(str(cfg.mlflow.run_name), version, checkpoint, model_dir, env, groups, sets, rules, warnings)
 
 
@@ -276,19 +269,13 @@ def _training_overlap(cfg: Any, sets: list[EvalSet], base: Path) -> list[str]:
 # ------------------------------------------------------------------------------------------------ predict
 
 
-def predict_argv(version: str, program: str, checkpoint: Path, lines_dir: Path, out_dir: Path, batch_size: int,
+def predict_argv(engine: Engine, program: str, checkpoint: Path, lines_dir: Path, out_dir: Path, batch_size: int,
                  extra: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """The calamari-predict command of a version: every image in ``lines_dir`` into ``out_dir/<stem>.pred.txt``.
+    """The engine's calamari-predict command: every image in ``lines_dir`` into ``out_dir/<stem>.pred.txt``.
 
     The glob is expanded by Calamari itself (no argument-length limit for large sets)."""
     files = os.path.join(glob.escape(str(lines_dir)), "*")
-    if version == "cala2":
-        argv = [program, "--checkpoint", str(checkpoint), "--data.images", files, "--output_dir", str(out_dir),
-                "--pipeline.batch_size", str(batch_size), "--verbose", "False", "--predictor.progress_bar", "False"]
-    else:
-        argv = [program, "--checkpoint", str(checkpoint), "--files", files, "--output_dir", str(out_dir),
-                "--batch_size", str(batch_size), "--no_progress_bars"]
-    return argv + list(extra)
+    return engine.predict_argv(program, checkpoint, files, out_dir, batch_size) + list(extra)
 
 
 def stage(images: list[Path], lines_dir: Path) -> list[Path]:
@@ -301,111 +288,6 @@ def stage(images: list[Path], lines_dir: Path) -> list[Path]:
         os.symlink(img, link)
         out.append(link)
     return out
-
-
-@contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
-    def handler(signum, _frame):
-        raise Interrupted(f"evaluation interrupted by {signal.Signals(signum).name}")
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def _tail(log: Path, n: int = 3) -> str:
-    try:
-        lines = deque((x.rstrip() for x in log.read_text(encoding="utf-8", errors="replace").splitlines()
-                       if x.strip()), maxlen=n)
-    except OSError:
-        return ""
-    return " | ".join(lines)
-
-
-# ------------------------------------------------------------------------------------------------ MLflow
-
-
-class EvalTracker:
-    """Where the evaluation is logged: the model's training run (found through its model directory's state
-    file), or a separate evaluation run in the script's experiment that names the training run it belongs to.
-    Uses MlflowClient only: the training run's status is never changed."""
-
-    def __init__(self, cfg: Any, p: Plan) -> None:
-        from mlflow.tracking import MlflowClient
-
-        from hsbcala import tracking
-
-        self.uri = tracking.tracking_uri(cfg)
-        self.client = MlflowClient(tracking_uri=self.uri)
-        self.training_run_id = self._training_run(p)
-        self.separate = cfg.eval.mlflow_run == "separate" or self.training_run_id is None
-        self.training_params: dict[str, str] = {}
-        if self.training_run_id:
-            self.training_params = dict(self.client.get_run(self.training_run_id).data.params)
-        if not self.separate:
-            self.run_id = self.training_run_id
-            return
-        try:
-            exp = self.client.get_experiment_by_name(cfg.mlflow.experiment)
-            exp_id = exp.experiment_id if exp else self.client.create_experiment(
-                cfg.mlflow.experiment, artifact_location=tracking.default_artifact_root(cfg, self.uri))
-        except Exception as exc:  # MLflow raises many types (connection, sqlalchemy, permission)
-            raise ConfigError(f"mlflow.tracking_uri={self.uri}: cannot use the tracking store: "
-                              f"{str(exc).splitlines()[0]}") from exc
-        tags = {"hsbcala.kind": "evaluation", "script": cfg.script.name, "version": p.version,
-                "model": str(p.checkpoint), "model_dir": str(p.model_dir or ""),
-                "hsbcala.git_commit": tracking.git_commit(envs.project_root())}
-        if self.training_run_id:
-            tags["hsbcala.training_run_id"] = self.training_run_id
-        run = self.client.create_run(exp_id, run_name=f"eval-{p.label}", tags=tags)
-        self.run_id = run.info.run_id
-        params = tracking.flatten({"eval": OmegaConf.to_container(cfg.eval, resolve=True)})
-        from mlflow.entities import Param
-
-        self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
-
-    def _training_run(self, p: Plan) -> str | None:
-        if p.model_dir is None:
-            return None
-        state = checkpoints.load_state(p.model_dir)
-        if state is None or not state.run_id:
-            return None
-        try:
-            run = self.client.get_run(state.run_id)
-        except Exception:  # noqa: BLE001 - not in this store (another tracking URI) or deleted
-            _say(f"the training run {state.run_id} of {p.model_dir} is not in {self.uri}; "
-                 f"logging to a separate evaluation run")
-            return None
-        return state.run_id if run.info.lifecycle_stage == "active" else None
-
-    def log(self, metrics: dict[str, float], tags: dict[str, str], files: list[tuple[Path, str]]) -> None:
-        from mlflow.entities import Metric, RunTag
-
-        ts = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items()],
-                              tags=[RunTag(k, v) for k, v in tags.items()])
-        for path, artifact_path in files:
-            self.client.log_artifact(self.run_id, str(path), artifact_path=artifact_path)
-
-    def end(self, status: str) -> None:
-        if self.separate:
-            self.client.set_terminated(self.run_id, status)
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -424,13 +306,6 @@ def _is_multirun() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _base_result(cfg: Any) -> dict:
@@ -456,7 +331,7 @@ def run(cfg: DictConfig) -> float | None:
     try:
         p = plan(cfg)
         for w in p.warnings:
-            _say(f"warning: {w}")
+            say(f"warning: {w}")
         if cfg.dry_run:
             _print_plan(cfg, p)
             return None
@@ -464,10 +339,10 @@ def run(cfg: DictConfig) -> float | None:
     except HsbcalaError as exc:
         result["error"] = str(exc)
         if not cfg.dry_run:
-            _write_json(out_dir / RESULT_FILE, result)
+            fsutil.atomic_write_json(out_dir / RESULT_FILE, result)
         if not _is_multirun() or isinstance(exc, Interrupted):
             raise
-        _say(f"error: {result['model']}: {exc}")
+        say(f"error: {result['model']}: {exc}")
         return None
     overall = result["sets"][0]["overall"]["cer"]
     if not _is_multirun():
@@ -480,7 +355,7 @@ def _print_plan(cfg: Any, p: Plan) -> None:
     for s in p.sets:
         groups = ", ".join(f"{g}: {len(m)}" for g, m in s.members.items())
         print(f"set {s.name}: {len(s.images)} lines ({groups or 'no groups'}; {s.ungrouped} in no group)")
-    argv = predict_argv(p.version, p.env.program("calamari-predict"), p.checkpoint, Path("<job dir>/predict/lines"),
+    argv = predict_argv(engines.get(p.version), p.env.program("calamari-predict"), p.checkpoint, Path("<job dir>/predict/lines"),
                         Path("<job dir>/predict/pred"), cfg.eval.batch_size, list(cfg.eval.predict_args))
     print(shlex.join(p.env.wrap(argv)), flush=True)
 
@@ -488,7 +363,7 @@ def _print_plan(cfg: Any, p: Plan) -> None:
 def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
     """Steps 3-5 of :func:`run`: one prediction pass, the CER per set and group, files, MLflow, export."""
     t0 = time.monotonic()
-    p.env.ensure(log=_say)
+    p.env.ensure()
     work = out_dir / "predict"
     if work.exists():
         shutil.rmtree(work)
@@ -496,27 +371,23 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
     links = stage(images, work / "lines")
     pred_dir = work / "pred"
     pred_dir.mkdir(parents=True)
-    argv = p.env.wrap(predict_argv(p.version, p.env.program("calamari-predict"), p.checkpoint, work / "lines",
+    argv = p.env.wrap(predict_argv(engines.get(p.version), p.env.program("calamari-predict"), p.checkpoint, work / "lines",
                                    pred_dir, cfg.eval.batch_size, list(cfg.eval.predict_args)))
     log_path = out_dir / "predict.log"
-    _say(f"evaluating {p.checkpoint} ({p.version}) on {len(images)} lines; calamari-predict log: {log_path}")
+    say(f"evaluating {p.checkpoint} ({p.version}) on {len(images)} lines; calamari-predict log: {log_path}")
     tracker = None
     status = "FAILED"
-    proc = None
     try:
-        with _signals_raise(), open(log_path, "w", encoding="utf-8") as log:
-            log.write(f"# hsbcala {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(argv)}\n")
-            log.flush()
-            env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+        with interruptible("evaluation interrupted by {signal}"), \
+                EngineProcess(argv, log_path, cwd=out_dir, log_mode="w") as proc:
             t_pred = time.monotonic()
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                    cwd=out_dir)
-            tracker = EvalTracker(cfg, p)  # while the engine imports TensorFlow
+            tracker = tracking.EvalTracker(cfg, p)  # while the engine imports TensorFlow
             report.preload()  # matplotlib too (~1 s), for the chart afterwards
             code = proc.wait()
             predict_s = time.monotonic() - t_pred
-        if code != 0:
-            raise EngineError(f"calamari-predict exited with code {code} (log: {log_path}): {_tail(log_path)}")
+            if code != 0:
+                raise EngineError(f"calamari-predict exited with code {code} (log: {log_path}): {proc.last_lines()}")
+            tail = proc.last_lines()
 
         stems = {link: link.name.split(".", 1)[0] for link in links}
         predictions: dict[Path, str | None] = {}
@@ -524,9 +395,8 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
             f = pred_dir / f"{stems[link]}.pred.txt"
             predictions[img] = f.read_text(encoding="utf-8") if f.is_file() else None
         if not any(v is not None for v in predictions.values()):
-            raise EngineError(f"calamari-predict wrote no prediction into {pred_dir} (log: {log_path}): "
-                              f"{_tail(log_path)}")
-        result.update(_score(cfg, p, predictions, out_dir))
+            raise EngineError(f"calamari-predict wrote no prediction into {pred_dir} (log: {log_path}): {tail}")
+        result.update(scoring.score_sets(p.sets, p.groups, p.rules, predictions, out_dir, cfg.eval.confusions))
         result["predict"] = {"argv": argv, "seconds": round(predict_s, 3), "lines": len(images)}
         result["checkpoint"] = str(p.checkpoint)
         result["model_dir"] = str(p.model_dir) if p.model_dir else result.get("model_dir")
@@ -534,93 +404,27 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
                             "training_run_id": tracker.training_run_id, "separate_run": tracker.separate}
         shutil.rmtree(work, ignore_errors=True)  # the predictions are kept in lines.tsv
         if cfg.eval.export:
-            result["export"] = str(export_release(cfg, p, result, tracker.training_params))
+            from hsbcala import release
+
+            result["export"] = str(release.export_release(cfg, p, result, tracker.training_params))
         result["seconds"] = round(time.monotonic() - t0, 3)
-        _write_json(out_dir / RESULT_FILE, result)
+        fsutil.atomic_write_json(out_dir / RESULT_FILE, result)
         table = report.write([result], out_dir, stem="cer-table")
         _log(tracker, p, result, out_dir, table)
         status = "FINISHED"
-        _say(_summary(result) + f"; MLflow run {tracker.run_id}" + (f"; release {result['export']}"
+        say(scoring.summary(result) + f"; MLflow run {tracker.run_id}" + (f"; release {result['export']}"
                                                                       if result.get("export") else ""))
         return result
     except (Interrupted, KeyboardInterrupt):
         status = "KILLED"
         raise
     finally:
-        if proc is not None:
-            _stop(proc)
         if tracker is not None:
             with contextlib.suppress(Exception):
                 tracker.end(status)
 
 
-def _score(cfg: Any, p: Plan, predictions: dict[Path, str | None], out_dir: Path) -> dict:
-    """CER per set and group; per set ``lines.tsv`` and ``confusions.tsv`` in ``out_dir/<set>/``."""
-    sets = []
-    for s in p.sets:
-        overall = cer.Score()
-        by_group = {g: cer.Score() for g in p.groups}
-        member_sets = {g: set(m) for g, m in s.members.items()}
-        rows = []
-        missing = 0
-        for img in s.images:
-            raw = predictions.get(img)
-            missing += raw is None
-            gt, pred = cer.normalize(s.gt[img], p.rules), cer.normalize(raw or "", p.rules)
-            al = cer.align(gt, pred)
-            overall.add(gt, al)
-            gs = [g for g in p.groups if img in member_sets[g]]
-            for g in gs:
-                by_group[g].add(gt, al)
-            rows.append((img, gs, gt, pred, al))
-        set_dir = out_dir / s.name
-        set_dir.mkdir(parents=True, exist_ok=True)
-        with open(set_dir / "lines.tsv", "w", encoding="utf-8") as f:
-            f.write("image\tgroups\tchars\terrors\tcer\tgt\tprediction\n")
-            for img, gs, gt, pred, al in rows:
-                line_cer = f"{al.errors / len(gt):.4f}" if gt else ""
-                f.write(f"{img}\t{','.join(gs)}\t{len(gt)}\t{al.errors}\t{line_cer}\t{gt}\t{pred}\n")
-        with open(set_dir / "confusions.tsv", "w", encoding="utf-8") as f:
-            f.write("count\tgt\tprediction\n")
-            for (g, pr), n in overall.confusions.most_common(cfg.eval.confusions):
-                f.write(f"{n}\t{json.dumps(g, ensure_ascii=False)}\t{json.dumps(pr, ensure_ascii=False)}\n")
-        sets.append({
-            "name": s.name, "key": s.key, "patterns": s.patterns, "skipped": len(s.skipped),
-            "missing_predictions": missing, "ungrouped": s.ungrouped if p.groups else 0,
-            "overall": overall.summary(),
-            "groups": {g: (by_group[g].summary() if s.members[g] else None) for g in p.groups},
-            "top_confusions": [[g, pr, n] for (g, pr), n in overall.confusions.most_common(10)],
-        })
-        if missing:
-            _say(f"warning: {s.key}: {missing} lines got no prediction from calamari-predict (skipped by the "
-                 f"engine, see predict.log); counted as empty predictions, as calamari-eval does")
-    return {"normalization": p.rules, "normalization_description": cer.DESCRIPTION[p.rules], "sets": sets}
-
-
-def _summary(result: dict) -> str:
-    s = result["sets"][0]
-    groups = ", ".join(f"{g} {report.percent(v['cer'] if v else None)}" for g, v in s["groups"].items())
-    return (f"{result['model']}: CER {report.percent(s['overall']['cer'])} on {s['overall']['lines']} lines of "
-            f"{s['name']}" + (f" ({groups})" if groups else ""))
-
-
-def metrics_of(result: dict) -> dict[str, float]:
-    """MLflow metrics: ``eval/<set>/cer``, ``eval/<set>/cer_<group>`` (only where there is a number), counts."""
-    out: dict[str, float] = {}
-    for s in result["sets"]:
-        o = s["overall"]
-        if o["cer"] is not None:
-            out[f"eval/{s['name']}/cer"] = o["cer"]
-        out[f"eval/{s['name']}/lines"] = o["lines"]
-        out[f"eval/{s['name']}/chars"] = o["chars"]
-        out[f"eval/{s['name']}/errors"] = o["errors"]
-        for g, v in s["groups"].items():
-            if v is not None and v["cer"] is not None:
-                out[f"eval/{s['name']}/cer_{g}"] = v["cer"]
-    return out
-
-
-def _log(tracker: EvalTracker, p: Plan, result: dict, out_dir: Path, table: dict[str, Path]) -> None:
+def _log(tracker: Any, p: Plan, result: dict, out_dir: Path, table: dict[str, Path]) -> None:
     files = [(out_dir / RESULT_FILE, "eval")]
     for s in p.sets:
         files += [(out_dir / s.name / "lines.tsv", f"eval/{s.name}"),
@@ -630,170 +434,7 @@ def _log(tracker: EvalTracker, p: Plan, result: dict, out_dir: Path, table: dict
             "hsbcala.eval.normalization": result["normalization"],
             "hsbcala.eval.data": json.dumps({s.name: s.patterns for s in p.sets}, ensure_ascii=False)[:5000]}
     try:
-        tracker.log(metrics_of(result), tags, files)
+        tracker.log(scoring.metrics_of(result), tags, files)
     except Exception as exc:  # MLflow raises many types; the results are on disk already
         raise ConfigError(f"mlflow.tracking_uri={tracker.uri}: could not log the evaluation to run "
                           f"{tracker.run_id}: {str(exc).splitlines()[0]} (results: {out_dir})") from exc
-
-
-# ------------------------------------------------------------------------------------------------ export
-
-
-def export_release(cfg: Any, p: Plan, result: dict, training_params: dict[str, str]) -> Path:
-    """``<eval.export_dir>/<model name>.<version>-<YYYYmmdd-HHMMSS>.tar.gz``: the model files and
-    ``hsbcala-release.json`` (script, version, training data, CER table, hsbcala commit) plus ``CER.md``."""
-    from hsbcala import tracking
-    from hsbcala.engines import modeljson
-
-    info = modeljson.read_model(p.checkpoint)
-    weights = p.checkpoint.with_name(p.checkpoint.name[: -len(".json")])
-    files = [p.checkpoint] + [w for w in (weights, Path(f"{weights}.h5")) if w.exists()]
-    name = f"{cfg.script.model_name}.{p.version}"
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    export_dir = Path(cfg.eval.export_dir).expanduser().resolve()
-    export_dir.mkdir(parents=True, exist_ok=True)
-    archive = export_dir / f"{name}-{stamp}.tar.gz"
-
-    def _param(key: str) -> Any:
-        v = training_params.get(key)
-        if v is None or v == "None":  # MLflow params are strings; the config's null was logged as "None"
-            return None
-        with contextlib.suppress(ValueError):
-            return json.loads(v)
-        return v
-
-    if training_params:
-        training = {"train": _param("data.train"), "val": _param("data.val"), "source": "the MLflow training run",
-                    "preset": _param("preset"), "warmstart": _param("warmstart.model"),
-                    "network": _param("train.network")}
-    else:
-        training = {"train": list(cfg.data.train) if not OmegaConf.is_missing(cfg.data, "train") else None,
-                    "val": list(cfg.data.val) if not OmegaConf.is_missing(cfg.data, "val") else None,
-                    "source": "the evaluation's config (no training run found)"}
-    state = checkpoints.load_state(p.model_dir) if p.model_dir else None
-    meta = {
-        "name": name, "script": cfg.script.name, "version": p.version, "calamari": cfg.version.package,
-        "model_files": [f.name for f in files], "network": info.network, "charset_size": len(info.charset),
-        "training_data": training, "best_val_cer": state.best_val_cer if state else None,
-        "mlflow": result.get("mlflow"),
-        "evaluation": {"normalization": result["normalization_description"], "groups": p.groups,
-                       "sets": [{k: s[k] for k in ("name", "patterns", "overall", "groups")} for s in result["sets"]]},
-        "cer_table": report.markdown([result], footer=False),
-        "hsbcala_commit": tracking.git_commit(envs.project_root()),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "usage": f"calamari-predict --checkpoint {name}/{p.checkpoint.name} … (calamari-ocr "
-                 f"{cfg.version.package.split('==')[-1]})",
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        meta_path = Path(tmp) / "hsbcala-release.json"
-        meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        table_path = Path(tmp) / "CER.md"
-        table_path.write_text(report.markdown([result]), encoding="utf-8")
-        part = archive.with_name(archive.name + ".part")
-        with tarfile.open(part, "w:gz") as tar:
-            for f in files:
-                tar.add(f, arcname=f"{name}/{f.name}")
-            tar.add(meta_path, arcname=f"{name}/hsbcala-release.json")
-            tar.add(table_path, arcname=f"{name}/CER.md")
-        os.replace(part, archive)
-    return archive
-
-
-# ------------------------------------------------------------------------------------------------ multirun
-
-
-def _job_label(job_dir: Path) -> str:
-    with contextlib.suppress(Exception):
-        overrides = OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")
-        return " ".join(str(o) for o in overrides)
-    return f"job {job_dir.name}"
-
-
-def collect(sweep_dir: Path) -> list[dict]:
-    """Every job's result in job order; a job dir without one (the job died) becomes a missing row."""
-    jobs = sorted((d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name))
-    results = []
-    for d in jobs:
-        f = d / RESULT_FILE
-        if f.is_file():
-            results.append(json.loads(f.read_text(encoding="utf-8")))
-        elif (d / ".hydra").is_dir():
-            results.append({"model": _job_label(d), "sets": [], "groups": {},
-                            "error": f"the job ended without a result (see {d})"})
-    return results
-
-
-def log_comparison(results: list[dict], paths: dict[str, Path], sweep_dir: Path, experiment: str,
-                   uri: str) -> str | None:
-    """A run holding a multirun's comparison table in the experiment ``eval.comparison_experiment``."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        location = None
-        if uri.startswith("sqlite:///"):
-            location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
-        exp_id = client.create_experiment(experiment, artifact_location=location)
-    else:
-        exp_id = exp.experiment_id
-    runs = {r["model"]: (r.get("mlflow") or {}).get("run_id") or "" for r in results}
-    run = client.create_run(exp_id, run_name=f"comparison-{sweep_dir.parent.name}-{sweep_dir.name}",
-                            tags={"hsbcala.kind": "comparison", "sweep_dir": str(sweep_dir),
-                                  "models": ", ".join(runs), "runs": json.dumps(runs)[:5000]})
-    try:
-        for path in paths.values():
-            client.log_artifact(run.info.run_id, str(path))
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        metrics = []
-        for r in results:
-            if r.get("error") or not r.get("sets"):
-                continue
-            for k, v in metrics_of(r).items():
-                if "/cer" in k:
-                    metrics.append(Metric(f"{r['model']}/{k}"[:250], v, ts, 0))
-        if metrics:
-            client.log_batch(run.info.run_id, metrics=metrics)
-        client.set_terminated(run.info.run_id, "FINISHED")
-    except Exception:
-        client.set_terminated(run.info.run_id, "FAILED")
-        raise
-    return run.info.run_id
-
-
-class ComparisonTable(Callback):
-    """Hydra callback: after a multirun of evaluate.py, the comparison table of all its jobs in the sweep dir
-    (``cer-table.md``, ``.csv``, ``.png``), printed and logged to MLflow; exit 2 when a model is missing."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if str(config.get("dry_run", False)).lower() == "true":
-            return
-        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
-        if not sweep_dir.is_dir():
-            return
-        results = collect(sweep_dir)
-        if not results:
-            return
-        paths = report.write(results, sweep_dir, stem="cer-table")
-        print("\n" + report.markdown(results), flush=True)
-        _say(f"comparison table: {paths['md']} (and {paths['csv'].name}, {paths['png'].name})")
-        uri = next(((r.get("mlflow") or {}).get("tracking_uri") for r in results if r.get("mlflow")), None)
-        if uri is None:
-            with contextlib.suppress(Exception):
-                from hsbcala import tracking
-
-                uri = tracking.tracking_uri(config)
-        if uri:
-            try:
-                experiment = config.eval.comparison_experiment if config.get("eval") else "hsbcala-evaluation"
-                run_id = log_comparison(results, paths, sweep_dir, experiment, uri)
-                _say(f"comparison logged to MLflow experiment '{experiment}', run {run_id}")
-            except Exception as exc:  # noqa: BLE001 - the table on disk is the result; MLflow is a copy
-                _say(f"warning: could not log the comparison table to MLflow ({uri}): {str(exc).splitlines()[0]}")
-        failed = report.any_failed(results)
-        if failed:
-            _say(f"error: {len(failed)} of {len(results)} evaluations failed (marked missing in the table): "
-                 + "; ".join(f"{r['model']}: {r['error']}" for r in failed))
-            sys.exit(2)

@@ -5,7 +5,7 @@ Hydra validates every key and type while composing: a typo such as ``train.bach_
 Hydra's own one-line message naming the key. Field defaults are the team's tuned settings from the original
 ZIH scripts; ``conf/preset/demo.yaml`` scales them down for the embedded default run.
 
-``train`` is the ONE vocabulary of training options; :mod:`hsbcala.commands` maps it to each Calamari
+``train`` is the ONE vocabulary of training options; :mod:`hsbcala.engines` maps it to each Calamari
 version's command line, in one place.
 """
 
@@ -102,7 +102,7 @@ class ProfilerConf:
 
 @dataclass
 class TrainConf:
-    """The one vocabulary of training options (mapped per version in hsbcala.commands)."""
+    """The one vocabulary of training options (mapped per version in hsbcala.engines)."""
 
     epochs: int = 500
     # Calamari 1 counts iterations: null derives them as epochs x ceil(lines per epoch / batch_size).

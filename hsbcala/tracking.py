@@ -10,6 +10,8 @@
   memory through pynvml when there is a GPU), sampled in the launcher process for the whole machine.
 - Every run ends FINISHED, FAILED or KILLED: :meth:`Tracker.end` is called from the runner's ``finally``.
 
+Every MLflow call of hsbcala is in this module: training runs (:class:`Tracker`), evaluation runs
+(:class:`EvalTracker`), multirun comparisons (:func:`log_comparison`), Slurm job accounting and store set-up.
 mlflow is imported lazily (here only), so ``dry_run`` and ``--help`` stay fast.
 """
 
@@ -23,6 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
+from hsbcala.console import say
+from hsbcala.engines.envs import project_root
 from hsbcala.errors import ConfigError
 
 
@@ -188,3 +194,115 @@ def prepare_store(uri: str) -> None:
     except Exception as exc:  # MLflow raises many types (sqlalchemy, permission)
         raise ConfigError(f"mlflow.tracking_uri={uri}: cannot create the tracking store: "
                           f"{str(exc).splitlines()[0]}") from None
+
+
+# ---- Evaluation: the metrics of evaluate.py on the training run (or their own run), multirun comparisons
+
+
+class EvalTracker:
+    """Where the evaluation is logged: the model's training run (found through its model directory's state
+    file), or a separate evaluation run in the script's experiment that names the training run it belongs to.
+    Uses MlflowClient only: the training run's status is never changed."""
+
+    def __init__(self, cfg: Any, p: Plan) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.uri = tracking_uri(cfg)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.training_run_id = self._training_run(p)
+        self.separate = cfg.eval.mlflow_run == "separate" or self.training_run_id is None
+        self.training_params: dict[str, str] = {}
+        if self.training_run_id:
+            self.training_params = dict(self.client.get_run(self.training_run_id).data.params)
+        if not self.separate:
+            self.run_id = self.training_run_id
+            return
+        try:
+            exp = self.client.get_experiment_by_name(cfg.mlflow.experiment)
+            exp_id = exp.experiment_id if exp else self.client.create_experiment(
+                cfg.mlflow.experiment, artifact_location=default_artifact_root(cfg, self.uri))
+        except Exception as exc:  # MLflow raises many types (connection, sqlalchemy, permission)
+            raise ConfigError(f"mlflow.tracking_uri={self.uri}: cannot use the tracking store: "
+                              f"{str(exc).splitlines()[0]}") from exc
+        tags = {"hsbcala.kind": "evaluation", "script": cfg.script.name, "version": p.version,
+                "model": str(p.checkpoint), "model_dir": str(p.model_dir or ""),
+                "hsbcala.git_commit": git_commit(project_root())}
+        if self.training_run_id:
+            tags["hsbcala.training_run_id"] = self.training_run_id
+        run = self.client.create_run(exp_id, run_name=f"eval-{p.label}", tags=tags)
+        self.run_id = run.info.run_id
+        params = flatten({"eval": OmegaConf.to_container(cfg.eval, resolve=True)})
+        from mlflow.entities import Param
+
+        self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
+
+    def _training_run(self, p: Plan) -> str | None:
+        if p.model_dir is None:
+            return None
+        from hsbcala import modeldir
+
+        state = modeldir.load_state(p.model_dir)
+        if state is None or not state.run_id:
+            return None
+        try:
+            run = self.client.get_run(state.run_id)
+        except Exception:  # noqa: BLE001 - not in this store (another tracking URI) or deleted
+            say(f"the training run {state.run_id} of {p.model_dir} is not in {self.uri}; "
+                 f"logging to a separate evaluation run")
+            return None
+        return state.run_id if run.info.lifecycle_stage == "active" else None
+
+    def log(self, metrics: dict[str, float], tags: dict[str, str], files: list[tuple[Path, str]]) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        ts = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items()],
+                              tags=[RunTag(k, v) for k, v in tags.items()])
+        for path, artifact_path in files:
+            self.client.log_artifact(self.run_id, str(path), artifact_path=artifact_path)
+
+    def end(self, status: str) -> None:
+        if self.separate:
+            self.client.set_terminated(self.run_id, status)
+
+
+def log_comparison(results: list[dict], paths: dict[str, Path], sweep_dir: Path, experiment: str,
+                   uri: str) -> str | None:
+    """A run holding a multirun's comparison table in the experiment ``eval.comparison_experiment``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        location = None
+        if uri.startswith("sqlite:///"):
+            location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+        exp_id = client.create_experiment(experiment, artifact_location=location)
+    else:
+        exp_id = exp.experiment_id
+    runs = {r["model"]: (r.get("mlflow") or {}).get("run_id") or "" for r in results}
+    run = client.create_run(exp_id, run_name=f"comparison-{sweep_dir.parent.name}-{sweep_dir.name}",
+                            tags={"hsbcala.kind": "comparison", "sweep_dir": str(sweep_dir),
+                                  "models": ", ".join(runs), "runs": json.dumps(runs)[:5000]})
+    try:
+        for path in paths.values():
+            client.log_artifact(run.info.run_id, str(path))
+        from mlflow.entities import Metric
+
+        from hsbcala import scoring
+
+        ts = int(time.time() * 1000)
+        metrics = []
+        for r in results:
+            if r.get("error") or not r.get("sets"):
+                continue
+            for k, v in scoring.metrics_of(r).items():
+                if "/cer" in k:
+                    metrics.append(Metric(f"{r['model']}/{k}"[:250], v, ts, 0))
+        if metrics:
+            client.log_batch(run.info.run_id, metrics=metrics)
+        client.set_terminated(run.info.run_id, "FINISHED")
+    except Exception:
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    return run.info.run_id

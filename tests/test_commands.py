@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala import commands, envs
+from hsbcala import engines
+from hsbcala.engines import envs
 from hsbcala.train import command
 from tests.conftest import ROOT, compose_cfg
 
@@ -35,7 +36,7 @@ def build(overrides: list[str], **inputs) -> list[str]:
     else:
         defaults["network"] = cfg.train.network
     defaults.update(inputs)
-    argv, _ = command(cfg, commands.TrainInputs(**defaults), envs.resolve(cfg, ROOT))
+    argv, _ = command(cfg, engines.TrainInputs(**defaults), envs.resolve(cfg, ROOT))
     return argv
 
 
@@ -113,7 +114,7 @@ def test_nsys_wraps_the_engine_when_present(tmp_path, monkeypatch):
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     cfg = compose_cfg(["profiler=nsys"])
-    inputs = commands.TrainInputs(model_dir=Path("/m"), train=("a",), val=("b",), n_train=10)
+    inputs = engines.TrainInputs(model_dir=Path("/m"), train=("a",), val=("b",), n_train=10)
     argv, report = command(cfg, inputs, envs.resolve(cfg, ROOT))
     assert argv[:6] == ["nsys", "profile", "--force-overwrite", "true", "-o", "/m/profile"]
     assert argv[6].endswith("/bin/calamari-train") and report == Path("/m/profile.nsys-rep")

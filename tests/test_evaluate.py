@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala import cer, envs, report, schema
+from hsbcala import cer, report, schema
+from hsbcala.engines import envs
 from hsbcala.errors import ConfigError
 from tests.conftest import IN_CI, ROOT, SHARED, compose_cfg
 

@@ -393,7 +393,7 @@ def test_weights_arg(tmp_path, monkeypatch):
 
 def engine(version: int) -> Path:
     """calamari-train of the project's own engine environment of that version (built on first use)."""
-    from hsbcala import envs
+    from hsbcala.engines import envs
     from tests.conftest import ROOT, compose_cfg
 
     cfg = compose_cfg([f"version=cala{version}"])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hsbcala.progress import ProgressParser
+from hsbcala import engines
+from hsbcala.engines.base import ProgressParser
 
 DATA = Path(__file__).parent / "data"
 
@@ -14,7 +15,7 @@ def feed_all(parser: ProgressParser, lines) -> list:
 
 
 def test_cala2_epochs_and_stages():
-    parser = ProgressParser("cala2", per_stage=3)
+    parser = engines.get("cala2").Parser(per_stage=3)
     updates = feed_all(parser, (DATA / "cala2-train-excerpt.log").read_text().splitlines())
     epochs = [u for u in updates if "val_cer" in u.metrics]
     assert [u.step for u in epochs] == [1, 2, 3, 4, 5, 6]  # stage 1 continues after stage 0's 3 epochs
@@ -26,13 +27,13 @@ def test_cala2_epochs_and_stages():
 
 
 def test_cala2_resumed_in_stage_one_keeps_steps():
-    parser = ProgressParser("cala2", per_stage=500, stage=1, start=7, best_val_cer=0.2)
+    parser = engines.get("cala2").Parser(per_stage=500, stage=1, start=7, best_val_cer=0.2)
     (u,) = parser.feed("INFO  tfaip.trainer.callbacks.logger: Results of epoch    8 CER: 0.1 - loss: 3.5 - val_CER: 0.15")
     assert u.step == 508 and u.metrics["best_val_cer"] == 0.15
 
 
 def test_cala1_display_checks_and_stages():
-    parser = ProgressParser("cala1", per_stage=60, check_every=20)
+    parser = engines.get("cala1").Parser(per_stage=60, check_every=20)
     updates = feed_all(parser, (DATA / "cala1-train-excerpt.log").read_text().splitlines())
     train = [u for u in updates if "train_cer" in u.metrics]
     assert train[0].step == 5 and train[0].metrics["train_loss"] == 1594.35683594
@@ -43,7 +44,7 @@ def test_cala1_display_checks_and_stages():
 
 
 def test_cala1_better_model_gives_val_cer_at_its_check():
-    parser = ProgressParser("cala1", per_stage=1000, check_every=20)
+    parser = engines.get("cala1").Parser(per_stage=1000, check_every=20)
     lines = ["#00000019: loss=10.0 ler=0.5 dt=0.1s", "Checking early stopping model",
              "Found better model with accuracy of 87.500000%", "#00000039: loss=9.0 ler=0.4 dt=0.1s",
              "Checking early stopping model",
@@ -55,6 +56,6 @@ def test_cala1_better_model_gives_val_cer_at_its_check():
 
 
 def test_cala1_resume_counts_checks_from_the_checkpoint():
-    parser = ProgressParser("cala1", per_stage=1000, check_every=20, start=40)
+    parser = engines.get("cala1").Parser(per_stage=1000, check_every=20, start=40)
     (u,) = parser.feed("Found better model with accuracy of 90%")
     assert u.step == 60

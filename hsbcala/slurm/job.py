@@ -278,9 +278,9 @@ def _alive(pid: int) -> bool:
 
 # --- accounting at the end of each job ------------------------------------------------------------------------------
 def _launches(cfg: Any) -> int:
-    from hsbcala import checkpoints
+    from hsbcala import modeldir
 
-    state = checkpoints.load_state(Path(cfg.model_dir).resolve())
+    state = modeldir.load_state(Path(cfg.model_dir).resolve())
     return len(state.history) if state else 0
 
 
@@ -319,9 +319,9 @@ def job_figures(now: float | None = None) -> tuple[dict[str, float], dict[str, s
 def log_accounting(cfg: Any, launches_before: int) -> None:
     """Log this job's figures to the run it trained (one point per job of a requeued chain); never raises."""
     try:
-        from hsbcala import checkpoints, tracking
+        from hsbcala import modeldir, tracking
 
-        state = checkpoints.load_state(Path(cfg.model_dir).resolve())
+        state = modeldir.load_state(Path(cfg.model_dir).resolve())
         if state is None or not state.run_id or len(state.history) <= launches_before:
             return  # this job trained nothing (refused, or the model had finished)
         metrics, tags = job_figures()

@@ -17,7 +17,6 @@ list (``exec "$@"``), never spliced into the shell string.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import shlex
 import shutil
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hsbcala import fsutil
+from hsbcala.console import say
 from hsbcala.errors import ConfigError, EngineError
 
 READY = ".hsbcala-ready"
@@ -72,7 +73,7 @@ class EngineEnv:
         script = "module load " + " ".join(shlex.quote(m) for m in self.modules) + ' && exec "$@"'
         return ["bash", "-lc", script, "hsbcala-engine", *argv]
 
-    def ensure(self, log=print) -> None:
+    def ensure(self) -> None:
         """Make the environment usable, creating it on first use (kind=uv); clear error otherwise."""
         if self.kind == "path":
             return
@@ -83,11 +84,10 @@ class EngineEnv:
         if self.ready:
             return
         self.prefix.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.prefix.with_suffix(".lock"), "w") as lockf:
-            fcntl.flock(lockf, fcntl.LOCK_EX)  # another job may be building the same env: wait for it
+        with fsutil.locked(self.prefix.with_suffix(".lock")):  # another job may be building it: wait
             if self.ready:
                 return
-            log(f"hsbcala: creating the {self.name} engine environment {self.prefix} from {self.lock} (once)")
+            say(f"creating the {self.name} engine environment {self.prefix} from {self.lock} (once)")
             if self.prefix.exists():
                 shutil.rmtree(self.prefix)  # a half-built env from an interrupted attempt
             uv = _uv()
@@ -137,17 +137,19 @@ def resolve(cfg: Any, project_root: Path) -> EngineEnv:
 
 def project_root() -> Path:
     """The repository holding conf/ and envs/ (the package's parent directory)."""
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
-if __name__ == "__main__":  # python -m hsbcala.envs cala1 cala2: build the engine environments ahead of time
+if __name__ == "__main__":  # python -m hsbcala.engines.envs cala1 cala2: build the engine environments ahead of time
     from hydra import compose, initialize_config_dir
 
     from hsbcala import schema
 
     schema.register()
     with initialize_config_dir(version_base="1.3", config_dir=str(project_root() / "conf")):
-        for version in sys.argv[1:] or ["cala2", "cala1"]:
+        from hsbcala import engines
+
+        for version in sys.argv[1:] or engines.NAMES:
             cfg = compose("config", overrides=[f"version={version}"])
             env = resolve(cfg, project_root())
             env.ensure()

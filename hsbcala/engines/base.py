@@ -1,0 +1,214 @@
+"""The Engine interface: everything hsbcala must know about one Calamari version, behind one object.
+
+The rest of hsbcala never asks "which version is this?": it asks the engine of the run
+(:func:`hsbcala.engines.get`) for a command line, a checkpoint, a parser of its output, the normalisation its
+``calamari-eval`` uses. A third version (or a Calamari 2.2.2 site venv with other flag names) is one more
+subclass and one line in the registry.
+
+The training vocabulary (``cfg.train``) becomes a command line here and only here (``train_argv`` of each
+engine). Both versions get "as similar settings as the two CLIs allow":
+
+==========================  =====================================  =========================================
+vocabulary (train.*)        Calamari 2 (2.3.1)                     Calamari 1 (1.0.7)
+==========================  =====================================  =========================================
+epochs / iterations         --trainer.epochs E                     --max_iters (iterations, or E x I)
+samples_per_epoch           --trainer.samples_per_epoch            sets I = ceil(samples / batch_size)
+batch_size                  --train.batch_size                     --batch_size
+augmentations               --n_augmentations                      --n_augmentations
+early_stopping_patience P   --early_stopping.n_to_go P (1/epoch)   --early_stopping_nbest P,
+                                                                   --early_stopping_frequency I
+(checkpoints)               every epoch (Calamari 2 default)       --checkpoint_frequency I
+(training metrics)          every epoch                            --display I
+seed                        --trainer.random_seed                  --seed
+workers                     --train.num_processes                  --num_threads
+prefetch                    --train.prefetch                       (no equivalent)
+preload=false / RAM disk    --train.preload False --val.preload …  --train_data_on_the_fly --validation_…
+skip_invalid=false          --data.skip_invalid_gt False           --no_skip_invalid_gt
+codec=recompute             --codec.keep_loaded False              (default)
+codec=keep_loaded           --codec.keep_loaded True               --keep_loaded_codec
+warm start                  --warmstart.model M.ckpt.json          --weights M.ckpt
+network                     --network N                            --network N
+cluster.gpus > 1            --device.gpus 0 … --device.dist_strategy mirror   (one GPU, no flag)
+==========================  =====================================  =========================================
+
+``I`` (iterations per epoch) = ceil(lines per epoch / batch_size), where lines per epoch is
+``train.samples_per_epoch`` or the number of training lines: Calamari 2's epoch is one pass over the training
+lines, so Calamari 1 checks early stopping and writes a checkpoint once per such pass, and its iteration budget
+is ``train.iterations`` if set (the original scripts: 5,000,000) else ``train.epochs x I``.
+
+Resume: Calamari 2 reads every setting back from the checkpoint (``calamari-resume-training
+<checkpoint>/trainer_params.json``); Calamari 1 needs the data again (``--checkpoint … --files … --validation``).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+# Both engines print this when, after training on augmented data, they train on the original lines only.
+STAGE_SWITCH = "Starting training on original data only"
+
+
+@dataclass(frozen=True)
+class TrainInputs:
+    """What a command needs besides the vocabulary: resolved paths and facts about the data and models."""
+
+    model_dir: Path
+    train: tuple[str, ...]  # image files or glob patterns, as Calamari gets them
+    val: tuple[str, ...]
+    n_train: int  # number of training lines (for Calamari 1's iteration arithmetic)
+    warmstart: str | None = None  # already in the version's form (Engine.weights_arg)
+    network: str | None = None  # from the warm-start model, or configured
+    resume_from: Path | None = None  # Calamari 2: trainer_params.json; Calamari 1: model_*.ckpt
+    on_ramdisk: bool = False
+    gpus: int = 0
+
+
+def iterations_per_epoch(train: Any, n_train: int) -> int:
+    """I: iterations of one pass over the training lines (or over ``train.samples_per_epoch``)."""
+    lines = train.samples_per_epoch or n_train
+    return max(1, math.ceil(lines / train.batch_size))
+
+
+def max_iterations(train: Any, n_train: int) -> int:
+    """Calamari 1's iteration budget (see the module docstring)."""
+    if train.iterations is not None:
+        return int(train.iterations)
+    return train.epochs * iterations_per_epoch(train, n_train)
+
+
+def flag(value: bool) -> str:
+    return "True" if value else "False"
+
+
+# ------------------------------------------------------------------------------------------------ progress
+
+
+@dataclass
+class Update:
+    step: int
+    metrics: dict[str, float]
+
+
+@dataclass
+class ProgressParser:
+    """Stateful parser of an engine's console output; ``feed(line)`` returns the metric updates that line
+    completes. Metric names are the same for both versions (MLflow compares them side by side):
+
+    - ``train_cer``, ``train_loss``; ``val_cer``, ``val_loss`` (where the engine prints them);
+    - ``best_val_cer``: the best validation CER so far, at every check;
+    - ``stage``: 0 while training on augmented data, 1 on the original lines only (both engines train twice
+      when augmenting, restarting their epoch/iteration count for the second stage).
+
+    Steps continue across stages (``stage * per_stage + position``) and across resumes (``start``), so a
+    resumed training continues the same curve. Subclasses parse their engine's lines in :meth:`parse`.
+    """
+
+    per_stage: int  # Calamari 2: epochs per stage; Calamari 1: max iterations per stage
+    check_every: int = 1  # Calamari 1: iterations between early-stopping checks
+    stage: int = 0
+    start: int = 0  # epoch (cala2) or iteration (cala1) of the checkpoint resumed from
+    best_val_cer: float | None = None
+    epochs_seen: int = 0
+    iterations_seen: int = 0
+
+    def feed(self, line: str) -> list[Update]:
+        if STAGE_SWITCH in line:
+            self.on_stage_switch()
+            self.stage = 1
+            return [Update(self._offset(), {"stage": 1.0})]
+        return self.parse(line)
+
+    def parse(self, line: str) -> list[Update]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def on_stage_switch(self) -> None:
+        """Reset per-stage counters (the engine restarts its numbering)."""
+
+    def _offset(self) -> int:
+        return self.stage * self.per_stage
+
+    def _best(self, cer: float) -> float:
+        self.best_val_cer = cer if self.best_val_cer is None else min(self.best_val_cer, cer)
+        return self.best_val_cer
+
+
+# ------------------------------------------------------------------------------------------------ engine
+
+
+class Engine(ABC):
+    """One Calamari version: its CLI dialect, its model-directory layout, its output, its evaluation rules."""
+
+    name: ClassVar[str]  # the config's version.name: cala1 | cala2
+    major: ClassVar[int]  # Calamari's major version, as model files record it
+    eval_rules: ClassVar[str]  # the normalisation of this version's calamari-eval (hsbcala.cer.RULES)
+    best_weights: ClassVar[str]  # the best model's weights beside best.ckpt.json (for messages)
+    position: ClassVar[str]  # what a step counts: "epoch" | "iteration"
+    Parser: ClassVar[type[ProgressParser]]  # the parser of its console output
+
+    # -- commands
+    @abstractmethod
+    def train_argv(self, train: Any, inp: TrainInputs) -> list[str]:
+        """The training (or resume) command; program name first, resolved later in the engine environment."""
+
+    @abstractmethod
+    def predict_argv(self, program: str, checkpoint: Path, files: str, out_dir: Path, batch_size: int) -> list[str]:
+        """``calamari-predict`` of ``files`` (a glob Calamari expands itself) into ``out_dir/<stem>.pred.txt``."""
+
+    @abstractmethod
+    def weights_arg(self, model_json: Path) -> str:
+        """The warm-start argument for a ``<name>.ckpt.json`` model (checks that its weights are there)."""
+
+    # -- the model directory
+    @abstractmethod
+    def owns(self, model_dir: Path) -> bool:
+        """Whether the engine's own files in ``model_dir`` show that this version wrote it."""
+
+    @abstractmethod
+    def checkpoints(self, model_dir: Path) -> list[Path]:
+        """Complete checkpoints, in the form the resume command takes (any order)."""
+
+    @abstractmethod
+    def record(self, checkpoint: Path) -> Path:
+        """The JSON file the engine writes with a checkpoint (its stage and position are in it)."""
+
+    @abstractmethod
+    def checkpoint_key(self, checkpoint: Path) -> tuple[int, int]:
+        """(stage, epoch-or-iteration) recorded inside a checkpoint: both engines restart numbering in the
+        second stage and overwrite earlier files, so this, not the file name, says which is newest."""
+
+    def latest_checkpoint(self, model_dir: Path) -> Path | None:
+        """The checkpoint to resume from; incomplete ones (interrupted while writing) are passed over."""
+        found = self.checkpoints(model_dir)
+        return max(found, key=lambda p: (*self.checkpoint_key(p), _mtime(self.record(p))), default=None)
+
+    def best_model(self, model_dir: Path) -> list[Path]:
+        """The files of the best model (empty if there is none yet)."""
+        spec = model_dir / "best.ckpt.json"
+        weights = model_dir / self.best_weights
+        return [spec, weights] if spec.is_file() and weights.exists() else []
+
+    @abstractmethod
+    def resume_point(self, checkpoint: Path) -> tuple[int, int]:
+        """(stage, position) the engine continues from after resuming ``checkpoint`` (for metric steps)."""
+
+    # -- output
+    @abstractmethod
+    def progress_parser(self, train: Any, n_train: int, *, stage: int = 0, start: int = 0,
+                        best_val_cer: float | None = None) -> ProgressParser:
+        """A parser of this engine's console output for a training with these settings."""
+
+    @abstractmethod
+    def lines_done(self, parser: ProgressParser, train: Any, n_train: int) -> int:
+        """Training lines processed in this launch (for ``lines_per_second``)."""
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return 0.0
+

@@ -1,0 +1,137 @@
+"""Calamari 1 (calamari-ocr 1.0.7, Keras on TensorFlow 2.15): command lines, model-directory layout, output.
+
+Layout: ``model_NNNNNNNN.ckpt.json`` + ``.h5`` (NNNNNNNN = iteration); with augmentation two stages, the
+iteration restarting in the second, so the JSON's ``currentStage``/``iter`` decide which is newest. Best model:
+``best.ckpt.json`` + ``.h5``; ``model_last.ckpt`` is written when training ends.
+
+Output: ``#00000040: loss=… ler=… dt=…s`` every ``--display`` iterations (``ler`` is its running CER), and
+at every early-stopping check ``Found better model with accuracy of X%`` or ``No better model found.
+Currently accuracy of X%`` (so a check's validation CER is printed only when it is a new best).
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hsbcala.engines import modeljson
+from hsbcala.engines.base import (Engine, ProgressParser, TrainInputs, Update, iterations_per_epoch,
+                                  max_iterations)
+from hsbcala.fsutil import read_json
+
+_DISPLAY = re.compile(r"^#(\d+): loss=(-?[\d.]+) ler=(-?[\d.]+) dt=([\d.]+)s")
+_BETTER = re.compile(r"Found better model with accuracy of (-?[\d.]+)%")
+_WORSE = re.compile(r"No better model found\. Currently accuracy of (-?[\d.]+)%")
+
+
+@dataclass
+class Cala1Parser(ProgressParser):
+    _last_iter: int = field(default=0, repr=False)
+    _checks: int = field(default=-1, repr=False)
+
+    def on_stage_switch(self) -> None:
+        if self.stage == 0:
+            self._last_iter, self._checks = 0, -1
+
+    def parse(self, line: str) -> list[Update]:
+        m = _DISPLAY.search(line)
+        if m:
+            it = int(m.group(1))
+            self.iterations_seen += max(0, it - max(self._last_iter, self.start if self.stage == 0 else 0))
+            self._last_iter = it
+            return [Update(self._offset() + it, {"train_loss": float(m.group(2)), "train_cer": float(m.group(3)),
+                                                 "stage": float(self.stage)})]
+        better, worse = _BETTER.search(line), _WORSE.search(line)
+        if not (better or worse):
+            return []
+        if self._checks < 0:  # first check of this launch: count from the checkpoint resumed from
+            base = self.start if self.stage == 0 or self._last_iter else 0
+            self._checks = max(self._last_iter, base) // self.check_every
+        self._checks += 1
+        step = self._offset() + self._checks * self.check_every
+        acc = float((better or worse).group(1)) / 100.0
+        if better:
+            return [Update(step, {"val_cer": 1.0 - acc, "best_val_cer": self._best(1.0 - acc)})]
+        if acc <= 0:  # no valid model yet (Calamari 1 starts from accuracy 0)
+            return []
+        return [Update(step, {"best_val_cer": self._best(1.0 - acc)})]
+
+
+class Cala1(Engine):
+    name = "cala1"
+    major = 1
+    eval_rules = "calamari1"
+    best_weights = "best.ckpt.h5"
+    Parser = Cala1Parser
+    position = "iteration"
+
+    def train_argv(self, train: Any, inp: TrainInputs) -> list[str]:
+        data = ["--files", *inp.train, "--validation", *inp.val]
+        skip = [] if train.skip_invalid else ["--no_skip_invalid_gt"]
+        if inp.resume_from is not None:
+            return ["calamari-resume-training", "--checkpoint", str(inp.resume_from), *data, *skip]
+        per_epoch = iterations_per_epoch(train, inp.n_train)
+        argv = [
+            "calamari-train",
+            "--output_dir", str(inp.model_dir),
+            "--max_iters", str(max_iterations(train, inp.n_train)),
+            "--seed", str(train.seed),
+            "--batch_size", str(train.batch_size),
+            "--num_threads", str(train.workers),
+            "--n_augmentations", str(train.augmentations),
+            "--early_stopping_frequency", str(per_epoch),
+            "--early_stopping_nbest", str(train.early_stopping_patience or 1_000_000_000),
+            "--checkpoint_frequency", str(per_epoch),
+            "--display", str(max(2, per_epoch)),  # training CER/loss once per check (values <= 1 mean epochs)
+            "--no_progress_bars",
+        ]
+        if train.codec == "keep_loaded":
+            argv.append("--keep_loaded_codec")
+        if not train.preload or inp.on_ramdisk:
+            argv += ["--train_data_on_the_fly", "--validation_data_on_the_fly"]
+        if inp.network:
+            argv += ["--network", inp.network]
+        if inp.warmstart:
+            argv += ["--weights", inp.warmstart]
+        return argv + skip + data + list(train.extra_args)
+
+    def predict_argv(self, program: str, checkpoint: Path, files: str, out_dir: Path, batch_size: int) -> list[str]:
+        return [program, "--checkpoint", str(checkpoint), "--files", files, "--output_dir", str(out_dir),
+                "--batch_size", str(batch_size), "--no_progress_bars"]
+
+    def weights_arg(self, model_json: Path) -> str:
+        return modeljson.weights_arg(model_json, self.major)
+
+    def owns(self, model_dir: Path) -> bool:
+        return any(model_dir.glob("model_*.ckpt.h5")) or (model_dir / "best.ckpt.h5").is_file()
+
+    def checkpoints(self, model_dir: Path) -> list[Path]:
+        found = []
+        for p in map(Path, _glob.glob(_glob.escape(str(model_dir)) + "/model_*.ckpt.json")):
+            if p.name != "model_last.ckpt.json" and p.with_suffix(".h5").is_file() and read_json(p):
+                found.append(p.with_suffix(""))
+        return found
+
+    def record(self, checkpoint: Path) -> Path:
+        return Path(f"{checkpoint}.json")
+
+    def checkpoint_key(self, checkpoint: Path) -> tuple[int, int]:
+        d = read_json(self.record(checkpoint))
+        return int(d.get("currentStage", 0) or 0), int(d.get("iter", 0) or 0)
+
+    def resume_point(self, checkpoint: Path) -> tuple[int, int]:
+        stage, it = self.checkpoint_key(checkpoint)
+        return stage, it + 1  # Calamari 1 continues after the iteration it saved
+
+    def progress_parser(self, train: Any, n_train: int, *, stage: int = 0, start: int = 0,
+                        best_val_cer: float | None = None) -> ProgressParser:
+        return self.Parser(per_stage=max_iterations(train, n_train), check_every=iterations_per_epoch(train, n_train),
+                           stage=stage, start=start, best_val_cer=best_val_cer)
+
+    def lines_done(self, parser: ProgressParser, train: Any, n_train: int) -> int:
+        return parser.iterations_seen * train.batch_size
+
+

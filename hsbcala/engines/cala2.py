@@ -1,0 +1,116 @@
+"""Calamari 2 (calamari-ocr 2.3.1 on tfaip): command lines, model-directory layout, console output.
+
+Layout: ``checkpoint/checkpoint_NNNN/trainer_params.json`` (+ ``variables/``), one per epoch; with augmentation
+the training runs in two stages (``aug_data/`` then ``real_data/`` logs) and the second stage numbers its epochs
+from 1 again, overwriting ``checkpoint_0001`` …, so "newest" is decided by ``current_stage``/``current_epoch``
+inside ``trainer_params.json``. Best model: ``best.ckpt.json`` + ``best.ckpt/`` (a SavedModel).
+
+Output: one line per epoch, ``Results of epoch N CER: … - loss: … - val_CER: … - val_loss: …``.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import re
+from pathlib import Path
+from typing import Any
+
+from hsbcala.engines import modeljson
+from hsbcala.engines.base import Engine, ProgressParser, TrainInputs, Update, flag
+from hsbcala.fsutil import read_json
+
+_EPOCH = re.compile(r"Results of epoch\s+(\d+)\s+(.*)$")
+_PAIR = re.compile(r"([\w/-]+): (-?[\d.]+(?:e[-+]?\d+)?)")
+_NAMES = {"CER": "train_cer", "loss": "train_loss", "val_CER": "val_cer", "val_loss": "val_loss"}
+
+
+class Cala2Parser(ProgressParser):
+    def parse(self, line: str) -> list[Update]:
+        m = _EPOCH.search(line)
+        if not m:
+            return []
+        epoch = int(m.group(1))
+        values = {k: float(v) for k, v in _PAIR.findall(m.group(2))}
+        metrics = {_NAMES[k]: v for k, v in values.items() if k in _NAMES}
+        if "val_cer" in metrics:
+            metrics["best_val_cer"] = self._best(metrics["val_cer"])
+        metrics["stage"] = float(self.stage)
+        self.epochs_seen += 1
+        return [Update(self._offset() + epoch, metrics)]
+
+
+class Cala2(Engine):
+    name = "cala2"
+    major = 2
+    eval_rules = "calamari2"
+    best_weights = "best.ckpt"
+    Parser = Cala2Parser
+    position = "epoch"
+
+    def train_argv(self, train: Any, inp: TrainInputs) -> list[str]:
+        if inp.resume_from is not None:
+            return ["calamari-resume-training", str(inp.resume_from)]
+        argv = [
+            "calamari-train",
+            "--trainer.output_dir", str(inp.model_dir),
+            "--trainer.epochs", str(train.epochs),
+            "--trainer.random_seed", str(train.seed),
+            "--trainer.export_best", "True",
+            "--trainer.progress_bar_mode", "2",  # one progress line every few seconds, not a \r-redrawn bar
+            "--train.batch_size", str(train.batch_size),
+            "--train.num_processes", str(train.workers),
+            "--n_augmentations", str(train.augmentations),
+            "--early_stopping.n_to_go", str(train.early_stopping_patience or -1),
+            "--early_stopping.frequency", "1",
+            "--codec.keep_loaded", flag(train.codec == "keep_loaded"),
+            "--data.skip_invalid_gt", flag(train.skip_invalid),
+            "--train.skip_invalid", flag(train.skip_invalid),
+            "--val.skip_invalid", flag(train.skip_invalid),
+        ]
+        if train.samples_per_epoch:
+            argv += ["--trainer.samples_per_epoch", str(train.samples_per_epoch)]
+        if train.prefetch is not None:
+            argv += ["--train.prefetch", str(train.prefetch)]
+        if not train.preload or inp.on_ramdisk:
+            argv += ["--train.preload", "False", "--val.preload", "False"]
+        if inp.network:
+            argv += ["--network", inp.network]
+        if inp.warmstart:
+            argv += ["--warmstart.model", inp.warmstart]
+        if inp.gpus > 1:
+            argv += ["--device.gpus", *[str(i) for i in range(inp.gpus)], "--device.dist_strategy", "mirror"]
+        elif inp.gpus == 1:
+            argv += ["--device.gpus", "0"]
+        argv += ["--train.images", *inp.train, "--val.images", *inp.val]
+        return argv + list(train.extra_args)
+
+    def predict_argv(self, program: str, checkpoint: Path, files: str, out_dir: Path, batch_size: int) -> list[str]:
+        return [program, "--checkpoint", str(checkpoint), "--data.images", files, "--output_dir", str(out_dir),
+                "--pipeline.batch_size", str(batch_size), "--verbose", "False", "--predictor.progress_bar", "False"]
+
+    def weights_arg(self, model_json: Path) -> str:
+        return modeljson.weights_arg(model_json, self.major)
+
+    def owns(self, model_dir: Path) -> bool:
+        return (model_dir / "checkpoint").is_dir() or (model_dir / "best.ckpt").is_dir()
+
+    def checkpoints(self, model_dir: Path) -> list[Path]:
+        pattern = _glob.escape(str(model_dir)) + "/checkpoint/checkpoint_*/trainer_params.json"
+        return [p for p in map(Path, _glob.glob(pattern)) if (p.parent / "variables").is_dir() and read_json(p)]
+
+    def record(self, checkpoint: Path) -> Path:
+        return checkpoint
+
+    def checkpoint_key(self, checkpoint: Path) -> tuple[int, int]:
+        d = read_json(checkpoint)
+        return int(d.get("current_stage", 0) or 0), int(d.get("current_epoch", 0) or 0)
+
+    def resume_point(self, checkpoint: Path) -> tuple[int, int]:
+        return self.checkpoint_key(checkpoint)
+
+    def progress_parser(self, train: Any, n_train: int, *, stage: int = 0, start: int = 0,
+                        best_val_cer: float | None = None) -> ProgressParser:
+        return self.Parser(per_stage=train.epochs, stage=stage, start=start, best_val_cer=best_val_cer)
+
+    def lines_done(self, parser: ProgressParser, train: Any, n_train: int) -> int:
+        return parser.epochs_seen * (train.samples_per_epoch or n_train)

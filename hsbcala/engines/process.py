@@ -1,0 +1,156 @@
+"""The one way hsbcala starts, streams, signals and stops an engine process (training and evaluation).
+
+- The engine runs in its own session (``start_new_session``): a terminal's Ctrl-C reaches hsbcala only, which
+  then stops the engine itself (SIGTERM to the engine's process group, SIGKILL after ``GRACE_S``), so the
+  engine never dies half-way through writing a checkpoint because of a key press.
+- The engine ignores SIGUSR1/SIGUSR2: Slurm's walltime warning (``--signal``) reaches every process of the job;
+  it is meant for submitit in the launcher, which stops the engine after the last checkpoint is on disk.
+  TensorFlow would otherwise die of the signal's default action.
+- A reader thread drains the engine's output as it comes (so the engine never blocks on a full pipe while the
+  launcher is busy, e.g. opening the MLflow run), writes every line to the log file, optionally echoes it,
+  keeps the last lines for error messages, and queues them for the caller's parser.
+- SIGINT/SIGTERM in the launcher raise :class:`~hsbcala.errors.Interrupted` in the main thread
+  (:func:`interruptible`); the ``with`` block of :class:`EngineProcess` then stops the engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+from hsbcala.errors import Interrupted
+
+GRACE_S = 30.0  # SIGTERM → SIGKILL: long enough for TensorFlow to finish writing a checkpoint
+ENGINE_ENV = {"PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+@contextlib.contextmanager
+def interruptible(message: str) -> Iterator[None]:
+    """SIGINT/SIGTERM raise Interrupted(message with ``{signal}`` filled in) in the main thread while inside."""
+
+    def handler(signum, _frame):
+        raise Interrupted(message.format(signal=signal.Signals(signum).name))
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _in_engine() -> None:
+    """Runs in the engine's process before exec: ignore Slurm's USR signals (see the module docstring)."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
+class _Reader(threading.Thread):
+    def __init__(self, stream: IO[str], log: IO[str], echo: bool, tail: deque) -> None:
+        super().__init__(name="hsbcala-engine-output", daemon=True)
+        self.stream, self.log, self.echo, self.tail = stream, log, echo, tail
+        self.lines: queue.Queue[str | None] = queue.Queue()
+
+    def run(self) -> None:
+        try:
+            for line in self.stream:
+                if self.echo:
+                    sys.stdout.write(line)
+                with contextlib.suppress(ValueError):  # log already closed: an interrupted run is ending
+                    self.log.write(line)
+                self.tail.append(line.rstrip())
+                self.lines.put(line)
+            with contextlib.suppress(ValueError):
+                self.log.flush()
+        finally:
+            self.lines.put(None)
+
+
+class EngineProcess:
+    """An engine command, its output appended to ``log_path`` (after a header line naming the command).
+
+    Use as a context manager: leaving the block (normally, by an error or by Interrupted) stops the engine if
+    it still runs. ``lines()`` yields its output as it comes; ``wait()`` returns its exit code.
+    """
+
+    def __init__(self, argv: Sequence[str], log_path: Path, *, echo: bool = False, cwd: Path | None = None,
+                 log_mode: str = "a", tail: int = 12) -> None:
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.echo = echo
+        self.cwd = cwd
+        self.log_mode = log_mode
+        self.tail: deque[str] = deque(maxlen=tail)
+        self.proc: subprocess.Popen | None = None
+        self._log: IO[str] | None = None
+        self._reader: _Reader | None = None
+        self._drained = False
+
+    def __enter__(self) -> EngineProcess:
+        self._log = open(self.log_path, self.log_mode, encoding="utf-8")  # noqa: SIM115 - closed in __exit__
+        self._log.write(("\n" if self.log_mode == "a" else "")
+                        + f"# hsbcala {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(self.argv)}\n")
+        self._log.flush()
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     encoding="utf-8", errors="replace", bufsize=1, env=dict(os.environ, **ENGINE_ENV),
+                                     cwd=self.cwd, start_new_session=True, preexec_fn=_in_engine)
+        self._reader = _Reader(self.proc.stdout, self._log, self.echo, self.tail)
+        self._reader.start()
+        return self
+
+    def lines(self) -> Iterator[str]:
+        """The engine's output lines until it closes its output (a timeout keeps signals deliverable)."""
+        assert self._reader is not None
+        while not self._drained:
+            try:
+                line = self._reader.lines.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if line is None:
+                self._drained = True
+                return
+            yield line
+
+    def wait(self) -> int:
+        assert self.proc is not None and self._reader is not None
+        for _ in self.lines():  # drain (a caller that does not parse the output)
+            pass
+        code = self.proc.wait()
+        self._reader.join()
+        return code
+
+    def last_lines(self, n: int = 3) -> str:
+        """The last non-empty output lines, joined for a one-line error message."""
+        return " | ".join(x for x in list(self.tail)[-n:] if x.strip())
+
+    def stop(self, grace_s: float = GRACE_S) -> None:
+        """SIGTERM to the engine's process group, SIGKILL after ``grace_s``."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.stop()
+        finally:
+            if self._log is not None:
+                self._log.close()

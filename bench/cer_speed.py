@@ -49,32 +49,41 @@ def main() -> None:
         order = list(sides) if i % 2 == 0 else list(reversed(sides))
         for name in order:
             times[name].append(timed(sides[name], pairs))
-        print(f"run {i + 1}/{args.runs}: " + ", ".join(f"{n} {times[n][-1]:.3f} s" for n in sides),
-              flush=True)
+        print(
+            f"run {i + 1}/{args.runs}: " + ", ".join(f"{n} {times[n][-1]:.3f} s" for n in sides), flush=True
+        )
 
     old, new = (statistics.median(times[n]) for n in sides)
     chars = sum(len(g) for g, _ in pairs)
     print(f"\n{len(pairs)} lines, {chars} GT characters, {args.runs} runs each (median seconds per pass):")
     for name, med in zip(sides, (old, new), strict=True):
-        print(f"  {name:22} median {med:7.3f} s  {med / len(pairs) * 1e6:7.1f} µs/line   runs: "
-              + ", ".join(f"{t:.3f}" for t in times[name]))
+        print(
+            f"  {name:22} median {med:7.3f} s  {med / len(pairs) * 1e6:7.1f} µs/line   runs: "
+            + ", ".join(f"{t:.3f}" for t in times[name])
+        )
     print(f"  speed-up (old / new)   {old / new:7.1f} x")
 
     ref = [_reference_align(g, p) for g, p in pairs]
     ours = [cer.align(g, p) for g, p in pairs]
     same_errors = sum(a.errors == r.errors for a, r in zip(ours, ref, strict=True))
-    split = sum((a.substitutions, a.deletions, a.insertions) != (r.substitutions, r.deletions, r.insertions)
-                for a, r in zip(ours, ref, strict=True))
+    split = sum(
+        (a.substitutions, a.deletions, a.insertions) != (r.substitutions, r.deletions, r.insertions)
+        for a, r in zip(ours, ref, strict=True)
+    )
     confusions = sum(a.confusions != r.confusions for a, r in zip(ours, ref, strict=True))
 
     def sdi(als):
-        return "/".join(str(sum(getattr(a, k) for a in als)) for k in ("substitutions", "deletions",
-                                                                         "insertions"))
+        return "/".join(
+            str(sum(getattr(a, k) for a in als)) for k in ("substitutions", "deletions", "insertions")
+        )
 
-    print(f"\nerrors: {sum(r.errors for r in ref)} old, {sum(a.errors for a in ours)} new; "
-          f"identical on {same_errors}/{len(pairs)} lines")
-    print(f"S/D/I split: old {sdi(ref)}, new {sdi(ours)}; differs on {split} lines, "
-          f"confusions on {confusions}")
+    print(
+        f"\nerrors: {sum(r.errors for r in ref)} old, {sum(a.errors for a in ours)} new; "
+        f"identical on {same_errors}/{len(pairs)} lines"
+    )
+    print(
+        f"S/D/I split: old {sdi(ref)}, new {sdi(ours)}; differs on {split} lines, confusions on {confusions}"
+    )
 
 
 if __name__ == "__main__":

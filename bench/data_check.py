@@ -59,8 +59,16 @@ def main() -> None:
         tmp = Path(tmp)
 
         def step(cache: Path):
-            cfg = compose_cfg([f"paths.root={tmp}", f"model_dir={tmp / 'model'}", f"data.cache_dir={cache}",
-                               f"data.train=[{DATA}/{args.pattern}]", "data.val=null", "data_check_only=true"])
+            cfg = compose_cfg(
+                [
+                    f"paths.root={tmp}",
+                    f"model_dir={tmp / 'model'}",
+                    f"data.cache_dir={cache}",
+                    f"data.train=[{DATA}/{args.pattern}]",
+                    "data.val=null",
+                    "data_check_only=true",
+                ]
+            )
             t0 = time.perf_counter()
             dp = datastep.prepare(cfg, base=tmp, model_dir=tmp / "model")
             return time.perf_counter() - t0, dp
@@ -78,12 +86,16 @@ def main() -> None:
         t = dp.manifest["totals"]
         n = t["lines"] + t["dropped"]
         problems = {k: v["count"] for k, v in dp.manifest["checks"].items() if v["count"]}
-        print(f"data step on {n:,} real lines ({DATA}/{args.pattern}): {t['train']['lines']:,} train + "
-              f"{t['val']['lines']:,} val by document, {t['image_bytes'] / 1e6:.0f} MB of images; "
-              f"findings: {problems or 'none'}")
+        print(
+            f"data step on {n:,} real lines ({DATA}/{args.pattern}): {t['train']['lines']:,} train + "
+            f"{t['val']['lines']:,} val by document, {t['image_bytes'] / 1e6:.0f} MB of images; "
+            f"findings: {problems or 'none'}"
+        )
         for name, values in figures.items():
-            print(f"  {name:<11} median {statistics.median(values):5.2f} s  "
-                  f"({', '.join(f'{v:.2f}' for v in values)}; {n / statistics.median(values):,.0f} lines/s)")
+            print(
+                f"  {name:<11} median {statistics.median(values):5.2f} s  "
+                f"({', '.join(f'{v:.2f}' for v in values)}; {n / statistics.median(values):,.0f} lines/s)"
+            )
         print(f"  warm run: {warm.cache_hits:,} images from the cache, {warm.cache_misses} hashed")
 
 

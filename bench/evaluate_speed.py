@@ -35,7 +35,9 @@ VARIANTS = ("GTSBB", "GTOLENA", "GTPAGE")
 
 def timed(argv: list[str], **kw) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False, **kw)
+    proc = subprocess.run(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False, **kw
+    )
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"failed ({proc.returncode}): {shlex.join(argv)[:300]}\n{proc.stderr[-2000:]}")
@@ -62,7 +64,9 @@ def main() -> None:
     ap.add_argument("--version", default="cala2", choices=["cala1", "cala2"])
     ap.add_argument("--lines", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--model-dir", type=Path, help="a trained model directory of --version (default: train one)")
+    ap.add_argument(
+        "--model-dir", type=Path, help="a trained model directory of --version (default: train one)"
+    )
     args = ap.parse_args()
     if not BOOKS.is_dir():
         sys.exit(f"needs the shared Fraktur lines at {BOOKS}")
@@ -79,10 +83,25 @@ def main() -> None:
     model_dir = args.model_dir.resolve() if args.model_dir else tmp / "model"
     if args.model_dir is None:
         print(f"training a model (demo network, 1 short epoch) in {model_dir} …", flush=True)
-        timed([py, str(ROOT / "train.py"), f"version={args.version}", f"paths.root={tmp}", f"model_dir={model_dir}",
-               f"mlflow.tracking_uri={store}", f"data.train=[{books[0]}/*.png]", f"data.val=[{books[1]}/*.png]",
-               "train.epochs=1", "train.samples_per_epoch=32", "train.batch_size=16", "train.workers=1",
-               "train.augmentations=0", f"hydra.run.dir={tmp / 'train-run'}"], cwd=ROOT)
+        timed(
+            [
+                py,
+                str(ROOT / "train.py"),
+                f"version={args.version}",
+                f"paths.root={tmp}",
+                f"model_dir={model_dir}",
+                f"mlflow.tracking_uri={store}",
+                f"data.train=[{books[0]}/*.png]",
+                f"data.val=[{books[1]}/*.png]",
+                "train.epochs=1",
+                "train.samples_per_epoch=32",
+                "train.batch_size=16",
+                "train.workers=1",
+                "train.augmentations=0",
+                f"hydra.run.dir={tmp / 'train-run'}",
+            ],
+            cwd=ROOT,
+        )
     lines_dir = tmp / "lines"
     images = variant_lines(books[2:], args.lines, lines_dir)
 
@@ -95,17 +114,34 @@ def main() -> None:
     stage = tmp / "stage"
     evaluate.stage(images, stage / "lines")
 
-    groups = [f"~eval.groups.{g}" for g in cfg.eval.groups] + [f"+eval.groups.{v[2:].lower()}=[*_{v}*]"
-                                                               for v in VARIANTS]
+    groups = [f"~eval.groups.{g}" for g in cfg.eval.groups] + [
+        f"+eval.groups.{v[2:].lower()}=[*_{v}*]" for v in VARIANTS
+    ]
     full, bare, inside = [], [], []
     for i in range(args.runs):
         out = stage / f"pred-{i}"
         out.mkdir()
-        argv = env.wrap(evaluate.predict_argv(engines.get(args.version), env.program("calamari-predict"), checkpoint,
-                                              stage / "lines", out, cfg.eval.batch_size))
-        full_argv = [py, str(ROOT / "evaluate.py"), f"version={args.version}", f"paths.root={tmp}",
-                     f"model_dir={model_dir}", f"mlflow.tracking_uri={store}", f"eval.data=[{lines_dir}/*.png]",
-                     f"hydra.run.dir={tmp / f'eval-run-{i}'}", *groups]
+        argv = env.wrap(
+            evaluate.predict_argv(
+                engines.get(args.version),
+                env.program("calamari-predict"),
+                checkpoint,
+                stage / "lines",
+                out,
+                cfg.eval.batch_size,
+            )
+        )
+        full_argv = [
+            py,
+            str(ROOT / "evaluate.py"),
+            f"version={args.version}",
+            f"paths.root={tmp}",
+            f"model_dir={model_dir}",
+            f"mlflow.tracking_uri={store}",
+            f"eval.data=[{lines_dir}/*.png]",
+            f"hydra.run.dir={tmp / f'eval-run-{i}'}",
+            *groups,
+        ]
         # the engine's environment as evaluate.py sets it; which one goes first alternates (drift cancels)
         engine_env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
         if i % 2 == 0:
@@ -116,20 +152,29 @@ def main() -> None:
             bare.append(timed(argv, cwd=tmp, env=engine_env))
         result = json.loads((tmp / f"eval-run-{i}" / evaluate.RESULT_FILE).read_text(encoding="utf-8"))
         inside.append(result["predict"]["seconds"])
-        print(f"run {i + 1}: bare calamari-predict {bare[-1]:.1f} s, evaluate.py {full[-1]:.1f} s "
-              f"(ratio {full[-1] / bare[-1]:.3f}; its own calamari-predict {inside[-1]:.1f} s, everything else "
-              f"{full[-1] - inside[-1]:.1f} s)", flush=True)
+        print(
+            f"run {i + 1}: bare calamari-predict {bare[-1]:.1f} s, evaluate.py {full[-1]:.1f} s "
+            f"(ratio {full[-1] / bare[-1]:.3f}; its own calamari-predict {inside[-1]:.1f} s, everything else "
+            f"{full[-1] - inside[-1]:.1f} s)",
+            flush=True,
+        )
     ratio = statistics.median(full) / statistics.median(bare)
     print(f"\n{args.version}, {args.lines} lines, {len(VARIANTS)} variant groups, {args.runs} runs each:")
-    print(f"  bare calamari-predict: median {statistics.median(bare):.1f} s ({', '.join(f'{t:.1f}' for t in bare)})")
-    print(f"  evaluate.py:           median {statistics.median(full):.1f} s ({', '.join(f'{t:.1f}' for t in full)})")
+    print(
+        f"  bare calamari-predict: median {statistics.median(bare):.1f} s ({', '.join(f'{t:.1f}' for t in bare)})"
+    )
+    print(
+        f"  evaluate.py:           median {statistics.median(full):.1f} s ({', '.join(f'{t:.1f}' for t in full)})"
+    )
     print(f"  ratio (median/median): {ratio:.3f}  (target <= 1.2): {'OK' if ratio <= 1.2 else 'TOO SLOW'}")
     # On a machine shared with other jobs the engine's own time varies by tens of percent from run to run; what
     # evaluate.py adds around its one calamari-predict is measured directly and is stable:
     extra = statistics.median(f - p for f, p in zip(full, inside, strict=True))
     base = statistics.median(bare)
-    print(f"  evaluate.py outside its calamari-predict: median {extra:.1f} s -> (bare + that) / bare = "
-          f"{(base + extra) / base:.3f}")
+    print(
+        f"  evaluate.py outside its calamari-predict: median {extra:.1f} s -> (bare + that) / bare = "
+        f"{(base + extra) / base:.3f}"
+    )
     print(f"  files: {tmp}")
 
 

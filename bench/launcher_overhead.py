@@ -30,12 +30,18 @@ BOOKS = ROOT.parent / "shared" / "data" / "fraktur19-lines" / "ref_AS"
 def overrides(tmp: Path, model_dir: Path, version: str, epochs: int) -> list[str]:
     books = sorted(BOOKS.iterdir())
     return [
-        f"version={version}", f"paths.root={tmp}", f"model_dir={model_dir}",
+        f"version={version}",
+        f"paths.root={tmp}",
+        f"model_dir={model_dir}",
         f"mlflow.tracking_uri=sqlite:///{tmp / 'mlruns.db'}",
         "data.train=[" + ",".join(f"{b}/*.png" for b in books[:4]) + "]",
         f"data.val=[{books[4]}/*.png]",
-        f"train.epochs={epochs}", "train.samples_per_epoch=160", "train.batch_size=16", "train.workers=1",
-        "train.augmentations=0", "train.network='cnn=16:3x3,pool=2x2,lstm=32'",
+        f"train.epochs={epochs}",
+        "train.samples_per_epoch=160",
+        "train.batch_size=16",
+        "train.workers=1",
+        "train.augmentations=0",
+        "train.network='cnn=16:3x3,pool=2x2,lstm=32'",
     ]
 
 
@@ -62,27 +68,42 @@ def main() -> None:
         tmp = Path(t)
         dry = []
         for i in range(5):
-            dry.append(timed([py, train, *overrides(tmp, tmp / f"dry{i}", args.version, args.epochs), "dry_run=true"],
-                             cwd=tmp))
+            dry.append(
+                timed(
+                    [py, train, *overrides(tmp, tmp / f"dry{i}", args.version, args.epochs), "dry_run=true"],
+                    cwd=tmp,
+                )
+            )
         launcher, bare = [], []
         for i in range(args.runs):
             ov = overrides(tmp, tmp / f"bare{i}", args.version, args.epochs)
-            cmd = subprocess.run([py, train, *ov, "dry_run=true"], capture_output=True, text=True, cwd=tmp,
-                                 check=True).stdout.strip()
+            cmd = subprocess.run(
+                [py, train, *ov, "dry_run=true"], capture_output=True, text=True, cwd=tmp, check=True
+            ).stdout.strip()
             bare.append(timed(shlex.split(cmd), cwd=tmp))
-            launcher.append(timed([py, train, *overrides(tmp, tmp / f"hsb{i}", args.version, args.epochs)],
-                                  cwd=tmp))
-            print(f"run {i + 1}/{args.runs}: bare {bare[-1]:.1f} s, train.py {launcher[-1]:.1f} s", flush=True)
+            launcher.append(
+                timed([py, train, *overrides(tmp, tmp / f"hsb{i}", args.version, args.epochs)], cwd=tmp)
+            )
+            print(
+                f"run {i + 1}/{args.runs}: bare {bare[-1]:.1f} s, train.py {launcher[-1]:.1f} s", flush=True
+            )
 
     ratios = [h / b for h, b in zip(launcher, bare)]
     print(f"\nversion {args.version}, {args.runs} runs each, {args.epochs} epochs of 160 lines")
-    print(f"bare Calamari        median {statistics.median(bare):7.2f} s   runs: "
-          + ", ".join(f"{x:.1f}" for x in bare))
-    print(f"python train.py      median {statistics.median(launcher):7.2f} s   runs: "
-          + ", ".join(f"{x:.1f}" for x in launcher))
+    print(
+        f"bare Calamari        median {statistics.median(bare):7.2f} s   runs: "
+        + ", ".join(f"{x:.1f}" for x in bare)
+    )
+    print(
+        f"python train.py      median {statistics.median(launcher):7.2f} s   runs: "
+        + ", ".join(f"{x:.1f}" for x in launcher)
+    )
     print(f"overhead ratio       median {statistics.median(ratios):7.3f}     (target <= 1.05)")
-    print(f"dry_run latency      median {statistics.median(dry):7.2f} s   (target < 2 s; runs: "
-          + ", ".join(f"{x:.2f}" for x in dry) + ")")
+    print(
+        f"dry_run latency      median {statistics.median(dry):7.2f} s   (target < 2 s; runs: "
+        + ", ".join(f"{x:.2f}" for x in dry)
+        + ")"
+    )
 
 
 if __name__ == "__main__":

@@ -66,21 +66,26 @@ def _extract(archive: Path, target: Path, key: str) -> None:
                 for info in zf.infolist():
                     problem = _unsafe_zip_member(info)
                     if problem is not None:
-                        raise DataError(f"{where}: member {info.filename!r} {problem}; refusing the archive "
-                                        f"(nothing was unpacked)")
+                        raise DataError(
+                            f"{where}: member {info.filename!r} {problem}; refusing the archive "
+                            f"(nothing was unpacked)"
+                        )
                 zf.extractall(target)
         else:
             with tarfile.open(archive) as tf:
                 tf.extractall(target, filter="data")
     except tarfile.FilterError as exc:
         member = exc.tarinfo.name if getattr(exc, "tarinfo", None) is not None else "?"
-        raise DataError(f"{where}: member {member!r}: {exc}; refusing the archive (nothing was unpacked)") from None
+        raise DataError(
+            f"{where}: member {member!r}: {exc}; refusing the archive (nothing was unpacked)"
+        ) from None
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as exc:
         raise DataError(f"{where} does not unpack: {type(exc).__name__}: {exc}") from None
 
 
-def unpack(archive: Path, *, key: str = "data", root: Path | str | None = None,
-           cache: HashCache | None = None) -> Path:
+def unpack(
+    archive: Path, *, key: str = "data", root: Path | str | None = None, cache: HashCache | None = None
+) -> Path:
     """Unpack ``archive`` (once) and return its directory under ``<root>/archives/``."""
     archive = Path(os.path.abspath(archive))
     root = Path(root).expanduser() if root else default_root()
@@ -101,8 +106,9 @@ def unpack(archive: Path, *, key: str = "data", root: Path | str | None = None,
         base.mkdir(parents=True, exist_ok=True)
         lock = open(base / f".{digest[:20]}.lock", "w")  # noqa: SIM115 - held until the end of the with
     except OSError as exc:
-        raise DataError(f"{key}: cannot unpack archive {archive} into {base}: {exc.strerror or exc} "
-                        f"(set data.cache_dir)") from None
+        raise DataError(
+            f"{key}: cannot unpack archive {archive} into {base}: {exc.strerror or exc} (set data.cache_dir)"
+        ) from None
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another job may be unpacking the same archive: wait for it
         if target.is_dir():
@@ -126,8 +132,9 @@ def _split_at_archive(pattern: str) -> tuple[str, str] | None:
     return None
 
 
-def expand_pattern(pattern: str, *, key: str, root: Path | str | None = None,
-                   cache: HashCache | None = None) -> list[str]:
+def expand_pattern(
+    pattern: str, *, key: str, root: Path | str | None = None, cache: HashCache | None = None
+) -> list[str]:
     """Patterns to glob instead of ``pattern`` (an absolute glob): archives in it replaced by their
     unpacked directories. A pattern without archives comes back unchanged, as the only element."""
     split = _split_at_archive(pattern)
@@ -139,8 +146,10 @@ def expand_pattern(pattern: str, *, key: str, root: Path | str | None = None,
     matches = sorted(m for m in glob.glob(pattern, recursive=True) if os.path.isfile(m))
     if not matches:
         return [pattern]  # the caller reports the pattern that matches nothing
-    return [os.path.join(glob.escape(str(unpack(Path(m), key=key, root=root, cache=cache))), "**", "*")
-            for m in matches]
+    return [
+        os.path.join(glob.escape(str(unpack(Path(m), key=key, root=root, cache=cache))), "**", "*")
+        for m in matches
+    ]
 
 
 def involves_archive(patterns: list[str] | tuple[str, ...], base: Path) -> bool:

@@ -12,7 +12,7 @@ the summed GT lengths, both taken after the engine's default text pre-processing
 - Calamari 1 (``DefaultTextPreprocessor``): the same, plus its "simple" regulariser rules applied before the
   whitespace rules: ``µ``→``μ`` (micro sign to Greek mu), ``–`` and ``—`` (en/em dash) → ``-``.
 
-:data:`RULES` names these two normalisations (``calamari2``, ``calamari1``); :data:`ENGINE_RULES` says which one
+:data:`RULES` names these two normalisations (``calamari2``, ``calamari1``); each engine's ``eval_rules`` says which one
 each version's calamari-eval uses. Bidi reordering is not applied here: it changes nothing in left-to-right
 text (Latin, Fraktur), which is all this project evaluates.
 
@@ -58,7 +58,6 @@ RULES: dict[str, tuple[tuple[str, str], ...]] = {
     "calamari1": _CALAMARI1_VARIOUS,
 }
 #: what each Calamari version's calamari-eval applies
-ENGINE_RULES = {"cala1": "calamari1", "cala2": "calamari2"}
 
 DESCRIPTION = {
     "calamari2": "NFC, whitespace runs to one space, stripped (as calamari-eval 2.3.1)",
@@ -100,7 +99,7 @@ def align(gt: str, pred: str) -> Alignment:
     for tag, g1, g2, p1, p2 in Levenshtein.opcodes(gt, pred):
         if tag == "equal":
             if run is not None:
-                confusions.append((gt[run[0]:g1], pred[run[1]:p1]))
+                confusions.append((gt[run[0] : g1], pred[run[1] : p1]))
                 run = None
             continue
         if run is None:
@@ -112,7 +111,7 @@ def align(gt: str, pred: str) -> Alignment:
         else:  # "insert"
             inss += p2 - p1
     if run is not None:
-        confusions.append((gt[run[0]:], pred[run[1]:]))
+        confusions.append((gt[run[0] :], pred[run[1] :]))
     return Alignment(subs, dels, inss, tuple(confusions))
 
 
@@ -148,8 +147,15 @@ class Score:
         return self.errors / self.chars if self.chars else None
 
     def summary(self) -> dict:
-        return {"lines": self.lines, "chars": self.chars, "errors": self.errors, "cer": self.cer,
-                "substitutions": self.substitutions, "deletions": self.deletions, "insertions": self.insertions}
+        return {
+            "lines": self.lines,
+            "chars": self.chars,
+            "errors": self.errors,
+            "cer": self.cer,
+            "substitutions": self.substitutions,
+            "deletions": self.deletions,
+            "insertions": self.insertions,
+        }
 
 
 def score(pairs: Iterable[tuple[str, str]], rules: str = "calamari2") -> Score:

@@ -87,27 +87,37 @@ def validate_config(cfg: Any) -> None:
     for name, (_, allowed, _) in CHECKS.items():
         action = d.checks[name]
         if action not in allowed:
-            extra = (" (such a line cannot be trained on, so it cannot be kept with a warning)"
-                     if action == "warn" else " (a .gt.txt without image is not a line: it cannot be dropped)"
-                     if action == "drop" and name == "missing_image" else "")
+            extra = (
+                " (such a line cannot be trained on, so it cannot be kept with a warning)"
+                if action == "warn"
+                else " (a .gt.txt without image is not a line: it cannot be dropped)"
+                if action == "drop" and name == "missing_image"
+                else ""
+            )
             raise ConfigError(f"data.checks.{name}={action!r} is not one of: {', '.join(allowed)}{extra}")
     if d.min_px_per_char < 0:
         raise ConfigError(f"data.min_px_per_char must be >= 0, got {d.min_px_per_char}")
     s = d.split
     if not 0 < s.val_fraction < 1:
-        raise ConfigError(f"data.split.val_fraction must be between 0 and 1 (exclusive), got {s.val_fraction}")
+        raise ConfigError(
+            f"data.split.val_fraction must be between 0 and 1 (exclusive), got {s.val_fraction}"
+        )
     if s.by not in ("directory", "pattern"):
         raise ConfigError(f"data.split.by={s.by!r} is not one of: directory, pattern")
     if s.by == "pattern":
         import re
 
         if not s.pattern:
-            raise ConfigError("data.split.pattern is required when data.split.by=pattern, e.g. "
-                              "data.split.pattern='^([^/]+)/' (the first directory below the data's common root)")
+            raise ConfigError(
+                "data.split.pattern is required when data.split.by=pattern, e.g. "
+                "data.split.pattern='^([^/]+)/' (the first directory below the data's common root)"
+            )
         try:
             re.compile(s.pattern)
         except re.error as exc:
-            raise ConfigError(f"data.split.pattern={s.pattern!r} is not a regular expression: {exc}") from None
+            raise ConfigError(
+                f"data.split.pattern={s.pattern!r} is not a regular expression: {exc}"
+            ) from None
     if d.whitelist_file and not Path(d.whitelist_file).is_file():
         raise ConfigError(f"data.whitelist_file: no such file {d.whitelist_file}")
 
@@ -132,6 +142,7 @@ def whitelist(cfg: Any) -> frozenset[str] | None:
 
 # ------------------------------------------------------------------------------------------------- reading
 
+
 def _read_gt(line: Line) -> None:
     try:
         raw = line.gt.read_bytes()
@@ -145,13 +156,18 @@ def _read_gt(line: Line) -> None:
     try:
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        reason = (f"ground truth file {line.gt} is not valid UTF-8 "
-                  f"(byte 0x{raw[exc.start]:02x} at offset {exc.start})")
+        reason = (
+            f"ground truth file {line.gt} is not valid UTF-8 "
+            f"(byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        )
         line.problem = ("bad_encoding", reason)
         return
     line.text = decoded.strip()
     if not unicodedata.normalize("NFC", line.text).strip():
-        line.problem = ("empty_gt", f"{'empty' if not decoded else 'whitespace-only'} ground truth file {line.gt}")
+        line.problem = (
+            "empty_gt",
+            f"{'empty' if not decoded else 'whitespace-only'} ground truth file {line.gt}",
+        )
 
 
 def _read_image(line: Line, cache: HashCache) -> None:
@@ -189,8 +205,10 @@ def _gt_path(image: Path) -> Path:
 def scan(images: Iterable[Path], *, key: str, cache: HashCache) -> list[Line]:
     """Read and hash every line (sorted, absolute); GT problems first, then the image (as the engines do)."""
     lines = []
-    for image in sorted({p if isinstance(p, Path) and p.is_absolute() else Path(os.path.abspath(p))
-                         for p in images}, key=os.fspath):
+    for image in sorted(
+        {p if isinstance(p, Path) and p.is_absolute() else Path(os.path.abspath(p)) for p in images},
+        key=os.fspath,
+    ):
         line = Line(image=image, gt=_gt_path(image), key=key)
         _read_gt(line)
         if line.problem is None:
@@ -208,13 +226,17 @@ def orphan_gts(images: Iterable[Path]) -> list[Path]:
         except OSError:
             continue
         gts = {n for n in names if n.endswith(data.GT_SUFFIX)}
-        has_image = {n.split(".", 1)[0] + data.GT_SUFFIX for n in names
-                     if os.path.splitext(n)[1].lower() in data.IMAGE_SUFFIXES}
+        has_image = {
+            n.split(".", 1)[0] + data.GT_SUFFIX
+            for n in names
+            if os.path.splitext(n)[1].lower() in data.IMAGE_SUFFIXES
+        }
         orphans += [directory / n for n in sorted(gts - has_image)]
     return orphans
 
 
 # ---------------------------------------------------------------------------------------------- evaluating
+
 
 @dataclass
 class Finding:
@@ -223,8 +245,11 @@ class Finding:
     items: list[tuple[Path, str, str]] = field(default_factory=list)  # (path, reason, key)
 
     def summary(self) -> dict[str, Any]:
-        return {"action": self.action, "count": len(self.items),
-                "first": [{"path": str(p), "reason": r} for p, r, _ in self.items[:FIRST]]}
+        return {
+            "action": self.action,
+            "count": len(self.items),
+            "first": [{"path": str(p), "reason": r} for p, r, _ in self.items[:FIRST]],
+        }
 
 
 @dataclass
@@ -256,9 +281,11 @@ class Outcome:
         msg = f"{key}: {n} × {what} (data.checks.{f.check}=fail{via}); first: {path}: {reason}"
         more = sum(len(x.items) for x in failed[1:])
         if more:
-            msg += (f"; and {more} more problem(s): "
-                    + ", ".join(f"{x.check} {len(x.items)}" for x in failed[1:])
-                    + " (python train.py … data_check_only=true lists them)")
+            msg += (
+                f"; and {more} more problem(s): "
+                + ", ".join(f"{x.check} {len(x.items)}" for x in failed[1:])
+                + " (python train.py … data_check_only=true lists them)"
+            )
         return msg
 
     def report(self) -> dict[str, Any]:
@@ -273,8 +300,14 @@ def _whitelist_reason(text: str, allowed: frozenset[str]) -> str | None:
     return f"characters outside the whitelist: {shown}{' …' if len(bad) > 8 else ''}"
 
 
-def evaluate(lines: Sequence[Line], orphans: Sequence[tuple[Path, str]], *, actions: dict[str, str],
-             min_px_per_char: float, allowed: frozenset[str] | None) -> Outcome:
+def evaluate(
+    lines: Sequence[Line],
+    orphans: Sequence[tuple[Path, str]],
+    *,
+    actions: dict[str, str],
+    min_px_per_char: float,
+    allowed: frozenset[str] | None,
+) -> Outcome:
     """Apply every check to the scanned lines; dropped lines leave ``kept``; nothing raises here."""
     findings = {name: Finding(name, actions[name]) for name in CHECKS}
     for gt, key in orphans:
@@ -308,17 +341,25 @@ def evaluate(lines: Sequence[Line], orphans: Sequence[tuple[Path, str]], *, acti
         if min_px_per_char and line.width and line.height:
             per_char = line.width * LINE_HEIGHT / line.height / max(len(nfc), 1)
             if per_char < min_px_per_char:
-                hit("too_narrow", line, f"{per_char:.1f} px per character at line height {LINE_HEIGHT} "
-                                        f"({line.width}x{line.height} px, {len(nfc)} characters; "
-                                        f"data.min_px_per_char={min_px_per_char:g})")
+                hit(
+                    "too_narrow",
+                    line,
+                    f"{per_char:.1f} px per character at line height {LINE_HEIGHT} "
+                    f"({line.width}x{line.height} px, {len(nfc)} characters; "
+                    f"data.min_px_per_char={min_px_per_char:g})",
+                )
         if allowed is not None:
             reason = _whitelist_reason(nfc, allowed)
             if reason:
                 hit("whitelist", line, reason)
     if not_nfc and composed:
         for line in not_nfc:
-            hit("mixed_normalization", line, f"ground truth file {line.gt} is not in NFC (NFD or mixed), "
-                                             f"while {composed} other lines are NFC")
+            hit(
+                "mixed_normalization",
+                line,
+                f"ground truth file {line.gt} is not in NFC (NFD or mixed), "
+                f"while {composed} other lines are NFC",
+            )
 
     kept: list[Line] = []
     dropped: list[tuple[Line, str]] = []

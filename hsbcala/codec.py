@@ -50,8 +50,9 @@ def count_chars(texts: Iterable[str]) -> Counter:
     return counts
 
 
-def report(counts: Counter, model_charset: Iterable[str], *, model: str, model_version: int,
-           policy: str) -> dict[str, Any]:
+def report(
+    counts: Counter, model_charset: Iterable[str], *, model: str, model_version: int, policy: str
+) -> dict[str, Any]:
     """What the configured codec policy will do with the model's codec, given the GT's character counts."""
     model_chars = [c for c in model_charset if c]
     in_model = set(model_chars)
@@ -60,10 +61,14 @@ def report(counts: Counter, model_charset: Iterable[str], *, model: str, model_v
     shared = [c for c in model_chars if c in counts]
     size = len(shared) + len(added) if policy == "recompute" else len(model_chars) + len(added)
     if policy == "recompute":
-        effect = (f"keeps {len(shared)} shared characters, adds {len(added)}, drops {len(unused)} the GT never "
-                  f"uses: codec of {size} characters")
+        effect = (
+            f"keeps {len(shared)} shared characters, adds {len(added)}, drops {len(unused)} the GT never "
+            f"uses: codec of {size} characters"
+        )
     else:
-        effect = f"keeps all {len(model_chars)} characters of the model and adds {len(added)}: codec of {size}"
+        effect = (
+            f"keeps all {len(model_chars)} characters of the model and adds {len(added)}: codec of {size}"
+        )
     return {
         "format": FORMAT,
         "model": model,
@@ -89,8 +94,10 @@ def short_table(r: dict[str, Any], width: int = 12) -> list[str]:
         more = len(entries) - width
         return "  ".join(shown) + (f"  … (+{more})" if more > 0 else "")
 
-    head = (f"codec: GT {r['gt_charset_size']} characters vs warm-start model {r['model']} "
-            f"(Calamari {r['model_version']}, {r['model_codec_size']} characters); train.codec={r['policy']}")
+    head = (
+        f"codec: GT {r['gt_charset_size']} characters vs warm-start model {r['model']} "
+        f"(Calamari {r['model_version']}, {r['model_codec_size']} characters); train.codec={r['policy']}"
+    )
     out = [head]
     out.append(f"  new  {len(r['added']):>4}  {chars(r['added'], True) if r['added'] else '-'}")
     verb = "drop" if r["policy"] == "recompute" else "keep"
@@ -102,10 +109,14 @@ def short_table(r: dict[str, Any], width: int = 12) -> list[str]:
 
 def full_text(r: dict[str, Any]) -> str:
     lines = short_table(r, width=8)
-    for title, key in (("added (new outputs, trained from scratch)", "added"),
-                       ("in the model, unused by the GT" + (" (DROPPED)" if r["policy"] == "recompute" else
-                                                            " (kept)"), "unused"),
-                       ("shared", "shared")):
+    for title, key in (
+        ("added (new outputs, trained from scratch)", "added"),
+        (
+            "in the model, unused by the GT" + (" (DROPPED)" if r["policy"] == "recompute" else " (kept)"),
+            "unused",
+        ),
+        ("shared", "shared"),
+    ):
         lines += ["", f"{title}: {len(r[key])}"]
         for e in r[key]:
             count = f"{e['count']:>9,}" if "count" in e else " " * 9

@@ -31,15 +31,23 @@ def _job_label(job_dir: Path) -> str:
 
 def collect(sweep_dir: Path) -> list[dict]:
     """Every job's result in job order; a job dir without one (the job died) becomes a missing row."""
-    jobs = sorted((d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name))
+    jobs = sorted(
+        (d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name)
+    )
     results = []
     for d in jobs:
         f = d / RESULT_FILE
         if f.is_file():
             results.append(json.loads(f.read_text(encoding="utf-8")))
         elif (d / ".hydra").is_dir():
-            results.append({"model": _job_label(d), "sets": [], "groups": {},
-                            "error": f"the job ended without a result (see {d})"})
+            results.append(
+                {
+                    "model": _job_label(d),
+                    "sets": [],
+                    "groups": {},
+                    "error": f"the job ended without a result (see {d})",
+                }
+            )
     return results
 
 
@@ -69,9 +77,13 @@ class ComparisonTable(Callback):
                 run_id = tracking.log_comparison(results, paths, sweep_dir, experiment, uri)
                 say(f"comparison logged to MLflow experiment '{experiment}', run {run_id}")
             except Exception as exc:  # noqa: BLE001 - the table on disk is the result; MLflow is a copy
-                say(f"warning: could not log the comparison table to MLflow ({uri}): {str(exc).splitlines()[0]}")
+                say(
+                    f"warning: could not log the comparison table to MLflow ({uri}): {str(exc).splitlines()[0]}"
+                )
         failed = report.any_failed(results)
         if failed:
-            say(f"error: {len(failed)} of {len(results)} evaluations failed (marked missing in the table): "
-                 + "; ".join(f"{r['model']}: {r['error']}" for r in failed))
+            say(
+                f"error: {len(failed)} of {len(results)} evaluations failed (marked missing in the table): "
+                + "; ".join(f"{r['model']}: {r['error']}" for r in failed)
+            )
             sys.exit(2)

@@ -93,8 +93,9 @@ def gt_path(image: Path) -> Path:
     return image.parent / (stem + GT_SUFFIX)
 
 
-def resolve(patterns: Sequence[str], *, key: str, base: Path, archive_root: Path | str | None = None,
-            cache=None) -> tuple[Path, ...]:
+def resolve(
+    patterns: Sequence[str], *, key: str, base: Path, archive_root: Path | str | None = None, cache=None
+) -> tuple[Path, ...]:
     """Expand glob patterns (``**`` recursive, relative ones below ``base``) to sorted absolute image paths.
 
     Every pattern must match at least one image file; ``key`` (e.g. ``"data.train"``) names the config key
@@ -116,20 +117,27 @@ def resolve(patterns: Sequence[str], *, key: str, base: Path, archive_root: Path
         where = f" (relative to {base})" if relative else ""
         if archives.is_archive(pattern) or any(archives.is_archive(part) for part in Path(pattern).parts):
             plain = pattern if not relative else os.path.join(str(base), pattern)
-            matches = [m for p in archives.expand_pattern(plain, key=key, root=archive_root, cache=cache)
-                       for m in glob.glob(p, recursive=True)]
+            matches = [
+                m
+                for p in archives.expand_pattern(plain, key=key, root=archive_root, cache=cache)
+                for m in glob.glob(p, recursive=True)
+            ]
         else:
             matches = glob.glob(full, recursive=True)
         if not matches:
             raise DataError(f"{key}: pattern '{raw}' matches no file{where}")
         files = [m for m in matches if not os.path.isdir(m)]
         if not files:
-            raise DataError(f"{key}: pattern '{raw}' matches only directories{where}; "
-                            f"match the images, e.g. '{os.path.join(str(raw), '**', '*.png')}'")
+            raise DataError(
+                f"{key}: pattern '{raw}' matches only directories{where}; "
+                f"match the images, e.g. '{os.path.join(str(raw), '**', '*.png')}'"
+            )
         images = [f for f in files if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
         if not images:
-            raise DataError(f"{key}: pattern '{raw}' matches {len(files)} file(s) but no image "
-                            f"({' '.join(IMAGE_SUFFIXES)}){where}; first: {min(files)}")
+            raise DataError(
+                f"{key}: pattern '{raw}' matches {len(files)} file(s) but no image "
+                f"({' '.join(IMAGE_SUFFIXES)}){where}; first: {min(files)}"
+            )
         found.update(Path(os.path.abspath(f)) for f in images)
     return tuple(sorted(found))
 
@@ -199,8 +207,9 @@ def _check_line(image: Path, check_images: bool) -> tuple[str | None, str | None
     try:
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return None, (f"ground truth file {gt} is not valid UTF-8 "
-                      f"(byte 0x{raw[exc.start]:02x} at offset {exc.start})")
+        return None, (
+            f"ground truth file {gt} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        )
     text = unicodedata.normalize("NFC", decoded).strip()
     if not text:
         what = "empty" if not decoded else "whitespace-only"
@@ -212,7 +221,9 @@ def _check_line(image: Path, check_images: bool) -> tuple[str | None, str | None
     return text, None
 
 
-def check_lines(images: Sequence[Path], *, key: str, skip_invalid: bool, check_images: bool = True) -> LineSet:
+def check_lines(
+    images: Sequence[Path], *, key: str, skip_invalid: bool, check_images: bool = True
+) -> LineSet:
     """Check every line: its ``.gt.txt`` exists, is UTF-8 and not empty/whitespace-only; its image decodes.
 
     ``skip_invalid=False``: raise :class:`DataError` naming the first invalid line (in sorted order), its
@@ -240,7 +251,9 @@ def check_lines(images: Sequence[Path], *, key: str, skip_invalid: bool, check_i
         raise DataError(f"{key}: {n} invalid line{'s' if n > 1 else ''}; first: {first}: {reason}")
     if not valid:
         first, reason = skipped[0]
-        raise DataError(f"{key}: no valid line: all {len(skipped)} lines are invalid; first: {first}: {reason}")
+        raise DataError(
+            f"{key}: no valid line: all {len(skipped)} lines are invalid; first: {first}: {reason}"
+        )
     return LineSet(images=tuple(valid), n_chars=n_chars, charset=frozenset(charset), skipped=tuple(skipped))
 
 
@@ -269,13 +282,16 @@ def _overlap(train: Sequence[Path], val: Sequence[Path]) -> str | None:
         gt = gt_path(image)
         other = train_gts.get(_identity(gt))
         if other is not None:
-            return (f"data.val: {image} has the same ground truth {gt} as {other} in data.train; "
-                    f"validation lines must be held out")
+            return (
+                f"data.val: {image} has the same ground truth {gt} as {other} in data.train; "
+                f"validation lines must be held out"
+            )
     return None
 
 
-def load_lines(train: Sequence[str], val: Sequence[str], *, base: Path,
-               skip_invalid: bool) -> tuple[LineSet, LineSet]:
+def load_lines(
+    train: Sequence[str], val: Sequence[str], *, base: Path, skip_invalid: bool
+) -> tuple[LineSet, LineSet]:
     """Resolve and check ``data.train`` and ``data.val``; they must not share a line.
 
     The overlap is checked on the resolved paths before any image is read, so it fails fast.
@@ -285,5 +301,7 @@ def load_lines(train: Sequence[str], val: Sequence[str], *, base: Path,
     message = _overlap(train_images, val_images)
     if message is not None:
         raise DataError(message)
-    return (check_lines(train_images, key="data.train", skip_invalid=skip_invalid),
-            check_lines(val_images, key="data.val", skip_invalid=skip_invalid))
+    return (
+        check_lines(train_images, key="data.train", skip_invalid=skip_invalid),
+        check_lines(val_images, key="data.val", skip_invalid=skip_invalid),
+    )

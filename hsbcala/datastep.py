@@ -59,17 +59,26 @@ class DataPlan:
         if self.manifest is None:
             return
         t = self.manifest["totals"]
-        how = "given" if self.split is None else (
-            f"split by {self.split.by}{' (reused)' if self.split.reused else f', seed {self.split.seed}'}")
-        say(f"data: {t['train']['lines']:,} training + {t['val']['lines']:,} validation lines "
+        how = (
+            "given"
+            if self.split is None
+            else (
+                f"split by {self.split.by}{' (reused)' if self.split.reused else f', seed {self.split.seed}'}"
+            )
+        )
+        say(
+            f"data: {t['train']['lines']:,} training + {t['val']['lines']:,} validation lines "
             f"({t['train']['documents']} + {t['val']['documents']} documents, {how}), {t['dropped']} dropped, "
             f"{t['charset_size']} characters; checked in {self.seconds:.1f} s "
-            f"({self.cache_hits} images from the cache); data {self.manifest['content_sha256'][:12]}")
+            f"({self.cache_hits} images from the cache); data {self.manifest['content_sha256'][:12]}"
+        )
         for f in [f for f in self.outcome.findings.values() if f.items] if self.outcome else []:
             path, reason, key = f.items[0]
             verb = {"drop": "dropped", "warn": "warning:", "fail": "FAILED:"}[f.action]
-            say(f"{verb} {key}: {len(f.items)} × {checks.CHECKS[f.check][0]} "
-                f"(data.checks.{f.check}={f.action}); first: {path}: {reason}")
+            say(
+                f"{verb} {key}: {len(f.items)} × {checks.CHECKS[f.check][0]} "
+                f"(data.checks.{f.check}={f.action}); first: {path}: {reason}"
+            )
         for note in self.split.notes if self.split else []:
             say(f"split: {note}")
         if self.codec_report is not None:
@@ -88,15 +97,19 @@ class DataPlan:
         self.written["manifest"], self.manifest_sha256 = manifest.write(self.manifest, directory)
         if self.split is not None:
             path = directory / split.SPLIT_FILE
-            path.write_text(json.dumps(self.split.to_json(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+            path.write_text(
+                json.dumps(self.split.to_json(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
+            )
             self.written["split"] = path
         if self.codec_report is not None:
             for path in codec.write(self.codec_report, directory):
                 self.written[path.name] = path
         now = self.manifest["content_sha256"]
         if before and before != now:
-            return (f"the data differ from the previous launch's (data {before[:12]} → {now[:12]}); "
-                    f"see manifest.json")
+            return (
+                f"the data differ from the previous launch's (data {before[:12]} → {now[:12]}); "
+                f"see manifest.json"
+            )
         return None
 
     def track(self, tracker: Any) -> None:
@@ -106,10 +119,13 @@ class DataPlan:
         for path in self.written.values():
             tracker.log_artifact(path, "data")
         t = self.manifest["totals"]
-        tags = {"data.content_sha256": self.manifest["content_sha256"],
-                "data.n_train": str(t["train"]["lines"]), "data.n_val": str(t["val"]["lines"]),
-                "data.dropped": str(t["dropped"]),
-                "data.split": "given" if self.split is None else f"{self.split.by}:seed={self.split.seed}"}
+        tags = {
+            "data.content_sha256": self.manifest["content_sha256"],
+            "data.n_train": str(t["train"]["lines"]),
+            "data.n_val": str(t["val"]["lines"]),
+            "data.dropped": str(t["dropped"]),
+            "data.split": "given" if self.split is None else f"{self.split.by}:seed={self.split.seed}",
+        }
         if self.manifest_sha256:
             tags["data.manifest_sha256"] = self.manifest_sha256
         if self.codec_report is not None:
@@ -119,11 +135,14 @@ class DataPlan:
 
 # ------------------------------------------------------------------------------------------------- helpers
 
+
 def _absolute(patterns: list[str], base: Path) -> tuple[str, ...]:
     return tuple(str(p if Path(p).is_absolute() else base / p) for p in patterns)
 
 
-def _engine(patterns: list[str], base: Path, kept: list[Path], resolved: int, as_files: bool) -> tuple[str, ...]:
+def _engine(
+    patterns: list[str], base: Path, kept: list[Path], resolved: int, as_files: bool
+) -> tuple[str, ...]:
     """What Calamari gets: the patterns themselves when Calamari's own (non-recursive) glob gives exactly the
     checked lines, else the list of files. Patterns keep command lines short and readable."""
     absolute = _absolute(patterns, base)
@@ -149,8 +168,9 @@ def _codec_report(cfg: Any, kept: list[checks.Line], resuming: bool) -> dict[str
         return None
     info = modeljson.read_model(Path(cfg.warmstart.model))
     counts = codec.count_chars(line.text or "" for line in kept)
-    return codec.report(counts, info.charset, model=str(info.path), model_version=info.version,
-                        policy=str(cfg.train.codec))
+    return codec.report(
+        counts, info.charset, model=str(info.path), model_version=info.version, policy=str(cfg.train.codec)
+    )
 
 
 def _dry(cfg: Any, base: Path, model_dir: Path, dry_count: int | None, cache: HashCache) -> DataPlan:
@@ -159,7 +179,9 @@ def _dry(cfg: Any, base: Path, model_dir: Path, dry_count: int | None, cache: Ha
     kw = {"base": base, "archive_root": cfg.data.cache_dir, "cache": cache}
     if not val_p:
         sp = _split(cfg, data.resolve(train_p, key="data.train", **kw), model_dir)
-        return DataPlan(tuple(map(str, sp.train)), tuple(map(str, sp.val)), len(sp.train), len(sp.val), split=sp)
+        return DataPlan(
+            tuple(map(str, sp.train)), tuple(map(str, sp.val)), len(sp.train), len(sp.val), split=sp
+        )
     if archives.involves_archive(train_p + val_p, base):
         train = data.resolve(train_p, key="data.train", **kw)
         val = data.resolve(val_p, key="data.val", **kw)
@@ -169,16 +191,21 @@ def _dry(cfg: Any, base: Path, model_dir: Path, dry_count: int | None, cache: Ha
 
 
 def _no_valid(key: str, lines: list[checks.Line], outcome: checks.Outcome) -> str:
-    bad = [(line.image, line.problem[1] if line.problem else f"dropped ({check})")
-           for line, check in outcome.dropped if line.key == key]
+    bad = [
+        (line.image, line.problem[1] if line.problem else f"dropped ({check})")
+        for line, check in outcome.dropped
+        if line.key == key
+    ]
     first = f"; first: {bad[0][0]}: {bad[0][1]}" if bad else ""
     return f"{key}: no valid line: all {len(lines)} lines are invalid{first}"
 
 
 # ---------------------------------------------------------------------------------------------------- API
 
-def prepare(cfg: Any, *, base: Path, model_dir: Path, dry_count: int | None = None,
-            resuming: bool = False) -> DataPlan:
+
+def prepare(
+    cfg: Any, *, base: Path, model_dir: Path, dry_count: int | None = None, resuming: bool = False
+) -> DataPlan:
     """The data step (see the module doc). Raises :class:`DataError` when a check fails, unless
     ``data_check_only`` (then the message is kept in :attr:`DataPlan.error` and the reports are still built)."""
     t0 = time.perf_counter()
@@ -201,12 +228,18 @@ def prepare(cfg: Any, *, base: Path, model_dir: Path, dry_count: int | None = No
             train_images, val_images = sp.train, sp.val
             val_key = "data.train"
         side = {p: "train" for p in train_images} | {p: "val" for p in val_images}
-        lines = (checks.scan(train_images, key="data.train", cache=cache)
-                 + checks.scan(val_images, key=val_key, cache=cache))
+        lines = checks.scan(train_images, key="data.train", cache=cache) + checks.scan(
+            val_images, key=val_key, cache=cache
+        )
         orphans = {gt: "data.train" for gt in checks.orphan_gts(train_images)}
         orphans.update({gt: val_key for gt in checks.orphan_gts(val_images) if gt not in orphans})
-        outcome = checks.evaluate(lines, sorted(orphans.items()), actions=checks.actions(cfg),
-                                  min_px_per_char=float(cfg.data.min_px_per_char), allowed=checks.whitelist(cfg))
+        outcome = checks.evaluate(
+            lines,
+            sorted(orphans.items()),
+            actions=checks.actions(cfg),
+            min_px_per_char=float(cfg.data.min_px_per_char),
+            allowed=checks.whitelist(cfg),
+        )
     finally:
         cache.save()
     error = outcome.error_message(bool(cfg.train.skip_invalid))
@@ -219,20 +252,44 @@ def prepare(cfg: Any, *, base: Path, model_dir: Path, dry_count: int | None = No
             error = _no_valid(val_key, [x for x in lines if side[x.image] == "val"], outcome)
     if error is not None and not cfg.data_check_only:
         raise DataError(error)
-    split_info: dict[str, Any] = {"mode": "given"} if sp is None else {
-        "mode": "split", "seed": sp.seed, "val_fraction": sp.val_fraction, "by": sp.by, "pattern": sp.pattern,
-        "reused": sp.reused}
+    split_info: dict[str, Any] = (
+        {"mode": "given"}
+        if sp is None
+        else {
+            "mode": "split",
+            "seed": sp.seed,
+            "val_fraction": sp.val_fraction,
+            "by": sp.by,
+            "pattern": sp.pattern,
+            "reused": sp.reused,
+        }
+    )
     documents = sp.documents if sp is not None else {p: p.parent.name for p in side}
-    man = manifest.build(outcome.kept, side, documents, status="failed" if error else "passed",
-                         checks=outcome.report(), dropped=outcome.dropped, split=split_info)
+    man = manifest.build(
+        outcome.kept,
+        side,
+        documents,
+        status="failed" if error else "passed",
+        checks=outcome.report(),
+        dropped=outcome.dropped,
+        split=split_info,
+    )
     report = _codec_report(cfg, outcome.kept, resuming)
     as_files = sp is not None or archives.involves_archive(train_p + val_p, base)
     return DataPlan(
         engine_train=_engine(train_p, base, [x.image for x in kept_train], len(train_images), as_files),
         engine_val=_engine(val_p, base, [x.image for x in kept_val], len(val_images), as_files),
-        n_train=len(kept_train), n_val=len(kept_val), skipped=len(outcome.dropped), outcome=outcome, split=sp,
-        manifest=man, codec_report=report, error=error, seconds=time.perf_counter() - t0,
-        cache_hits=cache.hits, cache_misses=cache.misses,
+        n_train=len(kept_train),
+        n_val=len(kept_val),
+        skipped=len(outcome.dropped),
+        outcome=outcome,
+        split=sp,
+        manifest=man,
+        codec_report=report,
+        error=error,
+        seconds=time.perf_counter() - t0,
+        cache_hits=cache.hits,
+        cache_misses=cache.misses,
     )
 
 
@@ -246,7 +303,9 @@ def check_only(dp: DataPlan, model_dir: Path, say) -> None:
     note = dp.write(target)
     if note:
         say(note)
-    say(f"data check {'FAILED' if dp.error else 'passed'}: wrote {', '.join(p.name for p in dp.written.values())} "
-        f"to {target}")
+    say(
+        f"data check {'FAILED' if dp.error else 'passed'}: wrote {', '.join(p.name for p in dp.written.values())} "
+        f"to {target}"
+    )
     if dp.error:
         raise DataError(dp.error)

@@ -31,7 +31,6 @@ one line, records it in its result and lets the other jobs run; the multirun exi
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import glob
 import json
 import os
@@ -46,7 +45,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from hsbcala import cer, engines, fsutil, modeldir, report, schema, scoring, tracking
+from hsbcala import cer, engines, evalsets, fsutil, modeldir, report, schema, scoring, tracking
 from hsbcala.console import say
 from hsbcala.engines import envs
 from hsbcala.engines.base import Engine
@@ -63,20 +62,6 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 @dataclass
-class EvalSet:
-    """One evaluation set: its checked lines, their GT, and which variant groups each line belongs to."""
-
-    name: str
-    key: str  # config key for messages
-    patterns: list[str]
-    images: tuple[Path, ...]
-    gt: dict[Path, str]  # raw GT text per image
-    skipped: tuple[tuple[Path, str], ...]
-    members: dict[str, tuple[Path, ...]]  # group -> images (in order)
-    ungrouped: int
-
-
-@dataclass
 class Plan:
     label: str
     version: str
@@ -84,7 +69,7 @@ class Plan:
     model_dir: Path | None  # None: eval.model outside a model directory
     env: envs.EngineEnv
     groups: dict[str, list[str]]
-    sets: list[EvalSet]
+    sets: list[evalsets.EvalSet]
     rules: str
     warnings: list[str] = field(default_factory=list)
 
@@ -114,7 +99,9 @@ def check(cfg: Any) -> None:
     schema.check(probe)
     ev = cfg.eval
     if ev.normalization not in NORMALIZATIONS:
-        raise ConfigError(f"eval.normalization={ev.normalization!r} is not one of: {', '.join(NORMALIZATIONS)}")
+        raise ConfigError(
+            f"eval.normalization={ev.normalization!r} is not one of: {', '.join(NORMALIZATIONS)}"
+        )
     if ev.mlflow_run not in MLFLOW_RUNS:
         raise ConfigError(f"eval.mlflow_run={ev.mlflow_run!r} is not one of: {', '.join(MLFLOW_RUNS)}")
     if ev.batch_size < 1:
@@ -130,7 +117,9 @@ def check(cfg: Any) -> None:
     if ev.name is not None and not _NAME.match(ev.name):
         raise ConfigError(f"eval.name={ev.name!r}: a name may hold only letters, digits, '_', '-', '.'")
     if main_set_name(cfg) in ev.extra:
-        raise ConfigError(f"eval.extra.{main_set_name(cfg)}: the name of the main evaluation set; choose another")
+        raise ConfigError(
+            f"eval.extra.{main_set_name(cfg)}: the name of the main evaluation set; choose another"
+        )
 
 
 def main_set_name(cfg: Any) -> str:
@@ -153,14 +142,18 @@ def find_model(cfg: Any) -> tuple[Path, Path | None]:
         md = modeldir.ModelDir(Path(cfg.model_dir).resolve(), engine)
         model_dir = md.path
         if not md.exists():
-            raise DataError(f"model_dir {model_dir} does not exist: no model to evaluate; train it first "
-                            f"(python train.py with the same script/version/overrides) or set model_dir=DIR")
+            raise DataError(
+                f"model_dir {model_dir} does not exist: no model to evaluate; train it first "
+                f"(python train.py with the same script/version/overrides) or set model_dir=DIR"
+            )
         md.check_version()
         best = md.best_model()
         if not best:
             weights = engine.best_weights + ("/" if engine.best_weights.endswith(".ckpt") else "")
-            raise DataError(f"model_dir {model_dir} holds no trained model (best.ckpt.json + {weights} missing); "
-                            f"train it first, or set model_dir=DIR or eval.model=FILE.ckpt.json")
+            raise DataError(
+                f"model_dir {model_dir} holds no trained model (best.ckpt.json + {weights} missing); "
+                f"train it first, or set model_dir=DIR or eval.model=FILE.ckpt.json"
+            )
         path = best[0]
     info = modeljson.read_model(path)
     if info.version != engine.major:
@@ -169,35 +162,10 @@ def find_model(cfg: Any) -> tuple[Path, Path | None]:
     if cfg.eval.model:
         weights = path.with_name(path.name[: -len(".json")])
         if not (weights.is_dir() or Path(f"{weights}.h5").is_file()):
-            raise DataError(f"eval.model {path} has no weights beside it ({weights.name}/ or {weights.name}.h5)")
+            raise DataError(
+                f"eval.model {path} has no weights beside it ({weights.name}/ or {weights.name}.h5)"
+            )
     return path, model_dir
-
-
-def _ensure_synthetic(cfg: Any, patterns: list[str]) -> None:
-    """Render the synthetic demo lines (idempotent) if the evaluation globs point at them."""
-    root = Path(cfg.data.synthetic.root).resolve()
-    if not any(Path(p).is_absolute() and Path(p).resolve().is_relative_to(root) for p in patterns):
-        return
-    from hsbcala import synth
-
-    syn = cfg.data.synthetic
-    synth.ensure_synthetic(root, cfg.script.face, n_train=syn.n_train, n_val=syn.n_val, seed=syn.seed,
-                           text_file=Path(syn.text_file) if syn.text_file else None)
-
-
-def load_set(name: str, key: str, patterns: list[str], groups: dict[str, list[str]], *, base: Path,
-             skip_invalid: bool) -> EvalSet:
-    """Resolve and check one set's lines (:mod:`hsbcala.data`), read their GT, sort them into groups."""
-    from hsbcala import data
-
-    images = data.resolve(patterns, key=key, base=base)
-    lines = data.check_lines(images, key=key, skip_invalid=skip_invalid)
-    gt = {img: data.gt_path(img).read_text(encoding="utf-8") for img in lines.images}
-    members = {g: tuple(img for img in lines.images if any(fnmatch.fnmatchcase(img.name, p) for p in pats))
-               for g, pats in groups.items()}
-    grouped = set().union(*members.values()) if members else set()
-    return EvalSet(name, key, list(patterns), lines.images, gt, lines.skipped, members,
-                   ungrouped=len(lines.images) - len(grouped))
 
 
 def plan(cfg: Any) -> Plan:
@@ -218,59 +186,36 @@ def plan(cfg: Any) -> Plan:
 
         saved = split.saved_val(model_dir)
         if not saved:
-            raise ConfigError("eval.data: no evaluation lines: data.val is null and the model directory has no "
-                              "saved split; set eval.data=[GLOBS]")
+            raise ConfigError(
+                "eval.data: no evaluation lines: data.val is null and the model directory has no "
+                "saved split; set eval.data=[GLOBS]"
+            )
         main_patterns, main_key = [str(p) for p in saved], "the saved split's validation lines (split.json)"
     specs = [(main, main_key, main_patterns)]
     specs += [(name, f"eval.extra.{name}", list(pats)) for name, pats in cfg.eval.extra.items()]
     sets, warnings = [], []
     for name, key, patterns in specs:
-        _ensure_synthetic(cfg, patterns)
-        s = load_set(name, key, patterns, groups, base=base, skip_invalid=cfg.eval.skip_invalid)
+        evalsets.ensure_demo_lines(cfg.data.synthetic, cfg.script.face, patterns)
+        s = evalsets.load_set(name, key, patterns, groups, base=base, skip_invalid=cfg.eval.skip_invalid)
         sets.append(s)
-        where = "" if len(specs) == 1 else f" of set '{name}'"
-        if s.skipped:
-            first, reason = s.skipped[0]
-            warnings.append(f"{key}: {len(s.skipped)} lines without valid GT are left out (eval.skip_invalid=true);"
-                            f" first: {first}: {reason}")
-        for g, imgs in s.members.items():
-            if not imgs:
-                warnings.append(f"eval.groups.{g}: no line{where} matches {', '.join(groups[g])}; "
-                                f"its CER is n/a (the other groups are evaluated)")
-        if groups and s.ungrouped:
-            warnings.append(f"{key}: {s.ungrouped} of {len(s.images)} lines{where} match no variant group "
-                            f"(counted in the overall CER only)")
-        multi = sum(1 for img in s.images if sum(img in m for m in s.members.values()) > 1) if groups else 0
-        if multi:
-            warnings.append(f"eval.groups: {multi} lines{where} match more than one group (counted in each)")
-    warnings += _training_overlap(cfg, sets, base)
+        warnings += evalsets.warnings_of(s, groups, only_set=len(specs) == 1)
+    warnings += evalsets.training_overlap(cfg.data, sets, base)
     rules = engines.get(version).eval_rules if cfg.eval.normalization == "engine" else cfg.eval.normalization
     return Plan(str(cfg.mlflow.run_name), version, checkpoint, model_dir, env, groups, sets, rules, warnings)
-
-
-def _training_overlap(cfg: Any, sets: list[EvalSet], base: Path) -> list[str]:
-    """A warning when evaluation lines are also training lines (their CER would flatter the model)."""
-    from hsbcala import data
-
-    try:
-        train = data.resolve(list(cfg.data.train), key="data.train", base=base)
-    except Exception:  # noqa: BLE001 - the training data may not exist here; nothing to compare
-        return []
-    train_gts = {data.gt_path(p).resolve() for p in train}
-    out = []
-    for s in sets:
-        n = sum(1 for img in s.images if data.gt_path(img).resolve() in train_gts)
-        if n:
-            out.append(f"{s.key}: {n} of {len(s.images)} evaluation lines are also training lines (data.train); "
-                       f"their CER flatters the model")
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ predict
 
 
-def predict_argv(engine: Engine, program: str, checkpoint: Path, lines_dir: Path, out_dir: Path, batch_size: int,
-                 extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+def predict_argv(
+    engine: Engine,
+    program: str,
+    checkpoint: Path,
+    lines_dir: Path,
+    out_dir: Path,
+    batch_size: int,
+    extra: list[str] | tuple[str, ...] = (),
+) -> list[str]:
     """The engine's calamari-predict command: every image in ``lines_dir`` into ``out_dir/<stem>.pred.txt``.
 
     The glob is expanded by Calamari itself (no argument-length limit for large sets)."""
@@ -319,8 +264,15 @@ def _base_result(cfg: Any) -> dict:
     model_dir = None
     with contextlib.suppress(Exception):
         model_dir = str(cfg.model_dir)
-    return {"model": label, "script": cfg.script.name, "version": cfg.version.name, "model_dir": model_dir,
-            "groups": groups, "sets": [], "error": None}
+    return {
+        "model": label,
+        "script": cfg.script.name,
+        "version": cfg.version.name,
+        "model_dir": model_dir,
+        "groups": groups,
+        "sets": [],
+        "error": None,
+    }
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -355,8 +307,15 @@ def _print_plan(cfg: Any, p: Plan) -> None:
     for s in p.sets:
         groups = ", ".join(f"{g}: {len(m)}" for g, m in s.members.items())
         print(f"set {s.name}: {len(s.images)} lines ({groups or 'no groups'}; {s.ungrouped} in no group)")
-    argv = predict_argv(engines.get(p.version), p.env.program("calamari-predict"), p.checkpoint, Path("<job dir>/predict/lines"),
-                        Path("<job dir>/predict/pred"), cfg.eval.batch_size, list(cfg.eval.predict_args))
+    argv = predict_argv(
+        engines.get(p.version),
+        p.env.program("calamari-predict"),
+        p.checkpoint,
+        Path("<job dir>/predict/lines"),
+        Path("<job dir>/predict/pred"),
+        cfg.eval.batch_size,
+        list(cfg.eval.predict_args),
+    )
     print(shlex.join(p.env.wrap(argv)), flush=True)
 
 
@@ -371,22 +330,35 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
     links = stage(images, work / "lines")
     pred_dir = work / "pred"
     pred_dir.mkdir(parents=True)
-    argv = p.env.wrap(predict_argv(engines.get(p.version), p.env.program("calamari-predict"), p.checkpoint, work / "lines",
-                                   pred_dir, cfg.eval.batch_size, list(cfg.eval.predict_args)))
+    argv = p.env.wrap(
+        predict_argv(
+            engines.get(p.version),
+            p.env.program("calamari-predict"),
+            p.checkpoint,
+            work / "lines",
+            pred_dir,
+            cfg.eval.batch_size,
+            list(cfg.eval.predict_args),
+        )
+    )
     log_path = out_dir / "predict.log"
     say(f"evaluating {p.checkpoint} ({p.version}) on {len(images)} lines; calamari-predict log: {log_path}")
     tracker = None
     status = "FAILED"
     try:
-        with interruptible("evaluation interrupted by {signal}"), \
-                EngineProcess(argv, log_path, cwd=out_dir, log_mode="w") as proc:
+        with (
+            interruptible("evaluation interrupted by {signal}"),
+            EngineProcess(argv, log_path, cwd=out_dir, log_mode="w") as proc,
+        ):
             t_pred = time.monotonic()
             tracker = tracking.EvalTracker(cfg, p)  # while the engine imports TensorFlow
             report.preload()  # matplotlib too (~1 s), for the chart afterwards
             code = proc.wait()
             predict_s = time.monotonic() - t_pred
             if code != 0:
-                raise EngineError(f"calamari-predict exited with code {code} (log: {log_path}): {proc.last_lines()}")
+                raise EngineError(
+                    f"calamari-predict exited with code {code} (log: {log_path}): {proc.last_lines()}"
+                )
             tail = proc.last_lines()
 
         stems = {link: link.name.split(".", 1)[0] for link in links}
@@ -395,13 +367,21 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
             f = pred_dir / f"{stems[link]}.pred.txt"
             predictions[img] = f.read_text(encoding="utf-8") if f.is_file() else None
         if not any(v is not None for v in predictions.values()):
-            raise EngineError(f"calamari-predict wrote no prediction into {pred_dir} (log: {log_path}): {tail}")
-        result.update(scoring.score_sets(p.sets, p.groups, p.rules, predictions, out_dir, cfg.eval.confusions))
+            raise EngineError(
+                f"calamari-predict wrote no prediction into {pred_dir} (log: {log_path}): {tail}"
+            )
+        result.update(
+            scoring.score_sets(p.sets, p.groups, p.rules, predictions, out_dir, cfg.eval.confusions)
+        )
         result["predict"] = {"argv": argv, "seconds": round(predict_s, 3), "lines": len(images)}
         result["checkpoint"] = str(p.checkpoint)
         result["model_dir"] = str(p.model_dir) if p.model_dir else result.get("model_dir")
-        result["mlflow"] = {"tracking_uri": tracker.uri, "run_id": tracker.run_id,
-                            "training_run_id": tracker.training_run_id, "separate_run": tracker.separate}
+        result["mlflow"] = {
+            "tracking_uri": tracker.uri,
+            "run_id": tracker.run_id,
+            "training_run_id": tracker.training_run_id,
+            "separate_run": tracker.separate,
+        }
         shutil.rmtree(work, ignore_errors=True)  # the predictions are kept in lines.tsv
         if cfg.eval.export:
             from hsbcala import release
@@ -412,8 +392,11 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
         table = report.write([result], out_dir, stem="cer-table")
         _log(tracker, p, result, out_dir, table)
         status = "FINISHED"
-        say(scoring.summary(result) + f"; MLflow run {tracker.run_id}" + (f"; release {result['export']}"
-                                                                      if result.get("export") else ""))
+        say(
+            scoring.summary(result)
+            + f"; MLflow run {tracker.run_id}"
+            + (f"; release {result['export']}" if result.get("export") else "")
+        )
         return result
     except (Interrupted, KeyboardInterrupt):
         status = "KILLED"
@@ -427,14 +410,20 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
 def _log(tracker: Any, p: Plan, result: dict, out_dir: Path, table: dict[str, Path]) -> None:
     files = [(out_dir / RESULT_FILE, "eval")]
     for s in p.sets:
-        files += [(out_dir / s.name / "lines.tsv", f"eval/{s.name}"),
-                  (out_dir / s.name / "confusions.tsv", f"eval/{s.name}")]
+        files += [
+            (out_dir / s.name / "lines.tsv", f"eval/{s.name}"),
+            (out_dir / s.name / "confusions.tsv", f"eval/{s.name}"),
+        ]
     files += [(table["md"], "eval"), (table["csv"], "eval"), (table["png"], "eval")]
-    tags = {"hsbcala.eval.time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "hsbcala.eval.normalization": result["normalization"],
-            "hsbcala.eval.data": json.dumps({s.name: s.patterns for s in p.sets}, ensure_ascii=False)[:5000]}
+    tags = {
+        "hsbcala.eval.time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "hsbcala.eval.normalization": result["normalization"],
+        "hsbcala.eval.data": json.dumps({s.name: s.patterns for s in p.sets}, ensure_ascii=False)[:5000],
+    }
     try:
         tracker.log(scoring.metrics_of(result), tags, files)
     except Exception as exc:  # MLflow raises many types; the results are on disk already
-        raise ConfigError(f"mlflow.tracking_uri={tracker.uri}: could not log the evaluation to run "
-                          f"{tracker.run_id}: {str(exc).splitlines()[0]} (results: {out_dir})") from exc
+        raise ConfigError(
+            f"mlflow.tracking_uri={tracker.uri}: could not log the evaluation to run "
+            f"{tracker.run_id}: {str(exc).splitlines()[0]} (results: {out_dir})"
+        ) from exc

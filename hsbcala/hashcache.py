@@ -59,7 +59,9 @@ class HashCache:
 
     def _shard_file(self, directory: str) -> Path:
         assert self.dir is not None
-        return self.dir / (hashlib.sha256(directory.encode("utf-8", "surrogateescape")).hexdigest()[:24] + ".json")
+        return self.dir / (
+            hashlib.sha256(directory.encode("utf-8", "surrogateescape")).hexdigest()[:24] + ".json"
+        )
 
     def _read_shard(self, directory: str) -> dict[str, Any]:
         try:
@@ -107,8 +109,12 @@ class HashCache:
                 fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".json")
                 try:
                     with os.fdopen(fd, "w", encoding="utf-8") as f:
-                        json.dump({"version": VERSION, "dir": directory, "entries": merged}, f,
-                                  ensure_ascii=False, separators=(",", ":"))
+                        json.dump(
+                            {"version": VERSION, "dir": directory, "entries": merged},
+                            f,
+                            ensure_ascii=False,
+                            separators=(",", ":"),
+                        )
                     os.replace(tmp, target)
                 except BaseException:
                     with contextlib.suppress(OSError):
@@ -131,4 +137,3 @@ class HashCache:
         digest = h.hexdigest()
         self.put(path, st, {"sha256": digest})
         return digest
-

@@ -45,22 +45,33 @@ def content_sha256(records: Sequence[dict[str, Any]]) -> str:
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
-def build(kept: Sequence[Any], side: dict[Path, str], documents: dict[Path, str], *, status: str,
-          checks: dict[str, Any], dropped: Sequence[tuple[Any, str]], split: dict[str, Any]) -> dict[str, Any]:
+def build(
+    kept: Sequence[Any],
+    side: dict[Path, str],
+    documents: dict[Path, str],
+    *,
+    status: str,
+    checks: dict[str, Any],
+    dropped: Sequence[tuple[Any, str]],
+    split: dict[str, Any],
+) -> dict[str, Any]:
     """The manifest of the kept lines (:class:`hsbcala.checks.Line`), with their side and document."""
     order = {"train": 0, "val": 1}
-    records = [{
-        "image": str(line.image),
-        "gt": str(line.gt),
-        "text": line.text,
-        "image_sha256": line.image_sha256,
-        "gt_sha256": line.gt_sha256,
-        "width": line.width,
-        "height": line.height,
-        "variant": variant_of(line.image),
-        "document": documents.get(line.image, line.image.parent.name),
-        "split": side[line.image],
-    } for line in kept]
+    records = [
+        {
+            "image": str(line.image),
+            "gt": str(line.gt),
+            "text": line.text,
+            "image_sha256": line.image_sha256,
+            "gt_sha256": line.gt_sha256,
+            "width": line.width,
+            "height": line.height,
+            "variant": variant_of(line.image),
+            "document": documents.get(line.image, line.image.parent.name),
+            "split": side[line.image],
+        }
+        for line in kept
+    ]
     records.sort(key=lambda r: (order[r["split"]], r["image"]))
     charset: set[str] = set()
     totals: dict[str, Any] = {"lines": len(records)}
@@ -69,8 +80,11 @@ def build(kept: Sequence[Any], side: dict[Path, str], documents: dict[Path, str]
         texts = [line.nfc for line in mine]
         for t in texts:
             charset.update(t)
-        totals[name] = {"lines": len(mine), "chars": sum(len(t) for t in texts),
-                        "documents": len({r["document"] for r in records if r["split"] == name})}
+        totals[name] = {
+            "lines": len(mine),
+            "chars": sum(len(t) for t in texts),
+            "documents": len({r["document"] for r in records if r["split"] == name}),
+        }
     totals["dropped"] = len(dropped)
     totals["image_bytes"] = sum(line.image_bytes or 0 for line in kept)
     totals["charset_size"] = len(charset)
@@ -114,4 +128,4 @@ def previous_content_sha256(directory: Path) -> str | None:
         return None
     key = '"content_sha256": "'
     pos = head.find(key)
-    return head[pos + len(key): pos + len(key) + 64] if pos >= 0 else None
+    return head[pos + len(key) : pos + len(key) + 64] if pos >= 0 else None

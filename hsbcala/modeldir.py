@@ -33,7 +33,9 @@ class State:
     tracking_uri: str | None = None
     status: str = "training"  # training | finished
     best_val_cer: float | None = None
-    history: list[dict] = field(default_factory=list)  # one entry per launch: start time, job id, resumed from
+    history: list[dict] = field(
+        default_factory=list
+    )  # one entry per launch: start time, job id, resumed from
 
 
 def load_state(path: Path) -> State | None:
@@ -107,6 +109,8 @@ class ModelDir:
             try:
                 stack.enter_context(fsutil.locked(self.lock_file, wait=False))
             except fsutil.Busy:
-                raise ConfigError(f"model_dir {self.path} is in use by another training (lock {self.lock_file}); "
-                                  f"wait for it or choose another model_dir") from None
+                raise ConfigError(
+                    f"model_dir {self.path} is in use by another training (lock {self.lock_file}); "
+                    f"wait for it or choose another model_dir"
+                ) from None
             yield

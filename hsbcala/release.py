@@ -15,12 +15,15 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
 from hsbcala import modeldir, report
 from hsbcala.engines import envs
+
+if TYPE_CHECKING:
+    from hsbcala.evaluate import Plan
 
 
 def export_release(cfg: Any, p: Plan, result: dict, training_params: dict[str, str]) -> Path:
@@ -47,26 +50,42 @@ def export_release(cfg: Any, p: Plan, result: dict, training_params: dict[str, s
         return v
 
     if training_params:
-        training = {"train": _param("data.train"), "val": _param("data.val"), "source": "the MLflow training run",
-                    "preset": _param("preset"), "warmstart": _param("warmstart.model"),
-                    "network": _param("train.network")}
+        training = {
+            "train": _param("data.train"),
+            "val": _param("data.val"),
+            "source": "the MLflow training run",
+            "preset": _param("preset"),
+            "warmstart": _param("warmstart.model"),
+            "network": _param("train.network"),
+        }
     else:
-        training = {"train": list(cfg.data.train) if not OmegaConf.is_missing(cfg.data, "train") else None,
-                    "val": list(cfg.data.val) if not OmegaConf.is_missing(cfg.data, "val") else None,
-                    "source": "the evaluation's config (no training run found)"}
+        training = {
+            "train": list(cfg.data.train) if not OmegaConf.is_missing(cfg.data, "train") else None,
+            "val": list(cfg.data.val) if not OmegaConf.is_missing(cfg.data, "val") else None,
+            "source": "the evaluation's config (no training run found)",
+        }
     state = modeldir.load_state(p.model_dir) if p.model_dir else None
     meta = {
-        "name": name, "script": cfg.script.name, "version": p.version, "calamari": cfg.version.package,
-        "model_files": [f.name for f in files], "network": info.network, "charset_size": len(info.charset),
-        "training_data": training, "best_val_cer": state.best_val_cer if state else None,
+        "name": name,
+        "script": cfg.script.name,
+        "version": p.version,
+        "calamari": cfg.version.package,
+        "model_files": [f.name for f in files],
+        "network": info.network,
+        "charset_size": len(info.charset),
+        "training_data": training,
+        "best_val_cer": state.best_val_cer if state else None,
         "mlflow": result.get("mlflow"),
-        "evaluation": {"normalization": result["normalization_description"], "groups": p.groups,
-                       "sets": [{k: s[k] for k in ("name", "patterns", "overall", "groups")} for s in result["sets"]]},
+        "evaluation": {
+            "normalization": result["normalization_description"],
+            "groups": p.groups,
+            "sets": [{k: s[k] for k in ("name", "patterns", "overall", "groups")} for s in result["sets"]],
+        },
         "cer_table": report.markdown([result], footer=False),
         "hsbcala_commit": tracking.git_commit(envs.project_root()),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "usage": f"calamari-predict --checkpoint {name}/{p.checkpoint.name} … (calamari-ocr "
-                 f"{cfg.version.package.split('==')[-1]})",
+        f"{cfg.version.package.split('==')[-1]})",
     }
     with tempfile.TemporaryDirectory() as tmp:
         meta_path = Path(tmp) / "hsbcala-release.json"
@@ -81,5 +100,3 @@ def export_release(cfg: Any, p: Plan, result: dict, training_params: dict[str, s
             tar.add(table_path, arcname=f"{name}/CER.md")
         os.replace(part, archive)
     return archive
-
-

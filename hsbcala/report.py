@@ -98,8 +98,10 @@ def labels(results: list[dict]) -> list[str]:
     """Row labels: the model's name (its MLflow run name), plus its model directory where names repeat
     (e.g. a sweep over model_dir)."""
     names = [r.get("model", "?") for r in results]
-    return [f"{n} ({r['model_dir']})" if names.count(n) > 1 and r.get("model_dir") else n
-            for n, r in zip(names, results, strict=True)]
+    return [
+        f"{n} ({r['model_dir']})" if names.count(n) > 1 and r.get("model_dir") else n
+        for n, r in zip(names, results, strict=True)
+    ]
 
 
 def normalisation_note(results: list[dict]) -> str:
@@ -125,9 +127,11 @@ def markdown(results: list[dict], *, footer: bool = True) -> str:
         rows.append("| " + " | ".join(t.replace("|", "\\|") for t in text) + " |")
     out = "\n".join(rows) + "\n"
     if footer:
-        out += ("\nCER = (substitutions + deletions + insertions) / GT characters, summed over all lines of the set"
-                f"; text normalisation: {normalisation_note(results)}. {NA}: no line of that variant group; "
-                f"{MISSING}: the model could not be evaluated (see notes).\n")
+        out += (
+            "\nCER = (substitutions + deletions + insertions) / GT characters, summed over all lines of the set"
+            f"; text normalisation: {normalisation_note(results)}. {NA}: no line of that variant group; "
+            f"{MISSING}: the model could not be evaluated (see notes).\n"
+        )
     return out
 
 
@@ -141,8 +145,17 @@ def csv_text(results: list[dict]) -> str:
         failed = bool(r.get("error"))
         vals = ["" if failed or cell(r, c) is None else f"{cell(r, c):.6f}" for c in cols]
         n = lines_of(r)
-        w.writerow([label, r.get("script", ""), r.get("version", ""), "" if n is None else n, *vals,
-                    MISSING if failed else "ok", notes(r)])
+        w.writerow(
+            [
+                label,
+                r.get("script", ""),
+                r.get("version", ""),
+                "" if n is None else n,
+                *vals,
+                MISSING if failed else "ok",
+                notes(r),
+            ]
+        )
     return buf.getvalue()
 
 
@@ -173,8 +186,16 @@ def chart(results: list[dict], path: Path, title: str = "CER per model and varia
             x = i - 0.4 + width * (j + 0.5)
             value = None if r.get("error") else cell(r, col)
             if value is None:
-                ax.text(x, top * 0.02, MISSING if r.get("error") else NA, ha="center", va="bottom", rotation=90,
-                        fontsize=8, color="0.35")
+                ax.text(
+                    x,
+                    top * 0.02,
+                    MISSING if r.get("error") else NA,
+                    ha="center",
+                    va="bottom",
+                    rotation=90,
+                    fontsize=8,
+                    color="0.35",
+                )
                 continue
             xs.append(x)
             hs.append(100 * value)

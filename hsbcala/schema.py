@@ -20,7 +20,6 @@ from omegaconf import MISSING, OmegaConf
 
 from hsbcala.errors import ConfigError
 
-VERSIONS = ("cala1", "cala2")
 CODEC_POLICIES = ("recompute", "keep_loaded")
 PROFILERS = ("none", "nsys")
 
@@ -133,7 +132,9 @@ class SyntheticConf:
     n_train: int = 400
     n_val: int = 60
     seed: int = 50
-    text_file: str | None = None  # Upper Sorbian sentences, one a line; null: the phrases built into hsbcala.synth
+    text_file: str | None = (
+        None  # Upper Sorbian sentences, one a line; null: the phrases built into hsbcala.synth
+    )
 
 
 @dataclass
@@ -158,7 +159,9 @@ class SplitConf:
 
     val_fraction: float = 0.1
     seed: int = "${train.seed}"  # type: ignore[assignment]  # an interpolation, resolved to an int
-    by: str = "directory"  # directory (the image's folder) | pattern (data.split.pattern on the relative path)
+    by: str = (
+        "directory"  # directory (the image's folder) | pattern (data.split.pattern on the relative path)
+    )
     pattern: str | None = None  # regex; its first group (or whole match) is the document
 
 
@@ -200,17 +203,23 @@ class EvalConf:
     and drop one with ``~eval.groups.NAME``.
     """
 
-    data: list[str] | None = None  # globs of the evaluation lines; null: data.val (the run's validation lines)
+    data: list[str] | None = (
+        None  # globs of the evaluation lines; null: data.val (the run's validation lines)
+    )
     name: str | None = None  # the set's name in metrics and tables; null: "val" (from data.val), else "eval"
     extra: dict[str, list[str]] = field(default_factory=dict)  # named extra sets: name -> globs
-    groups: dict[str, list[str]] = field(default_factory=dict)  # variant group -> file-name patterns (fnmatch)
+    groups: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # variant group -> file-name patterns (fnmatch)
     model: str | None = None  # a .ckpt.json to evaluate; null: the best model in model_dir
     normalization: str = "engine"  # engine (as the version's calamari-eval) | calamari1 | calamari2
     skip_invalid: bool = True  # lines without (valid) GT are left out and counted; false: stop at the first
     batch_size: int = 16  # prediction batch size
     predict_args: list[str] = field(default_factory=list)  # appended verbatim to calamari-predict
     confusions: int = 50  # how many of the most frequent confusions to keep
-    mlflow_run: str = "training"  # training: metrics on the model's training run | separate: an evaluation run
+    mlflow_run: str = (
+        "training"  # training: metrics on the model's training run | separate: an evaluation run
+    )
     comparison_experiment: str = "hsbcala-evaluation"  # MLflow experiment of a multirun's comparison table
     export: bool = False  # pack the best model + metadata as a release .tar.gz
     export_dir: str = "${paths.root}/releases"
@@ -230,7 +239,9 @@ class Config:
     mlflow: MlflowConf = field(default_factory=MlflowConf)
     model_dir: str = "${paths.models}/${script.model_name}.${version.name}${sweep_suffix:/}"
     dry_run: bool = False
-    data_check_only: bool = False  # run the data step alone: write manifest/reports, exit 0 (2 if a check fails)
+    data_check_only: bool = (
+        False  # run the data step alone: write manifest/reports, exit 0 (2 if a check fails)
+    )
     eval: EvalConf | None = None  # evaluate.py only
 
 
@@ -256,8 +267,11 @@ def _sweep_suffix(sep: str = "-") -> str:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         conf = hc.job.config.override_dirname
-        keep = sorted(o.input_line for o in OverridesParser.create().parse_overrides(list(hc.overrides.task))
-                      if o.key_or_group not in conf.exclude_keys and not _is_eval_key(o.key_or_group))
+        keep = sorted(
+            o.input_line
+            for o in OverridesParser.create().parse_overrides(list(hc.overrides.task))
+            if o.key_or_group not in conf.exclude_keys and not _is_eval_key(o.key_or_group)
+        )
         dirname = conf.item_sep.join(keep).replace("=", conf.kv_sep)  # as Hydra's get_overrides_dirname
     return sep + dirname if dirname else ""
 
@@ -270,7 +284,9 @@ def _run_dir(dry_run: Any, normal: str) -> str:
     """Hydra's run directory; a dry run, which must create nothing in the project, gets one under /tmp."""
     import tempfile
 
-    return os.path.join(tempfile.gettempdir(), "hsbcala-dry-run") if str(dry_run).lower() == "true" else normal
+    return (
+        os.path.join(tempfile.gettempdir(), "hsbcala-dry-run") if str(dry_run).lower() == "true" else normal
+    )
 
 
 def register() -> None:
@@ -305,12 +321,18 @@ def check(cfg: Any) -> None:
             if OmegaConf.is_config(cfg[key]):
                 OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True)
         except OmegaConfBaseException as exc:
-            full = exc.full_key if str(exc.full_key or "").startswith(key) else f"{key}.{exc.full_key or ''}".strip(".")
+            full = (
+                exc.full_key
+                if str(exc.full_key or "").startswith(key)
+                else f"{key}.{exc.full_key or ''}".strip(".")
+            )
             msg = str(exc).splitlines()[0]
             if "Missing mandatory value" in msg:
                 msg = f"missing mandatory value; set it, e.g. on the command line: {full}=..."
             raise ConfigError(f"{full}: {msg}") from None
-    one_of("version.name", cfg.version.name, VERSIONS)
+    from hsbcala import engines
+
+    one_of("version.name", cfg.version.name, engines.NAMES)
     from hsbcala import checks  # data.* (checks, split, whitelist)
 
     checks.validate_config(cfg)
@@ -318,7 +340,11 @@ def check(cfg: Any) -> None:
     one_of("profiler.name", cfg.profiler.name, PROFILERS)
     one_of("profiler.if_missing", cfg.profiler.if_missing, ("error", "warn"))
     env = cfg.cluster.env or cfg.version.env
-    one_of("version.env.kind" if cfg.cluster.env is None else "cluster.env.kind", env.kind, ("uv", "venv", "path"))
+    one_of(
+        "version.env.kind" if cfg.cluster.env is None else "cluster.env.kind",
+        env.kind,
+        ("uv", "venv", "path"),
+    )
     for key in ("epochs", "batch_size", "workers"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {getattr(cfg.train, key)}")

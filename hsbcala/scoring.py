@@ -18,8 +18,14 @@ from hsbcala.console import say
 RESULT_FILE = "eval-result.json"  # one evaluation job's result (read by hsbcala.comparison)
 
 
-def score_sets(sets_in: Sequence[Any], groups: dict[str, list[str]], rules: str,
-               predictions: dict[Path, str | None], out_dir: Path, n_confusions: int) -> dict:
+def score_sets(
+    sets_in: Sequence[Any],
+    groups: dict[str, list[str]],
+    rules: str,
+    predictions: dict[Path, str | None],
+    out_dir: Path,
+    n_confusions: int,
+) -> dict:
     """CER per set (:class:`hsbcala.evaluate.EvalSet`) and group; per set ``lines.tsv`` and ``confusions.tsv``
     in ``out_dir/<set>/``."""
     sets = []
@@ -50,24 +56,34 @@ def score_sets(sets_in: Sequence[Any], groups: dict[str, list[str]], rules: str,
             f.write("count\tgt\tprediction\n")
             for (g, pr), n in overall.confusions.most_common(n_confusions):
                 f.write(f"{n}\t{json.dumps(g, ensure_ascii=False)}\t{json.dumps(pr, ensure_ascii=False)}\n")
-        sets.append({
-            "name": s.name, "key": s.key, "patterns": s.patterns, "skipped": len(s.skipped),
-            "missing_predictions": missing, "ungrouped": s.ungrouped if groups else 0,
-            "overall": overall.summary(),
-            "groups": {g: (by_group[g].summary() if s.members[g] else None) for g in groups},
-            "top_confusions": [[g, pr, n] for (g, pr), n in overall.confusions.most_common(10)],
-        })
+        sets.append(
+            {
+                "name": s.name,
+                "key": s.key,
+                "patterns": s.patterns,
+                "skipped": len(s.skipped),
+                "missing_predictions": missing,
+                "ungrouped": s.ungrouped if groups else 0,
+                "overall": overall.summary(),
+                "groups": {g: (by_group[g].summary() if s.members[g] else None) for g in groups},
+                "top_confusions": [[g, pr, n] for (g, pr), n in overall.confusions.most_common(10)],
+            }
+        )
         if missing:
-            say(f"warning: {s.key}: {missing} lines got no prediction from calamari-predict (skipped by the "
-                 f"engine, see predict.log); counted as empty predictions, as calamari-eval does")
+            say(
+                f"warning: {s.key}: {missing} lines got no prediction from calamari-predict (skipped by the "
+                f"engine, see predict.log); counted as empty predictions, as calamari-eval does"
+            )
     return {"normalization": rules, "normalization_description": cer.DESCRIPTION[rules], "sets": sets}
 
 
 def summary(result: dict) -> str:
     s = result["sets"][0]
     groups = ", ".join(f"{g} {report.percent(v['cer'] if v else None)}" for g, v in s["groups"].items())
-    return (f"{result['model']}: CER {report.percent(s['overall']['cer'])} on {s['overall']['lines']} lines of "
-            f"{s['name']}" + (f" ({groups})" if groups else ""))
+    return (
+        f"{result['model']}: CER {report.percent(s['overall']['cer'])} on {s['overall']['lines']} lines of "
+        f"{s['name']}" + (f" ({groups})" if groups else "")
+    )
 
 
 def metrics_of(result: dict) -> dict[str, float]:
@@ -84,5 +100,3 @@ def metrics_of(result: dict) -> dict[str, float]:
             if v is not None and v["cer"] is not None:
                 out[f"eval/{s['name']}/cer_{g}"] = v["cer"]
     return out
-
-

@@ -75,13 +75,16 @@ def _document(image: Path, root: str, regex: re.Pattern | None, pattern: str | N
         return Path(rel).parent.as_posix()
     m = regex.search(rel)
     if m is None:
-        raise DataError(f"data.split.pattern={pattern!r} does not match {image} "
-                        f"(matched against {rel!r}, the path below {root})")
+        raise DataError(
+            f"data.split.pattern={pattern!r} does not match {image} "
+            f"(matched against {rel!r}, the path below {root})"
+        )
     return m.group(1) if regex.groups else m.group(0)
 
 
-def documents_of(images: Sequence[Path], *, by: str, pattern: str | None,
-                 root: str | None = None) -> tuple[str, dict[Path, str]]:
+def documents_of(
+    images: Sequence[Path], *, by: str, pattern: str | None, root: str | None = None
+) -> tuple[str, dict[Path, str]]:
     """(common root, image -> document) for the images (``root``: relative to this one instead)."""
     if not images:
         raise DataError("data.train: no lines to split")
@@ -98,10 +101,12 @@ def choose_val(sizes: dict[str, int], *, fraction: float, seed: int) -> set[str]
     """The validation documents: seeded order, each taken if it brings the count closer to the target."""
     if len(sizes) < 2:
         only = next(iter(sizes), "?")
-        raise DataError(f"data.val is not given and all {sum(sizes.values())} lines of data.train are in one "
-                        f"document ({only!r}), so they cannot be split by document: give data.val, or a "
-                        f"data.split.pattern that finds documents in the file names "
-                        f"(data.split.by=pattern)")
+        raise DataError(
+            f"data.val is not given and all {sum(sizes.values())} lines of data.train are in one "
+            f"document ({only!r}), so they cannot be split by document: give data.val, or a "
+            f"data.split.pattern that finds documents in the file names "
+            f"(data.split.by=pattern)"
+        )
     target = fraction * sum(sizes.values())
     val: set[str] = set()
     n = 0
@@ -120,9 +125,16 @@ def make(images: Sequence[Path], *, seed: int, fraction: float, by: str, pattern
     images = sorted((Path(p) for p in images), key=os.fspath)
     root, docs = documents_of(images, by=by, pattern=pattern)
     val_docs = choose_val(Counter(docs.values()), fraction=fraction, seed=seed)
-    return Split(seed=seed, val_fraction=fraction, by=by, pattern=pattern, root=root,
-                 train=tuple(p for p in images if docs[p] not in val_docs),
-                 val=tuple(p for p in images if docs[p] in val_docs), documents=docs)
+    return Split(
+        seed=seed,
+        val_fraction=fraction,
+        by=by,
+        pattern=pattern,
+        root=root,
+        train=tuple(p for p in images if docs[p] not in val_docs),
+        val=tuple(p for p in images if docs[p] in val_docs),
+        documents=docs,
+    )
 
 
 def load(model_dir: Path) -> dict[str, Any] | None:
@@ -135,7 +147,9 @@ def load(model_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError) as exc:
         raise DataError(f"{path} cannot be read ({exc}); delete it to split the data again") from None
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
-        raise DataError(f"{path} is not a split saved by hsbcala ({FORMAT}); delete it to split the data again")
+        raise DataError(
+            f"{path} is not a split saved by hsbcala ({FORMAT}); delete it to split the data again"
+        )
     return saved
 
 
@@ -146,8 +160,9 @@ def saved_val(model_dir: Path) -> list[Path] | None:
     return None if saved is None else [Path(e["image"]) for e in saved["val"]]
 
 
-def reuse(saved: dict[str, Any], images: Sequence[Path], *, seed: int, fraction: float, by: str,
-          pattern: str | None) -> Split:
+def reuse(
+    saved: dict[str, Any], images: Sequence[Path], *, seed: int, fraction: float, by: str, pattern: str | None
+) -> Split:
     """The saved split applied to the current images (see the module doc for new and vanished lines)."""
     images = sorted((Path(p) for p in images), key=os.fspath)
     by_name = {e["image"]: ("val", e["document"]) for e in saved["val"]}
@@ -161,9 +176,11 @@ def reuse(saved: dict[str, Any], images: Sequence[Path], *, seed: int, fraction:
     val_docs = set(saved["documents"]["val"])
     notes = []
     if (saved["seed"], saved["val_fraction"], saved["by"], saved["pattern"]) != (seed, fraction, by, pattern):
-        notes.append(f"data.split settings differ from the saved split (seed {saved['seed']}, val_fraction "
-                     f"{saved['val_fraction']}, by {saved['by']}); the saved split is kept (delete split.json "
-                     f"in the model directory to split again)")
+        notes.append(
+            f"data.split settings differ from the saved split (seed {saved['seed']}, val_fraction "
+            f"{saved['val_fraction']}, by {saved['by']}); the saved split is kept (delete split.json "
+            f"in the model directory to split again)"
+        )
     new = [p for p in images if p not in side]
     if new:
         _, new_docs = documents_of(new, by=saved["by"], pattern=saved["pattern"], root=saved["root"])
@@ -171,16 +188,29 @@ def reuse(saved: dict[str, Any], images: Sequence[Path], *, seed: int, fraction:
             docs[p] = new_docs[p]
             side[p] = "val" if new_docs[p] in val_docs else "train"
         to_val = sum(side[p] == "val" for p in new)
-        notes.append(f"{len(new)} line(s) not in the saved split (first: {new[0]}): {len(new) - to_val} to "
-                     f"training, {to_val} to validation, after their documents")
+        notes.append(
+            f"{len(new)} line(s) not in the saved split (first: {new[0]}): {len(new) - to_val} to "
+            f"training, {to_val} to validation, after their documents"
+        )
     gone = len(by_name) - (len(images) - len(new))
     if gone:
         notes.append(f"{gone} line(s) of the saved split are no longer in data.train")
-    result = Split(seed=saved["seed"], val_fraction=saved["val_fraction"], by=saved["by"], pattern=saved["pattern"],
-                   root=saved["root"], train=tuple(p for p in images if side[p] == "train"),
-                   val=tuple(p for p in images if side[p] == "val"), documents=docs, notes=notes, reused=True)
+    result = Split(
+        seed=saved["seed"],
+        val_fraction=saved["val_fraction"],
+        by=saved["by"],
+        pattern=saved["pattern"],
+        root=saved["root"],
+        train=tuple(p for p in images if side[p] == "train"),
+        val=tuple(p for p in images if side[p] == "val"),
+        documents=docs,
+        notes=notes,
+        reused=True,
+    )
     if not result.val or not result.train:
         empty = "validation" if not result.val else "training"
-        raise DataError(f"the saved split ({SPLIT_FILE} in the model directory) leaves no {empty} line for the "
-                        f"current data.train; delete it to split again")
+        raise DataError(
+            f"the saved split ({SPLIT_FILE} in the model directory) leaves no {empty} line for the "
+            f"current data.train; delete it to split again"
+        )
     return result

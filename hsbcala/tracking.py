@@ -23,13 +23,16 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
 from hsbcala.console import say
 from hsbcala.engines.envs import project_root
 from hsbcala.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hsbcala.evaluate import Plan
 
 
 def tracking_uri(cfg: Any) -> str:
@@ -42,10 +45,14 @@ def tracking_uri(cfg: Any) -> str:
 
 def default_artifact_root(cfg: Any, uri: str) -> str | None:
     """Artifacts of the embedded sqlite store go beside it (not to ./mlruns of whatever the cwd is)."""
-    if uri.startswith("sqlite:///") and not cfg.mlflow.tracking_uri and "MLFLOW_TRACKING_URI" not in os.environ:
+    if (
+        uri.startswith("sqlite:///")
+        and not cfg.mlflow.tracking_uri
+        and "MLFLOW_TRACKING_URI" not in os.environ
+    ):
         return (Path(cfg.paths.root).resolve() / "mlartifacts").as_uri()
     if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
     return None
 
 
@@ -62,9 +69,20 @@ def flatten(d: Any, prefix: str = "") -> dict[str, str]:
 
 def git_commit(path: Path) -> str:
     try:
-        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        out = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -82,13 +100,15 @@ class Tracker:
         try:
             exp = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
             if exp is None:
-                exp_id = mlflow.create_experiment(cfg.mlflow.experiment,
-                                                  artifact_location=default_artifact_root(cfg, uri))
+                exp_id = mlflow.create_experiment(
+                    cfg.mlflow.experiment, artifact_location=default_artifact_root(cfg, uri)
+                )
             else:
                 exp_id = exp.experiment_id
         except Exception as exc:  # MLflow raises many types (connection, sqlalchemy, permission)
-            raise ConfigError(f"mlflow.tracking_uri={uri}: cannot use the tracking store: "
-                              f"{str(exc).splitlines()[0]}") from exc
+            raise ConfigError(
+                f"mlflow.tracking_uri={uri}: cannot use the tracking store: {str(exc).splitlines()[0]}"
+            ) from exc
         if cfg.mlflow.system_metrics:
             mlflow.set_system_metrics_sampling_interval(cfg.mlflow.system_metrics_interval_s)
             mlflow.set_system_metrics_samples_before_logging(1)
@@ -96,11 +116,14 @@ class Tracker:
         if resumed:
             try:
                 mlflow.get_run(run_id)
-            except Exception:
+            except Exception:  # noqa: BLE001 - not in this store (another tracking URI) or deleted
                 resumed, run_id = False, None  # the model dir came from another store: start a new run
-        self.run = mlflow.start_run(run_id=run_id, experiment_id=None if resumed else exp_id,
-                                    run_name=None if resumed else cfg.mlflow.run_name,
-                                    log_system_metrics=bool(cfg.mlflow.system_metrics))
+        self.run = mlflow.start_run(
+            run_id=run_id,
+            experiment_id=None if resumed else exp_id,
+            run_name=None if resumed else cfg.mlflow.run_name,
+            log_system_metrics=bool(cfg.mlflow.system_metrics),
+        )
         self.run_id = self.run.info.run_id
         self.uri = uri
         self.resumed = resumed
@@ -131,8 +154,9 @@ class Tracker:
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if path.is_dir():
-            self._mlflow.log_artifacts(str(path), artifact_path=f"{artifact_path}/{path.name}" if artifact_path
-                                       else path.name)
+            self._mlflow.log_artifacts(
+                str(path), artifact_path=f"{artifact_path}/{path.name}" if artifact_path else path.name
+            )
         elif path.is_file():
             self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
@@ -168,21 +192,26 @@ def run_tags(cfg: Any, project: Path, model_dir: Path) -> dict[str, str]:
     if os.environ.get("SLURM_JOB_ID"):
         tags["slurm.job_id"] = os.environ["SLURM_JOB_ID"]
         if os.environ.get("SLURM_ARRAY_JOB_ID"):
-            tags["slurm.array"] = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+            tags["slurm.array"] = (
+                f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+            )
     return tags
 
 
 # ---- Slurm: accounting and store preparation (called by hsbcala/slurm/)
-def log_accounting(uri: str | None, run_id: str, metrics: dict[str, float], tags: dict[str, str],
-                   step: int = 0) -> None:
+def log_accounting(
+    uri: str | None, run_id: str, metrics: dict[str, float], tags: dict[str, str], step: int = 0
+) -> None:
     """Log a finished job's figures (metrics at ``step``, e.g. the job's restart count) and tags to a run."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric, RunTag
 
     ts = int(time.time() * 1000)
     MlflowClient(tracking_uri=uri).log_batch(
-        run_id, metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()],
-        tags=[RunTag(k, v) for k, v in tags.items()])
+        run_id,
+        metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+    )
 
 
 def prepare_store(uri: str) -> None:
@@ -191,9 +220,10 @@ def prepare_store(uri: str) -> None:
 
     try:
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
-    except Exception as exc:  # MLflow raises many types (sqlalchemy, permission)
-        raise ConfigError(f"mlflow.tracking_uri={uri}: cannot create the tracking store: "
-                          f"{str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many types (sqlalchemy, permission)
+        raise ConfigError(
+            f"mlflow.tracking_uri={uri}: cannot create the tracking store: {str(exc).splitlines()[0]}"
+        ) from None
 
 
 # ---- Evaluation: the metrics of evaluate.py on the training run (or their own run), multirun comparisons
@@ -219,14 +249,25 @@ class EvalTracker:
             return
         try:
             exp = self.client.get_experiment_by_name(cfg.mlflow.experiment)
-            exp_id = exp.experiment_id if exp else self.client.create_experiment(
-                cfg.mlflow.experiment, artifact_location=default_artifact_root(cfg, self.uri))
+            exp_id = (
+                exp.experiment_id
+                if exp
+                else self.client.create_experiment(
+                    cfg.mlflow.experiment, artifact_location=default_artifact_root(cfg, self.uri)
+                )
+            )
         except Exception as exc:  # MLflow raises many types (connection, sqlalchemy, permission)
-            raise ConfigError(f"mlflow.tracking_uri={self.uri}: cannot use the tracking store: "
-                              f"{str(exc).splitlines()[0]}") from exc
-        tags = {"hsbcala.kind": "evaluation", "script": cfg.script.name, "version": p.version,
-                "model": str(p.checkpoint), "model_dir": str(p.model_dir or ""),
-                "hsbcala.git_commit": git_commit(project_root())}
+            raise ConfigError(
+                f"mlflow.tracking_uri={self.uri}: cannot use the tracking store: {str(exc).splitlines()[0]}"
+            ) from exc
+        tags = {
+            "hsbcala.kind": "evaluation",
+            "script": cfg.script.name,
+            "version": p.version,
+            "model": str(p.checkpoint),
+            "model_dir": str(p.model_dir or ""),
+            "hsbcala.git_commit": git_commit(project_root()),
+        }
         if self.training_run_id:
             tags["hsbcala.training_run_id"] = self.training_run_id
         run = self.client.create_run(exp_id, run_name=f"eval-{p.label}", tags=tags)
@@ -247,8 +288,10 @@ class EvalTracker:
         try:
             run = self.client.get_run(state.run_id)
         except Exception:  # noqa: BLE001 - not in this store (another tracking URI) or deleted
-            say(f"the training run {state.run_id} of {p.model_dir} is not in {self.uri}; "
-                 f"logging to a separate evaluation run")
+            say(
+                f"the training run {state.run_id} of {p.model_dir} is not in {self.uri}; "
+                f"logging to a separate evaluation run"
+            )
             return None
         return state.run_id if run.info.lifecycle_stage == "active" else None
 
@@ -256,8 +299,11 @@ class EvalTracker:
         from mlflow.entities import Metric, RunTag
 
         ts = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items()],
-                              tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.log_batch(
+            self.run_id,
+            metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items()],
+            tags=[RunTag(k, v) for k, v in tags.items()],
+        )
         for path, artifact_path in files:
             self.client.log_artifact(self.run_id, str(path), artifact_path=artifact_path)
 
@@ -266,8 +312,9 @@ class EvalTracker:
             self.client.set_terminated(self.run_id, status)
 
 
-def log_comparison(results: list[dict], paths: dict[str, Path], sweep_dir: Path, experiment: str,
-                   uri: str) -> str | None:
+def log_comparison(
+    results: list[dict], paths: dict[str, Path], sweep_dir: Path, experiment: str, uri: str
+) -> str | None:
     """A run holding a multirun's comparison table in the experiment ``eval.comparison_experiment``."""
     from mlflow.tracking import MlflowClient
 
@@ -276,14 +323,21 @@ def log_comparison(results: list[dict], paths: dict[str, Path], sweep_dir: Path,
     if exp is None:
         location = None
         if uri.startswith("sqlite:///"):
-            location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+            location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
         exp_id = client.create_experiment(experiment, artifact_location=location)
     else:
         exp_id = exp.experiment_id
     runs = {r["model"]: (r.get("mlflow") or {}).get("run_id") or "" for r in results}
-    run = client.create_run(exp_id, run_name=f"comparison-{sweep_dir.parent.name}-{sweep_dir.name}",
-                            tags={"hsbcala.kind": "comparison", "sweep_dir": str(sweep_dir),
-                                  "models": ", ".join(runs), "runs": json.dumps(runs)[:5000]})
+    run = client.create_run(
+        exp_id,
+        run_name=f"comparison-{sweep_dir.parent.name}-{sweep_dir.name}",
+        tags={
+            "hsbcala.kind": "comparison",
+            "sweep_dir": str(sweep_dir),
+            "models": ", ".join(runs),
+            "runs": json.dumps(runs)[:5000],
+        },
+    )
     try:
         for path in paths.values():
             client.log_artifact(run.info.run_id, str(path))

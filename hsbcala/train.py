@@ -22,6 +22,7 @@ model directory again, so bad input never leaves a half-written model directory 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -39,7 +40,6 @@ from hsbcala.engines.base import Engine, TrainInputs
 from hsbcala.engines.process import EngineProcess, interruptible
 from hsbcala.errors import ConfigError, DataError, EngineError, Interrupted
 from hsbcala.modeldir import ModelDir, State
-
 
 INTERRUPTED = "interrupted by {signal}; the last checkpoint is kept, run the same command again to resume"
 
@@ -75,12 +75,13 @@ def _ensure_synthetic(cfg: Any, dry_run: bool) -> int | None:
         return syn.n_train
     from hsbcala import synth
 
-    synth.ensure_synthetic(root, cfg.script.face, n_train=syn.n_train, n_val=syn.n_val, seed=syn.seed,
-                           text_file=Path(syn.text_file) if syn.text_file else None)
+    synth.ensure_configured(syn, cfg.script.face)
     return None
 
 
-def _warmstart(warmstart: Any, network: str | None, engine: Engine, resume: bool) -> tuple[str | None, str | None]:
+def _warmstart(
+    warmstart: Any, network: str | None, engine: Engine, resume: bool
+) -> tuple[str | None, str | None]:
     """(weights argument, network) of the warm start; the network always comes from the model."""
     if not warmstart.model or resume:
         return None, network
@@ -97,8 +98,10 @@ def _warmstart(warmstart: Any, network: str | None, engine: Engine, resume: bool
 
     info = modeljson.read_model(path)
     if info.version != engine.major:
-        raise ConfigError(f"warmstart.model {info.path} is a Calamari {info.version} model, but version="
-                          f"{engine.name} (Calamari {engine.major})")
+        raise ConfigError(
+            f"warmstart.model {info.path} is a Calamari {info.version} model, but version="
+            f"{engine.name} (Calamari {engine.major})"
+        )
     if network and network != info.network:
         say(f"train.network={network!r} ignored: a warm start uses the model's network {info.network!r}")
     return engine.weights_arg(info.path), info.network
@@ -127,11 +130,14 @@ def plan(cfg: Any) -> Plan:
 
     if cfg.dry_run and cfg.data_check_only:
         raise ConfigError("dry_run=true and data_check_only=true: choose one")
-    data_plan = datastep.prepare(cfg, base=base, model_dir=md.path, dry_count=dry_count,
-                                 resuming=resume_from is not None)
+    data_plan = datastep.prepare(
+        cfg, base=base, model_dir=md.path, dry_count=dry_count, resuming=resume_from is not None
+    )
 
     warm, network = _warmstart(cfg.warmstart, cfg.train.network, engine, resume_from is not None)
-    on_ramdisk = bool(cfg.cluster.ramdisk) and all(_under(p, Path(cfg.cluster.ramdisk)) for p in cfg.data.train)
+    on_ramdisk = bool(cfg.cluster.ramdisk) and all(
+        _under(p, Path(cfg.cluster.ramdisk)) for p in cfg.data.train
+    )
     inputs = TrainInputs(
         model_dir=md.path,
         train=data_plan.engine_train,
@@ -144,8 +150,19 @@ def plan(cfg: Any) -> Plan:
         gpus=cfg.cluster.gpus,
     )
     argv, report = command(cfg, inputs, env)
-    return Plan(argv, inputs, env, engine, md, resume_from, state, data_plan.n_val, data_plan.skipped, report,
-                data_plan)
+    return Plan(
+        argv,
+        inputs,
+        env,
+        engine,
+        md,
+        resume_from,
+        state,
+        data_plan.n_val,
+        data_plan.skipped,
+        report,
+        data_plan,
+    )
 
 
 def command(cfg: Any, inputs: TrainInputs, env: envs.EngineEnv) -> tuple[list[str], Path | None]:
@@ -156,7 +173,9 @@ def command(cfg: Any, inputs: TrainInputs, env: envs.EngineEnv) -> tuple[list[st
     return env.wrap(argv), report
 
 
-def profile(profiler: Any, model_dir: Path, argv: list[str], *, site_modules: bool) -> tuple[list[str], Path | None]:
+def profile(
+    profiler: Any, model_dir: Path, argv: list[str], *, site_modules: bool
+) -> tuple[list[str], Path | None]:
     """``argv`` under ``nsys profile`` when ``profiler.name`` is nsys (the report lands in the model directory).
 
     nsys missing: stop before anything starts (``if_missing=error``), or run unprofiled with a warning. With
@@ -165,11 +184,22 @@ def profile(profiler: Any, model_dir: Path, argv: list[str], *, site_modules: bo
         return argv, None
     if shutil.which(profiler.executable) is None and not site_modules:
         if profiler.if_missing == "error":
-            raise ConfigError(f"profiler=nsys: '{profiler.executable}' not found on PATH; install Nsight "
-                              f"Systems (or load its module), or set profiler.if_missing=warn / profiler=none")
-        say(f"warning: '{profiler.executable}' not found; running without profiling (profiler.if_missing=warn)")
+            raise ConfigError(
+                f"profiler=nsys: '{profiler.executable}' not found on PATH; install Nsight "
+                f"Systems (or load its module), or set profiler.if_missing=warn / profiler=none"
+            )
+        say(
+            f"warning: '{profiler.executable}' not found; running without profiling (profiler.if_missing=warn)"
+        )
         return argv, None
-    wrapped = [profiler.executable, "profile", *profiler.args, "-o", str(model_dir / profiler.report_name), *argv]
+    wrapped = [
+        profiler.executable,
+        "profile",
+        *profiler.args,
+        "-o",
+        str(model_dir / profiler.report_name),
+        *argv,
+    ]
     return wrapped, model_dir / f"{profiler.report_name}.nsys-rep"
 
 
@@ -193,8 +223,10 @@ def _run(cfg: DictConfig) -> float | None:
         datastep.check_only(p.data, p.model_dir.path, say)
         return None
     if p.state is not None and p.state.status == "finished":
-        say(f"{p.model_dir.path} has finished training (best validation CER {p.state.best_val_cer}); not retraining. "
-            f"Choose another model_dir to train again.")
+        say(
+            f"{p.model_dir.path} has finished training (best validation CER {p.state.best_val_cer}); not retraining. "
+            f"Choose another model_dir to train again."
+        )
         return p.state.best_val_cer
     p.data.announce(say)  # what the data checks found, the split, the codec table
     p.env.ensure()
@@ -208,8 +240,9 @@ def _execute(cfg: Any, p: Plan) -> float | None:
     fresh = not md.exists()
     state = p.state or State(version=engine.name)
     stage, start = engine.resume_point(p.resume_from) if p.resume_from else (0, 0)
-    parser = engine.progress_parser(cfg.train, p.inputs.n_train, stage=stage, start=start,
-                                    best_val_cer=state.best_val_cer)
+    parser = engine.progress_parser(
+        cfg.train, p.inputs.n_train, stage=stage, start=start, best_val_cer=state.best_val_cer
+    )
     tracker = None
     status = "FAILED"
     say(("resuming from " + str(p.resume_from)) if p.resume_from else f"training {md.path}")
@@ -222,14 +255,19 @@ def _execute(cfg: Any, p: Plan) -> float | None:
             with EngineProcess(p.argv, md.engine_log, echo=True) as proc:
                 # MLflow starts while the engine imports TensorFlow; the reader thread keeps draining meanwhile.
                 tracker = tracking.Tracker(
-                    cfg, state.run_id,
+                    cfg,
+                    state.run_id,
                     tags=tracking.run_tags(cfg, envs.project_root(), md.path),
                     params=tracking.flatten(OmegaConf.to_container(cfg, resolve=True)),
                 )
                 state.run_id, state.tracking_uri = tracker.run_id, tracker.uri
-                state.history.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                      "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-                                      "resumed_from": str(p.resume_from) if p.resume_from else None})
+                state.history.append(
+                    {
+                        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                        "resumed_from": str(p.resume_from) if p.resume_from else None,
+                    }
+                )
                 md.save_state(state)
                 if not tracker.resumed:
                     tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
@@ -247,18 +285,22 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                         tracker.log(update.step, update.metrics)
                 code = proc.wait()
                 if code != 0:
-                    raise EngineError(f"{Path(p.argv[0]).name} exited with code {code} (log: {md.engine_log}): "
-                                      f"{proc.last_lines()}")
+                    raise EngineError(
+                        f"{Path(p.argv[0]).name} exited with code {code} (log: {md.engine_log}): "
+                        f"{proc.last_lines()}"
+                    )
             elapsed = time.monotonic() - t0
             state.best_val_cer = parser.best_val_cer
             lines_done = engine.lines_done(parser, cfg.train, p.inputs.n_train)
             prior = sum(h.get("wall_time_s", 0.0) for h in state.history[:-1])
             state.history[-1]["wall_time_s"] = elapsed
-            tracker.log_final({
-                "best_val_cer": parser.best_val_cer,
-                "lines_per_second": lines_done / elapsed if elapsed > 0 else None,
-                "wall_time_s": prior + elapsed,
-            })
+            tracker.log_final(
+                {
+                    "best_val_cer": parser.best_val_cer,
+                    "lines_per_second": lines_done / elapsed if elapsed > 0 else None,
+                    "wall_time_s": prior + elapsed,
+                }
+            )
             if cfg.mlflow.log_model:
                 for f in md.best_model():
                     tracker.log_artifact(f, "model")
@@ -279,10 +321,10 @@ def _execute(cfg: Any, p: Plan) -> float | None:
             state.best_val_cer = parser.best_val_cer
         if tracker is not None:
             if status != "FINISHED":
-                try:
+                with contextlib.suppress(
+                    Exception
+                ):  # the run is ending anyway; the log stays in the model dir
                     tracker.log_artifact(md.engine_log, "logs")
-                except Exception:  # noqa: BLE001 - the run is ending anyway; the log stays in the model dir
-                    pass
             tracker.end(status)
         if status == "FAILED" and fresh and md.exists() and md.latest_checkpoint() is None:
             shutil.rmtree(md.path, ignore_errors=True)  # nothing worth resuming: leave nothing behind

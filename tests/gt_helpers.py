@@ -62,8 +62,13 @@ def cfg(tmp: Path, *overrides: str):
     """A composed training config isolated in ``tmp`` (cache, model dir)."""
     from tests.conftest import compose_cfg
 
-    base = [f"paths.root={tmp}", f"model_dir={tmp / 'model'}", f"data.cache_dir={tmp / 'cache'}",
-            f"data.train=[{tmp}/train/*.png]", f"data.val=[{tmp}/val/*.png]"]
+    base = [
+        f"paths.root={tmp}",
+        f"model_dir={tmp / 'model'}",
+        f"data.cache_dir={tmp / 'cache'}",
+        f"data.train=[{tmp}/train/*.png]",
+        f"data.val=[{tmp}/val/*.png]",
+    ]
     return compose_cfg(base + list(overrides))
 
 

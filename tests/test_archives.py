@@ -28,7 +28,9 @@ def gt_dir(tmp_path) -> Path:
     return tmp_path / "src"
 
 
-def make_tar(path: Path, src: Path, extra: dict[str, bytes] | None = None, link: tuple[str, str] | None = None):
+def make_tar(
+    path: Path, src: Path, extra: dict[str, bytes] | None = None, link: tuple[str, str] | None = None
+):
     with tarfile.open(path, "w:gz") as tf:
         for f in sorted(src.rglob("*")):
             tf.add(f, arcname=str(f.relative_to(src)), recursive=False)
@@ -75,10 +77,24 @@ def test_archive_through_the_data_step_and_train_py(tmp_path, gt_dir):
     b0, b1 = books()[0].name, books()[1].name
     dp = prepare(tmp_path, f"data.train=[gt.tar.gz/{b0}/*.png]", f"data.val=[gt.tar.gz/{b1}/*.png]")
     assert dp.n_train == 5 and dp.n_val == 5 and all("archives" in p for p in dp.engine_train)
-    dry = subprocess.run([sys.executable, str(ROOT / "train.py"), f"paths.root={tmp_path}",
-                          f"model_dir={tmp_path / 'model'}", f"data.cache_dir={tmp_path / 'cache'}",
-                          f"data.train=[{archive}]", "data.val=null", "data.split.seed=1", "dry_run=true"],
-                         check=False, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    dry = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            f"paths.root={tmp_path}",
+            f"model_dir={tmp_path / 'model'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"data.train=[{archive}]",
+            "data.val=null",
+            "data.split.seed=1",
+            "dry_run=true",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert dry.returncode == 0, dry.stderr
     assert "gt.tar.gz" not in dry.stdout and dry.stdout.count(".png") == 10  # the unpacked files, split
 
@@ -94,7 +110,9 @@ def test_member_with_dotdot_is_refused(tmp_path, gt_dir, kind):
     assert message.startswith(f"data.train: archive {archive}: member '../escaped.gt.txt'")
     assert "refusing the archive" in message
     assert not list(tmp_path.rglob("escaped.gt.txt"))
-    assert [p.name for p in (root / "archives").iterdir() if not p.name.endswith(".lock")] == []  # no leftovers
+    assert [
+        p.name for p in (root / "archives").iterdir() if not p.name.endswith(".lock")
+    ] == []  # no leftovers
 
 
 def test_link_out_of_the_archive_is_refused(tmp_path, gt_dir):
@@ -110,7 +128,7 @@ def test_zip_symlink_and_absolute_members_are_refused(tmp_path, gt_dir):
     evil = tmp_path / "link.zip"
     with zipfile.ZipFile(evil, "w") as zf:
         info = zipfile.ZipInfo("a.gt.txt")
-        info.external_attr = (0o120777 << 16)
+        info.external_attr = 0o120777 << 16
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(DataError, match="member 'a.gt.txt' is a symbolic link"):
         archives.unpack(evil, root=tmp_path / "cache")
@@ -130,10 +148,23 @@ def test_data_check_only_with_an_archive_and_a_damaged_member(tmp_path, gt_dir):
     victim = sorted(gt_dir.rglob("*.png"))[3]
     gt_of(victim).unlink()
     archive = make_zip(tmp_path / "gt.zip", gt_dir)
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), f"paths.root={tmp_path}",
-                           f"model_dir={tmp_path / 'model'}", f"data.cache_dir={tmp_path / 'cache'}",
-                           f"data.train=[{archive}]", "data.val=null", "data_check_only=true"],
-                          check=False, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            f"paths.root={tmp_path}",
+            f"model_dir={tmp_path / 'model'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"data.train=[{archive}]",
+            "data.val=null",
+            "data_check_only=true",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert "image without .gt.txt" in last and f"{victim.parent.name}/{victim.name}" in last

@@ -32,10 +32,21 @@ def lines(tmp_path, fraktur_books):
 
 
 def run_train(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
-    base = [f"paths.root={tmp}", f"model_dir={tmp / 'model'}", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlruns.db'}",
-            f"data.train=[{tmp}/train/*.png]", f"data.val=[{tmp}/val/*.png]", "train.skip_invalid=false"]
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *base, *overrides], capture_output=True,
-                          text=True, cwd=tmp, timeout=300)
+    base = [
+        f"paths.root={tmp}",
+        f"model_dir={tmp / 'model'}",
+        f"mlflow.tracking_uri=sqlite:///{tmp / 'mlruns.db'}",
+        f"data.train=[{tmp}/train/*.png]",
+        f"data.val=[{tmp}/val/*.png]",
+        "train.skip_invalid=false",
+    ]
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *base, *overrides],
+        capture_output=True,
+        text=True,
+        cwd=tmp,
+        timeout=300,
+    )
 
 
 def assert_clean_failure(proc: subprocess.CompletedProcess, tmp: Path, *needles: str) -> None:
@@ -117,7 +128,9 @@ def test_dry_run_prints_one_line_and_creates_nothing(tmp_path, lines):
 
 
 def test_engine_failure_ends_the_run_failed_and_cleans_up(tmp_path, lines):
-    proc = run_train(tmp_path, "train.extra_args=[--trainer.no_such_option,1]", "train.network='cnn=8:3x3,lstm=8'")
+    proc = run_train(
+        tmp_path, "train.extra_args=[--trainer.no_such_option,1]", "train.network='cnn=8:3x3,lstm=8'"
+    )
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "calamari-train exited with code" in proc.stderr.splitlines()[-1]
     assert not (tmp_path / "model").exists()

@@ -183,8 +183,11 @@ def test_real_lines_count_the_errors_of_the_reference_line_by_line(real_pairs):
     assert len(real_pairs) == LINES
     ours = [cer.align(g, p) for g, p in real_pairs]
     ref = [_reference_align(g, p) for g, p in real_pairs]
-    differing = [(g, p, a.errors, r.errors) for (g, p), a, r in zip(real_pairs, ours, ref, strict=True)
-                 if a.errors != r.errors]
+    differing = [
+        (g, p, a.errors, r.errors)
+        for (g, p), a, r in zip(real_pairs, ours, ref, strict=True)
+        if a.errors != r.errors
+    ]
     assert not differing, f"{len(differing)} lines differ, first: {differing[0]}"
     total = sum(r.errors for r in ref)
     assert total > LINES  # the corruption did corrupt: about 3 errors a line

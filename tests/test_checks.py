@@ -35,6 +35,7 @@ def error_of(tmp: Path, *overrides: str) -> str:
 
 # ---------------------------------------------------------------------------------- the damages, one by one
 
+
 def test_clean_lines_pass(tmp_path, lines):
     dp = prepare(tmp_path)
     assert (dp.n_train, dp.n_val, dp.skipped) == (6, 4, 0)
@@ -49,8 +50,10 @@ def test_deleted_gt_fails_by_default_and_can_be_dropped(tmp_path, lines):
     train, _ = lines
     gt_of(train[2]).unlink()
     message = error_of(tmp_path)
-    assert message.startswith(f"data.train: 1 × image without .gt.txt (data.checks.missing_gt=fail); "
-                              f"first: {train[2]}: no ground truth file {gt_of(train[2])}")
+    assert message.startswith(
+        f"data.train: 1 × image without .gt.txt (data.checks.missing_gt=fail); "
+        f"first: {train[2]}: no ground truth file {gt_of(train[2])}"
+    )
     dp = prepare(tmp_path, "data.checks.missing_gt=drop")
     assert dp.n_train == 5 and dp.skipped == 1
     assert str(train[2]) not in dp.engine_train and len(dp.engine_train) == 5  # a file list now
@@ -62,8 +65,10 @@ def test_truncated_png_fails_by_default_and_can_be_dropped(tmp_path, lines):
     _, val = lines
     val[1].write_bytes(val[1].read_bytes()[:200])
     message = error_of(tmp_path)
-    assert message.startswith(f"data.val: 1 × image does not decode / zero dimension "
-                              f"(data.checks.bad_image=fail); first: {val[1]}: image does not decode")
+    assert message.startswith(
+        f"data.val: 1 × image does not decode / zero dimension "
+        f"(data.checks.bad_image=fail); first: {val[1]}: image does not decode"
+    )
     dp = prepare(tmp_path, "data.checks.bad_image=drop")
     assert dp.n_val == 3 and str(val[1]) not in dp.engine_val
     assert dp.outcome.findings["bad_image"].items[0][0] == val[1]
@@ -98,11 +103,14 @@ def test_empty_gt_is_dropped_by_default_and_fails_without_skip_invalid(tmp_path,
     assert dp.n_train == 4 and dp.skipped == 2
     assert [(str(p), r) for p, r, _ in dp.outcome.findings["empty_gt"].items] == [
         (str(train[0]), f"empty ground truth file {gt_of(train[0])}"),
-        (str(train[4]), f"whitespace-only ground truth file {gt_of(train[4])}")]
+        (str(train[4]), f"whitespace-only ground truth file {gt_of(train[4])}"),
+    ]
     # train.skip_invalid=false: every drop becomes a fail
     message = error_of(tmp_path, "train.skip_invalid=false")
-    assert message.startswith(f"data.train: 2 × empty or whitespace-only GT (data.checks.empty_gt=fail with "
-                              f"train.skip_invalid=false); first: {train[0]}")
+    assert message.startswith(
+        f"data.train: 2 × empty or whitespace-only GT (data.checks.empty_gt=fail with "
+        f"train.skip_invalid=false); first: {train[0]}"
+    )
 
 
 def test_gt_without_image(tmp_path, lines):
@@ -178,11 +186,24 @@ def test_actions_that_make_no_sense_are_refused(tmp_path, lines):
 
 # ------------------------------------------------------------------------------- through the real train.py
 
+
 def run_train(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
-    base = [f"paths.root={tmp}", f"model_dir={tmp / 'model'}", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlruns.db'}",
-            f"data.train=[{tmp}/train/*.png]", f"data.val=[{tmp}/val/*.png]", f"data.cache_dir={tmp / 'cache'}"]
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *base, *overrides], check=False, capture_output=True,
-                          text=True, cwd=tmp, timeout=300)
+    base = [
+        f"paths.root={tmp}",
+        f"model_dir={tmp / 'model'}",
+        f"mlflow.tracking_uri=sqlite:///{tmp / 'mlruns.db'}",
+        f"data.train=[{tmp}/train/*.png]",
+        f"data.val=[{tmp}/val/*.png]",
+        f"data.cache_dir={tmp / 'cache'}",
+    ]
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *base, *overrides],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp,
+        timeout=300,
+    )
 
 
 def test_data_check_only_writes_the_manifest_and_exits_0(tmp_path, lines):

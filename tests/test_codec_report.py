@@ -38,7 +38,7 @@ def sorbian_chunks(n: int, width: int = 45) -> list[str]:
             seen |= set(c)
     picked += [c for c in chunks if c not in picked][: max(0, n - len(picked))]
     assert SORBIAN <= seen
-    return [unicodedata.normalize("NFC", c) for c in picked[:max(n, len(picked))]]
+    return [unicodedata.normalize("NFC", c) for c in picked[: max(n, len(picked))]]
 
 
 @pytest.fixture
@@ -62,6 +62,7 @@ def german_charset() -> list[str]:
 
 # ------------------------------------------------------------------------------------------------- fast
 
+
 def test_report_policies():
     counts = codec.count_chars(["aab", "bě"])  # GT: a a b b ě
     r = codec.report(counts, ("a", "b", "ſ", "ß"), model="m", model_version=2, policy="recompute")
@@ -70,7 +71,9 @@ def test_report_policies():
     assert r["codec_size"] == 3 and "drops 2" in r["effect"]
     k = codec.report(counts, ("a", "b", "ſ", "ß"), model="m", model_version=1, policy="keep_loaded")
     assert k["dropped"] == [] and k["codec_size"] == 5
-    assert r["added"][0]["name"] == "LATIN SMALL LETTER E WITH CARON" and r["added"][0]["codepoint"] == "U+011B"
+    assert (
+        r["added"][0]["name"] == "LATIN SMALL LETTER E WITH CARON" and r["added"][0]["codepoint"] == "U+011B"
+    )
     table = "\n".join(codec.short_table(r))
     assert "ě 1" in table and "drop    2" in table
 
@@ -83,8 +86,11 @@ def test_sorbian_gt_against_a_german_model_of_either_version(sorbian_lines, vers
     assert not SORBIAN & set(charset)
     model = sorbian_lines / "german" / "best.ckpt.json"
     model.parent.mkdir()
-    d = (v2_trainer_params([conv(8), pool(), lstm(16)], charset) if version == "cala2"
-         else v1_checkpoint(V1_DEFAULT_LAYERS, charset))
+    d = (
+        v2_trainer_params([conv(8), pool(), lstm(16)], charset)
+        if version == "cala2"
+        else v1_checkpoint(V1_DEFAULT_LAYERS, charset)
+    )
     model.write_text(json.dumps(d), encoding="utf-8")
     dp = prepare(sorbian_lines, f"version={version}", f"warmstart.model={model}")
     r = dp.codec_report
@@ -93,7 +99,9 @@ def test_sorbian_gt_against_a_german_model_of_either_version(sorbian_lines, vers
     assert SORBIAN <= set(added) and all(added[c] > 0 for c in SORBIAN)
     gt_counts = codec.count_chars(line.text for line in dp.outcome.kept)
     assert added == {c: n for c, n in gt_counts.items() if c not in charset}
-    assert "ſ" in {e["char"] for e in r["dropped"]}  # German long s: never in Sorbian text, dropped by recompute
+    assert "ſ" in {
+        e["char"] for e in r["dropped"]
+    }  # German long s: never in Sorbian text, dropped by recompute
     # nothing written yet; the runner writes it into the model directory
     dp.write(sorbian_lines / "model")
     assert json.loads((sorbian_lines / "model" / "codec-report.json").read_text()) == r
@@ -106,6 +114,7 @@ def test_no_report_without_warm_start_or_when_resuming(sorbian_lines):
 
 # ------------------------------------------------------------------------------------------------- slow
 
+
 @pytest.fixture(scope="module")
 def german_model(tmp_path_factory):
     """A tiny Calamari 2 model trained on German Fraktur lines through train.py: (tmp, model dir, proc)."""
@@ -114,8 +123,18 @@ def german_model(tmp_path_factory):
     b = books()
     tmp = tmp_path_factory.mktemp("german")
     # no data.val: the three books are split by document (seed 50), so the split reaches the real engine too
-    overrides = tiny(tmp, b[:3], [], "cala2", **{"train.epochs": "1", "data.cache_dir": str(tmp / "cache"),
-                                                  "data.val": "null", "data.split.val_fraction": "0.3"})
+    overrides = tiny(
+        tmp,
+        b[:3],
+        [],
+        "cala2",
+        **{
+            "train.epochs": "1",
+            "data.cache_dir": str(tmp / "cache"),
+            "data.val": "null",
+            "data.split.val_fraction": "0.3",
+        },
+    )
     proc = launch(overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp, tmp / "model-cala2", proc
@@ -124,11 +143,24 @@ def german_model(tmp_path_factory):
 @pytest.mark.slow
 def test_real_german_model_codec_report(german_model, sorbian_lines):
     _, model_dir, _ = german_model
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), f"paths.root={sorbian_lines}",
-                           f"model_dir={sorbian_lines / 'sorbian'}", f"data.cache_dir={sorbian_lines / 'cache'}",
-                           f"data.train=[{sorbian_lines}/train/*.png]", f"data.val=[{sorbian_lines}/val/*.png]",
-                           f"warmstart.model={model_dir / 'best.ckpt.json'}", "data_check_only=true"],
-                          check=False, capture_output=True, text=True, cwd=sorbian_lines, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            f"paths.root={sorbian_lines}",
+            f"model_dir={sorbian_lines / 'sorbian'}",
+            f"data.cache_dir={sorbian_lines / 'cache'}",
+            f"data.train=[{sorbian_lines}/train/*.png]",
+            f"data.val=[{sorbian_lines}/val/*.png]",
+            f"warmstart.model={model_dir / 'best.ckpt.json'}",
+            "data_check_only=true",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=sorbian_lines,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads((sorbian_lines / "sorbian" / "codec-report.json").read_text())
     added = {e["char"] for e in r["added"]}

@@ -27,12 +27,20 @@ COMBOS = list(itertools.product(("fraktur", "antiqua"), ("cala1", "cala2"), ("lo
 def build(overrides: list[str], **inputs) -> list[str]:
     cfg = compose_cfg(overrides, hydra_node=True)
     model_dir = Path(cfg.model_dir)
-    defaults = dict(model_dir=model_dir, train=tuple(cfg.data.train), val=tuple(cfg.data.val), n_train=1000,
-                    gpus=cfg.cluster.gpus, on_ramdisk=cfg.cluster.ramdisk is not None)
+    defaults = {
+        "model_dir": model_dir,
+        "train": tuple(cfg.data.train),
+        "val": tuple(cfg.data.val),
+        "n_train": 1000,
+        "gpus": cfg.cluster.gpus,
+        "on_ramdisk": cfg.cluster.ramdisk is not None,
+    }
     if cfg.warmstart.model:
         warm = cfg.warmstart.model
-        defaults.update(warmstart=warm if cfg.version.name == "cala2" else warm.removesuffix(".json"),
-                        network="deep3" if cfg.version.name == "cala2" else "cnn=40:3x3,pool=2x2,lstm=200")
+        defaults.update(
+            warmstart=warm if cfg.version.name == "cala2" else warm.removesuffix(".json"),
+            network="deep3" if cfg.version.name == "cala2" else "cnn=40:3x3,pool=2x2,lstm=200",
+        )
     else:
         defaults["network"] = cfg.train.network
     defaults.update(inputs)
@@ -42,8 +50,11 @@ def build(overrides: list[str], **inputs) -> list[str]:
 
 def normalise(argv: list[str]) -> str:
     text = shlex.join(argv)
-    for path, name in ((str(envs.resolve(compose_cfg(), ROOT).prefix.parent), "$ENVS"), (str(ROOT), "$ROOT"),
-                       (str(Path.home()), "$HOME")):
+    for path, name in (
+        (str(envs.resolve(compose_cfg(), ROOT).prefix.parent), "$ENVS"),
+        (str(ROOT), "$ROOT"),
+        (str(Path.home()), "$HOME"),
+    ):
         text = text.replace(path, name)
     return re.sub(r"\$ENVS/(cala[12])-[0-9a-f]{12}", r"$ENVS/\1-<lock hash>", text) + "\n"
 
@@ -54,37 +65,71 @@ def check_golden(name: str, argv: list[str]) -> None:
     if os.environ.get("HSBCALA_REGEN_GOLDEN"):
         path.write_text(text)
     assert path.exists(), f"no golden file {path}; create it with HSBCALA_REGEN_GOLDEN=1"
-    assert text == path.read_text(), f"command changed; if on purpose, regenerate with HSBCALA_REGEN_GOLDEN=1 ({path})"
+    assert text == path.read_text(), (
+        f"command changed; if on purpose, regenerate with HSBCALA_REGEN_GOLDEN=1 ({path})"
+    )
 
 
 @pytest.mark.parametrize("script,version,cluster", COMBOS)
 def test_command_matches_golden(script, version, cluster):
-    check_golden(f"{script}-{version}-{cluster}", build([f"script={script}", f"version={version}",
-                                                         f"cluster={cluster}"]))
+    check_golden(
+        f"{script}-{version}-{cluster}",
+        build([f"script={script}", f"version={version}", f"cluster={cluster}"]),
+    )
 
 
 @pytest.mark.parametrize("version", ["cala1", "cala2"])
 def test_resume_command_matches_golden(version):
-    ckpt = Path("/m/checkpoint/checkpoint_0003/trainer_params.json") if version == "cala2" else Path("/m/model_00000040.ckpt")
+    ckpt = (
+        Path("/m/checkpoint/checkpoint_0003/trainer_params.json")
+        if version == "cala2"
+        else Path("/m/model_00000040.ckpt")
+    )
     check_golden(f"resume-{version}", build([f"version={version}"], resume_from=ckpt))
 
 
 ORIGINAL_FLAGS = {
     # flag -> value (None: flag only) in the team's original ZIH scripts
-    "cala2": {"--train.batch_size": "64", "--train.num_processes": "10", "--train.prefetch": "128",
-              "--train.preload": "False", "--val.preload": "False", "--codec.keep_loaded": "False",
-              "--n_augmentations": "5", "--early_stopping.n_to_go": "10", "--trainer.random_seed": "50",
-              "--trainer.epochs": "500", "--device.dist_strategy": "mirror", "--data.skip_invalid_gt": "True",
-              "--warmstart.model": None, "--network": "deep3", "--trainer.output_dir": None,
-              "--train.images": None, "--val.images": None},
-    "cala1": {"--batch_size": "80", "--num_threads": "10", "--n_augmentations": "5", "--early_stopping_nbest": "10",
-              "--seed": "50", "--max_iters": "5000000", "--train_data_on_the_fly": None,
-              "--validation_data_on_the_fly": None, "--weights": None, "--network": None, "--output_dir": None,
-              "--files": None, "--validation": None},
+    "cala2": {
+        "--train.batch_size": "64",
+        "--train.num_processes": "10",
+        "--train.prefetch": "128",
+        "--train.preload": "False",
+        "--val.preload": "False",
+        "--codec.keep_loaded": "False",
+        "--n_augmentations": "5",
+        "--early_stopping.n_to_go": "10",
+        "--trainer.random_seed": "50",
+        "--trainer.epochs": "500",
+        "--device.dist_strategy": "mirror",
+        "--data.skip_invalid_gt": "True",
+        "--warmstart.model": None,
+        "--network": "deep3",
+        "--trainer.output_dir": None,
+        "--train.images": None,
+        "--val.images": None,
+    },
+    "cala1": {
+        "--batch_size": "80",
+        "--num_threads": "10",
+        "--n_augmentations": "5",
+        "--early_stopping_nbest": "10",
+        "--seed": "50",
+        "--max_iters": "5000000",
+        "--train_data_on_the_fly": None,
+        "--validation_data_on_the_fly": None,
+        "--weights": None,
+        "--network": None,
+        "--output_dir": None,
+        "--files": None,
+        "--validation": None,
+    },
 }
 
 
-@pytest.mark.parametrize("script,version", list(itertools.product(("fraktur", "antiqua"), ("cala1", "cala2"))))
+@pytest.mark.parametrize(
+    "script,version", list(itertools.product(("fraktur", "antiqua"), ("cala1", "cala2")))
+)
 def test_zih_power9_has_every_original_flag(script, version):
     argv = build([f"script={script}", f"version={version}", "cluster=zih_power9"])
     assert argv[:2] == ["bash", "-lc"] and "module load modenv/ml" in argv[2]
@@ -93,12 +138,16 @@ def test_zih_power9_has_every_original_flag(script, version):
         assert flag in argv, flag
         if value is not None:
             assert argv[argv.index(flag) + 1] == value, flag
-    pretrained = {("fraktur", "cala2"): "deep3_fraktur19/0.ckpt.json", ("antiqua", "cala2"): "deep3_lsh4/0.ckpt.json",
-                  ("fraktur", "cala1"): "fraktur_19th_century/0.ckpt", ("antiqua", "cala1"): "antiqua_historical/0.ckpt"}
+    pretrained = {
+        ("fraktur", "cala2"): "deep3_fraktur19/0.ckpt.json",
+        ("antiqua", "cala2"): "deep3_lsh4/0.ckpt.json",
+        ("fraktur", "cala1"): "fraktur_19th_century/0.ckpt",
+        ("antiqua", "cala1"): "antiqua_historical/0.ckpt",
+    }
     flag = "--warmstart.model" if version == "cala2" else "--weights"
     assert argv[argv.index(flag) + 1].endswith(pretrained[(script, version)])
     if version == "cala2":
-        assert argv[argv.index("--device.gpus") + 1: argv.index("--device.gpus") + 5] == ["0", "1", "2", "3"]
+        assert argv[argv.index("--device.gpus") + 1 : argv.index("--device.gpus") + 5] == ["0", "1", "2", "3"]
 
 
 def test_cala1_iterations_are_derived_from_epochs():
@@ -109,7 +158,9 @@ def test_cala1_iterations_are_derived_from_epochs():
 
 
 def test_nsys_wraps_the_engine_when_present(tmp_path, monkeypatch):
-    fake = tmp_path / "nsys"  # a stand-in executable on PATH, only to test the wrapping (nsys is not installed)
+    fake = (
+        tmp_path / "nsys"
+    )  # a stand-in executable on PATH, only to test the wrapping (nsys is not installed)
     fake.write_text("#!/bin/sh\nexit 0\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")

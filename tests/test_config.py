@@ -27,19 +27,29 @@ def test_every_combination_composes(script, version, cluster):
     assert cfg.model_dir.endswith(f"/models/{stem}.{version}")
 
 
-@pytest.mark.parametrize("version,batch,epochs,iterations", [("cala2", 64, 500, None), ("cala1", 80, 500, 5_000_000)])
+@pytest.mark.parametrize(
+    "version,batch,epochs,iterations", [("cala2", 64, 500, None), ("cala1", 80, 500, 5_000_000)]
+)
 def test_full_preset_has_the_original_settings(version, batch, epochs, iterations):
     cfg = compose_cfg([f"version={version}", "preset=full", "data.train=[x]", "data.val=[y]"])
     t = cfg.train
     assert (t.batch_size, t.epochs, t.iterations) == (batch, epochs, iterations)
-    assert (t.augmentations, t.early_stopping_patience, t.seed, t.workers, t.skip_invalid) == (5, 10, 50, 10, True)
+    assert (t.augmentations, t.early_stopping_patience, t.seed, t.workers, t.skip_invalid) == (
+        5,
+        10,
+        50,
+        10,
+        True,
+    )
     pretrained = {"cala2": "deep3_fraktur19", "cala1": "fraktur_19th_century"}[version]
     assert cfg.warmstart.model.endswith(f"/pretrained/{pretrained}/0.ckpt.json")
 
 
 def test_antiqua_warm_starts_from_its_own_models():
     for version, name in (("cala2", "deep3_lsh4"), ("cala1", "antiqua_historical")):
-        cfg = compose_cfg(["script=antiqua", f"version={version}", "preset=full", "data.train=[x]", "data.val=[y]"])
+        cfg = compose_cfg(
+            ["script=antiqua", f"version={version}", "preset=full", "data.train=[x]", "data.val=[y]"]
+        )
         assert cfg.warmstart.model.endswith(f"/{name}/0.ckpt.json")
 
 
@@ -47,7 +57,9 @@ def test_zih_power9_resources():
     for version, gpus, cpus in (("cala2", 4, 21), ("cala1", 1, 22)):
         cfg = compose_cfg(["cluster=zih_power9", f"version={version}"], hydra_node=True)
         launcher = cfg.hydra.launcher
-        assert launcher.partition == "ml" and launcher.gres == f"gpu:{gpus}" and launcher.cpus_per_task == cpus
+        assert (
+            launcher.partition == "ml" and launcher.gres == f"gpu:{gpus}" and launcher.cpus_per_task == cpus
+        )
         assert launcher.mem_per_cpu == "1443M" and launcher.timeout_min == 600 and launcher.nodes == 1
         assert cfg.train.prefetch == 128 and cfg.cluster.ramdisk == "/dev/shm"
         assert cfg.cluster.env.modules[0] == "modenv/ml"
@@ -55,7 +67,12 @@ def test_zih_power9_resources():
 
 def test_embedded_default_is_small_and_from_scratch():
     cfg = compose_cfg()
-    assert (cfg.script.name, cfg.version.name, cfg.cluster.name, cfg.preset) == ("fraktur", "cala2", "local", "demo")
+    assert (cfg.script.name, cfg.version.name, cfg.cluster.name, cfg.preset) == (
+        "fraktur",
+        "cala2",
+        "local",
+        "demo",
+    )
     assert cfg.warmstart.model is None and cfg.train.epochs <= 20
     assert cfg.data.train[0].endswith("data/synthetic/fraktur/train/*.png")
 
@@ -77,23 +94,37 @@ def test_unknown_group_option_lists_the_valid_ones():
         compose_cfg(["script=latin"])
 
 
-@pytest.mark.parametrize("override,key", [("train.codec=merge", "train.codec"), ("train.epochs=0", "train.epochs"),
-                                          ("profiler.if_missing=ignore", "profiler.if_missing")])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("train.codec=merge", "train.codec"),
+        ("train.epochs=0", "train.epochs"),
+        ("profiler.if_missing=ignore", "profiler.if_missing"),
+    ],
+)
 def test_semantic_checks_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key):
         schema.check(compose_cfg([override]))
 
 
 def test_full_preset_without_data_names_the_missing_key(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "preset=full", f"paths.root={tmp_path}"],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "preset=full", f"paths.root={tmp_path}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     assert "data.train" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_unknown_option_on_the_command_line_is_one_clear_line(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "version=cala3"], capture_output=True,
-                          text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "version=cala3"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1
     assert "cala3" in proc.stderr and "cala1" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "models").exists()

@@ -62,6 +62,7 @@ def _gt_text(image: Path) -> str:
 
 # --- ways to damage a line -----------------------------------------------------------------------------------
 
+
 def _png_size(png: Path) -> tuple[int, int]:
     return struct.unpack(">II", png.read_bytes()[16:24])
 
@@ -119,8 +120,16 @@ def _zero_width(image: Path) -> str:
     return f"image has a zero dimension (0x{height})"
 
 
-DAMAGES = [_delete_gt, _truncate_png, _flip_idat_byte, _text_as_png, _empty_gt, _whitespace_gt, _latin1_gt,
-           _zero_width]
+DAMAGES = [
+    _delete_gt,
+    _truncate_png,
+    _flip_idat_byte,
+    _text_as_png,
+    _empty_gt,
+    _whitespace_gt,
+    _latin1_gt,
+    _zero_width,
+]
 
 
 @pytest.mark.parametrize("damage", DAMAGES, ids=lambda f: f.__name__.lstrip("_"))
@@ -165,8 +174,9 @@ def test_count_of_further_problems(lines: list[Path]) -> None:
     _empty_gt(lines[3])
     with pytest.raises(DataError) as info:
         check_lines(lines, key="data.val", skip_invalid=False)
-    assert str(info.value) == (f"data.val: 3 invalid lines; first: {lines[1]}: "
-                               f"no ground truth file {gt_path(lines[1])}")
+    assert str(info.value) == (
+        f"data.val: 3 invalid lines; first: {lines[1]}: no ground truth file {gt_path(lines[1])}"
+    )
     result = check_lines(lines, key="data.val", skip_invalid=True)
     assert [p for p, _ in result.skipped] == [lines[1], lines[3], lines[4]]
     assert result.images == (lines[0], lines[2])
@@ -175,7 +185,9 @@ def test_count_of_further_problems(lines: list[Path]) -> None:
 def test_no_valid_line_left_is_an_error_even_when_skipping(lines: list[Path]) -> None:
     for image in lines:
         _delete_gt(image)
-    with pytest.raises(DataError, match=r"^data\.train: no valid line: all 5 lines are invalid; first: ") as info:
+    with pytest.raises(
+        DataError, match=r"^data\.train: no valid line: all 5 lines are invalid; first: "
+    ) as info:
         check_lines(lines, key="data.train", skip_invalid=True)
     assert str(lines[0]) in str(info.value)
 
@@ -198,21 +210,26 @@ def test_bin_png_lines_find_their_gt(tmp_path: Path) -> None:
 
 # --- gt_path -------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("image", "gt"), [
-    ("a/b.png", "a/b.gt.txt"),
-    ("a/b.bin.png", "a/b.gt.txt"),
-    ("a/b.nrm.png", "a/b.gt.txt"),
-    ("/x/010001.bin.png", "/x/010001.gt.txt"),
-    ("a/p1.l02.png", "a/p1.gt.txt"),  # Calamari cuts at the FIRST dot of the file name
-    ("a.d/b.PNG", "a.d/b.gt.txt"),  # dots in directory names do not count
-    ("a/noext", "a/noext.gt.txt"),
-])
+
+@pytest.mark.parametrize(
+    ("image", "gt"),
+    [
+        ("a/b.png", "a/b.gt.txt"),
+        ("a/b.bin.png", "a/b.gt.txt"),
+        ("a/b.nrm.png", "a/b.gt.txt"),
+        ("/x/010001.bin.png", "/x/010001.gt.txt"),
+        ("a/p1.l02.png", "a/p1.gt.txt"),  # Calamari cuts at the FIRST dot of the file name
+        ("a.d/b.PNG", "a.d/b.gt.txt"),  # dots in directory names do not count
+        ("a/noext", "a/noext.gt.txt"),
+    ],
+)
 def test_gt_path_follows_calamaris_split_all_ext(image: str, gt: str) -> None:
     assert gt_path(Path(image)) == Path(gt)
     assert GT_SUFFIX == ".gt.txt"
 
 
 # --- resolve -------------------------------------------------------------------------------------------------
+
 
 def _touch(*paths: Path) -> None:
     for p in paths:
@@ -255,13 +272,20 @@ def test_pattern_matching_only_a_directory(tmp_path: Path) -> None:
 
 def test_recursive_glob_takes_images_only_sorted_absolute(tmp_path: Path) -> None:
     root = tmp_path / "gt"
-    images = [root / "top.png", root / "b1" / "l1.bin.png", root / "b1" / "deep" / "l2.TIF",
-              root / "b2" / "l3.jpeg", root / "b2" / "l4.BMP"]
+    images = [
+        root / "top.png",
+        root / "b1" / "l1.bin.png",
+        root / "b1" / "deep" / "l2.TIF",
+        root / "b2" / "l3.jpeg",
+        root / "b2" / "l4.BMP",
+    ]
     _touch(*images, root / "b1" / "l1.gt.txt", root / "b2" / "readme.txt")
     found = resolve([str(root / "**" / "*")], key="data.train", base=tmp_path)
     assert found == tuple(sorted(images))
     assert resolve([str(root / "**" / "*.png")], key="data.train", base=tmp_path) == (
-        root / "b1" / "l1.bin.png", root / "top.png")
+        root / "b1" / "l1.bin.png",
+        root / "top.png",
+    )
 
 
 def test_relative_patterns_use_base_and_are_deduplicated(tmp_path: Path, monkeypatch) -> None:
@@ -282,6 +306,7 @@ def test_real_recursive_glob() -> None:
 
 # --- load_lines ----------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def split(tmp_path: Path) -> tuple[list[Path], list[Path]]:
     images = _real_lines(6)
@@ -289,8 +314,9 @@ def split(tmp_path: Path) -> tuple[list[Path], list[Path]]:
 
 
 def test_load_lines(tmp_path: Path, split) -> None:
-    train, val = load_lines(["train/*.png"], [str(tmp_path / "val" / "*.png")], base=tmp_path,
-                            skip_invalid=False)
+    train, val = load_lines(
+        ["train/*.png"], [str(tmp_path / "val" / "*.png")], base=tmp_path, skip_invalid=False
+    )
     assert train.images == tuple(split[0])
     assert val.images == tuple(split[1])
 
@@ -323,8 +349,9 @@ def test_train_val_overlap_through_a_hard_link(tmp_path: Path, split) -> None:
     shutil.copyfile(gt_path(split[0][3]), gt_path(linked))
     with pytest.raises(DataError) as info:
         load_lines(["train/*.png"], ["val/*.png"], base=tmp_path, skip_invalid=True)
-    assert str(info.value) == (f"data.val: {linked} is also in data.train (as {split[0][3]}); "
-                               f"validation lines must be held out")
+    assert str(info.value) == (
+        f"data.val: {linked} is also in data.train (as {split[0][3]}); validation lines must be held out"
+    )
 
 
 def test_train_val_overlap_through_the_same_gt(tmp_path: Path, split) -> None:
@@ -335,11 +362,14 @@ def test_train_val_overlap_through_the_same_gt(tmp_path: Path, split) -> None:
     shutil.copyfile(other, line_bin)
     with pytest.raises(DataError) as info:
         load_lines(["train/*.bin.png"], ["val/*.png", "train/*.nrm.png"], base=tmp_path, skip_invalid=True)
-    assert str(info.value) == (f"data.val: {other} has the same ground truth {gt_path(other)} as {line_bin} "
-                               f"in data.train; validation lines must be held out")
+    assert str(info.value) == (
+        f"data.val: {other} has the same ground truth {gt_path(other)} as {line_bin} "
+        f"in data.train; validation lines must be held out"
+    )
 
 
 # --- speed: a printed figure, no assertion ------------------------------------------------------------------
+
 
 def test_print_time_to_check_5000_real_lines(capsys) -> None:
     images = resolve(["**/*.png"], key="data.train", base=_need(FRAKTUR))[:5000]
@@ -347,7 +377,9 @@ def test_print_time_to_check_5000_real_lines(capsys) -> None:
     result = check_lines(images, key="data.train", skip_invalid=True)
     seconds = time.perf_counter() - t0
     with capsys.disabled():
-        print(f"\n[timing] hsbcala.data.check_lines: {len(images)} real lines in {seconds:.2f} s "
-              f"({len(result)} valid, {len(result.skipped)} skipped, {len(result.charset)} characters)")
+        print(
+            f"\n[timing] hsbcala.data.check_lines: {len(images)} real lines in {seconds:.2f} s "
+            f"({len(result)} valid, {len(result.skipped)} skipped, {len(result.charset)} characters)"
+        )
     assert len(result) + len(result.skipped) == len(images)
     assert data.IMAGE_SUFFIXES  # the module's public suffix list is what resolve() takes

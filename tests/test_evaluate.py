@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala import cer, report, schema
+from hsbcala import cer, engines, report, schema
 from hsbcala.engines import envs
 from hsbcala.errors import ConfigError
 from tests.conftest import IN_CI, ROOT, SHARED, compose_cfg
@@ -73,23 +73,44 @@ def test_normalisation_is_nfc_and_calamaris_whitespace_and_cala1_dash_rules():
     assert cer.normalize(f"  {decomposed}  a\t\tb \n", "calamari2") == "č a b"
     assert cer.normalize("a — b – µ", "calamari2") == "a — b – µ"
     assert cer.normalize("a — b – µ", "calamari1") == "a - b - μ"
-    assert cer.ENGINE_RULES == {"cala1": "calamari1", "cala2": "calamari2"}
+    assert {v: engines.get(v).eval_rules for v in VERSIONS} == {"cala1": "calamari1", "cala2": "calamari2"}
 
 
 def _result(model, overall, groups, error=None, **extra):
-    sets = [] if error else [{"name": "val", "overall": {"lines": 10, "cer": overall},
-                              "groups": {g: (None if v is None else {"cer": v}) for g, v in groups.items()}}]
-    return {"model": model, "version": "cala2", "sets": sets, "groups": {g: [f"*_{g}*"] for g in groups},
-            "error": error, "normalization_description": "NFC", **extra}
+    sets = (
+        []
+        if error
+        else [
+            {
+                "name": "val",
+                "overall": {"lines": 10, "cer": overall},
+                "groups": {g: (None if v is None else {"cer": v}) for g, v in groups.items()},
+            }
+        ]
+    )
+    return {
+        "model": model,
+        "version": "cala2",
+        "sets": sets,
+        "groups": {g: [f"*_{g}*"] for g in groups},
+        "error": error,
+        "normalization_description": "NFC",
+        **extra,
+    }
 
 
 def test_table_marks_missing_models_and_groups_instead_of_numbers(tmp_path):
-    results = [_result("fraktur-cala2", 0.0234, {"binarized": 0.02, "raw": None}),
-               _result("antiqua-cala1", None, {"binarized": None, "raw": None}, error="model_dir x holds no model")]
+    results = [
+        _result("fraktur-cala2", 0.0234, {"binarized": 0.02, "raw": None}),
+        _result("antiqua-cala1", None, {"binarized": None, "raw": None}, error="model_dir x holds no model"),
+    ]
     md = report.markdown(results)
     rows = [r for r in md.splitlines() if r.startswith("| ") and not r.startswith("| model")]
     assert len(rows) == 2
-    assert "| fraktur-cala2 | 10 | 2.34 % | 2.00 % | n/a |" in rows[0] and "raw: no line matches *_raw*" in rows[0]
+    assert (
+        "| fraktur-cala2 | 10 | 2.34 % | 2.00 % | n/a |" in rows[0]
+        and "raw: no line matches *_raw*" in rows[0]
+    )
     assert rows[1].count("missing") >= 4 and "model_dir x holds no model" in rows[1]
     lines = list(csv.reader(report.csv_text(results).splitlines()))
     assert lines[0][:7] == ["model", "script", "version", "lines", "cer", "cer_binarized", "cer_raw"]
@@ -113,8 +134,10 @@ def test_evaluate_config_resolves_model_dir_and_data_as_training(script, version
     cfg = compose_eval([f"script={script}", f"version={version}"])
     train_cfg = compose_cfg([f"script={script}", f"version={version}"])
     assert cfg.model_dir == train_cfg.model_dir and list(cfg.data.val) == list(train_cfg.data.val)
-    assert cfg.eval.groups == {"binarized": ["*_GTOLENA*", "*_GTSBB*", "*_GTOCROPY*", "*_GTLINES*"],
-                               "raw": ["*_GTPAGE*"]}
+    assert cfg.eval.groups == {
+        "binarized": ["*_GTOLENA*", "*_GTSBB*", "*_GTOCROPY*", "*_GTLINES*"],
+        "raw": ["*_GTPAGE*"],
+    }
     assert train_cfg.eval is None  # training configs carry no evaluation settings
     schema.check(train_cfg)
 
@@ -125,8 +148,9 @@ def test_eval_keys_do_not_change_the_model_dir_of_a_sweep_point():
     from hydra.types import RunMode
     from omegaconf import read_write
 
-    cfg = compose_eval(["train.batch_size=32", "+eval.groups.x=[a]", "eval.batch_size=4", "version=cala1"],
-                       hydra_node=True)
+    cfg = compose_eval(
+        ["train.batch_size=32", "+eval.groups.x=[a]", "eval.batch_size=4", "version=cala1"], hydra_node=True
+    )
     with read_write(cfg.hydra):
         cfg.hydra.mode = RunMode.MULTIRUN
     HydraConfig.instance().set_config(cfg)
@@ -151,8 +175,14 @@ def test_bad_eval_options_fail_with_the_key():
         evaluate.check(cfg)
     with pytest.raises(ConfigError, match=r"eval.extra.val: the name of the main evaluation set"):
         evaluate.check(compose_eval(["+eval.extra.val=[x.png]"]))
-    proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "eval.bogus=1"], capture_output=True, check=False,
-                          text=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), "eval.bogus=1"],
+        capture_output=True,
+        check=False,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode != 0 and "eval.bogus" in proc.stderr
 
 
@@ -193,19 +223,31 @@ def variant_lines(tmp_path_factory, shared_books) -> Path:
         shutil.copy(png, out / f"{name}.png")
         shutil.copy(png.with_suffix(".gt.txt"), out / f"{name}.gt.txt")
     shutil.copy(images[0], out / "nogt_GTSBB.png")
-    assert any("—" in p.read_text(encoding="utf-8") for p in out.glob("*.gt.txt")), \
+    assert any("—" in p.read_text(encoding="utf-8") for p in out.glob("*.gt.txt")), (
         "the lines should contain em dashes (Calamari 1 normalises them)"
+    )
     return out
 
 
 def run_evaluate(*overrides: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *overrides], capture_output=True, check=False,
-                          text=True, cwd=cwd, timeout=900)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), *overrides],
+        capture_output=True,
+        check=False,
+        text=True,
+        cwd=cwd,
+        timeout=900,
+    )
 
 
 def base_overrides(tmp: Path, lines: Path) -> list[str]:
-    return [f"paths.root={tmp}", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlruns.db'}",
-            f"eval.data=[{lines}/*.png]", f"hydra.run.dir={tmp / 'eval-run'}", "eval.batch_size=8"]
+    return [
+        f"paths.root={tmp}",
+        f"mlflow.tracking_uri=sqlite:///{tmp / 'mlruns.db'}",
+        f"eval.data=[{lines}/*.png]",
+        f"hydra.run.dir={tmp / 'eval-run'}",
+        "eval.batch_size=8",
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -216,10 +258,14 @@ def multirun(tiny_models, variant_lines):
     (tmp / "empty-model").mkdir(exist_ok=True)
     sweep = tmp / "sweep"
     proc = run_evaluate(
-        "-m", "version=cala1,cala2",
+        "-m",
+        "version=cala1,cala2",
         f"model_dir={tmp / 'model-cala1'},{tmp / 'model-cala2'},{tmp / 'empty-model'}",
-        *base_overrides(tmp, variant_lines), f"hydra.sweep.dir={sweep}",
-        "+eval.groups.olena=[*_GTOLENA*]", "eval.export=true", f"eval.export_dir={tmp / 'releases'}",
+        *base_overrides(tmp, variant_lines),
+        f"hydra.sweep.dir={sweep}",
+        "+eval.groups.olena=[*_GTOLENA*]",
+        "eval.export=true",
+        f"eval.export_dir={tmp / 'releases'}",
     )
     results = {}
     for f in sweep.glob("*/eval-result.json"):
@@ -239,8 +285,11 @@ def calamari_eval(version: str, gt_dir: Path) -> tuple[int, int, float]:
     """(errors, GT characters, printed percent) of the version's own calamari-eval."""
     cfg = compose_cfg([f"version={version}"])
     program = envs.resolve(cfg, ROOT).program("calamari-eval")
-    argv = ([program, "--gt.texts", f"{gt_dir}/*.gt.txt"] if version == "cala2"
-            else [program, "--gt", f"{gt_dir}/*.gt.txt", "--no_progress_bars"])
+    argv = (
+        [program, "--gt.texts", f"{gt_dir}/*.gt.txt"]
+        if version == "cala2"
+        else [program, "--gt", f"{gt_dir}/*.gt.txt", "--no_progress_bars"]
+    )
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
     m = re.search(r"error rate of ([\d.]+)% \((\d+) errs, (\d+) total chars", proc.stdout + proc.stderr)
     assert m, (proc.stdout + proc.stderr)[-3000:]
@@ -298,8 +347,10 @@ def test_mlflow_training_run_carries_metrics_and_artifacts(multirun, version):
     assert "eval/eval/cer_olena" not in m
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
     assert {"eval/eval-result.json", "eval/cer-table.md", "eval/cer-table.csv", "eval/cer-table.png"} <= arts
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "eval/eval")} == \
-        {"eval/eval/lines.tsv", "eval/eval/confusions.tsv"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "eval/eval")} == {
+        "eval/eval/lines.tsv",
+        "eval/eval/confusions.tsv",
+    }
     conf = Path(client.download_artifacts(run.info.run_id, "eval/eval/confusions.tsv"))
     assert 1 < len(conf.read_text(encoding="utf-8").splitlines()) <= 51
 
@@ -313,7 +364,9 @@ def test_multirun_table_has_one_row_per_model_and_marks_the_missing_ones(multiru
     md = (sweep / "cer-table.md").read_text(encoding="utf-8")
     rows = [r for r in md.splitlines() if r.startswith("| ") and not r.startswith("| model")]
     assert len(rows) == 6
-    assert all(r.startswith(("| fraktur-cala1 (", "| fraktur-cala2 (")) for r in rows)  # no eval keys in names
+    assert all(
+        r.startswith(("| fraktur-cala1 (", "| fraktur-cala2 (")) for r in rows
+    )  # no eval keys in names
     ok = [r for r in rows if "% |" in r]
     assert len(ok) == 2 and all("olena: no line matches *_GTOLENA*" in r and "| n/a |" in r for r in ok)
     missing = [r for r in rows if r not in ok]
@@ -345,8 +398,11 @@ def test_release_export_packs_model_and_metadata(multirun, version):
         names = set(tar.getnames())
         meta = json.loads(tar.extractfile(f"hsbfraktur.{version}/hsbcala-release.json").read())
     weights = "best.ckpt/variables/variables.index" if version == "cala2" else "best.ckpt.h5"
-    assert {f"hsbfraktur.{version}/best.ckpt.json", f"hsbfraktur.{version}/{weights}",
-            f"hsbfraktur.{version}/CER.md"} <= names
+    assert {
+        f"hsbfraktur.{version}/best.ckpt.json",
+        f"hsbfraktur.{version}/{weights}",
+        f"hsbfraktur.{version}/CER.md",
+    } <= names
     assert meta["script"] == "fraktur" and meta["version"] == version
     assert meta["training_data"]["train"] and meta["training_data"]["source"] == "the MLflow training run"
     assert "| fraktur-" in meta["cer_table"] and meta["hsbcala_commit"]
@@ -355,18 +411,24 @@ def test_release_export_packs_model_and_metadata(multirun, version):
 @pytest.mark.slow
 def test_bad_input_one_clear_line(tiny_models, variant_lines, tmp_path):
     tmp = tiny_models
-    base = [*base_overrides(tmp, variant_lines), f"model_dir={tmp / 'model-cala2'}",
-            f"hydra.run.dir={tmp_path / 'run'}"]
+    base = [
+        *base_overrides(tmp, variant_lines),
+        f"model_dir={tmp / 'model-cala2'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
 
     def fails(*overrides: str, needle: str) -> None:
         proc = run_evaluate(*base, *overrides)
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr
-        assert any(x.startswith("hsbcala: error:") and needle in x for x in proc.stderr.splitlines()), \
+        assert any(x.startswith("hsbcala: error:") and needle in x for x in proc.stderr.splitlines()), (
             proc.stderr[-2000:]
+        )
 
-    fails(f"eval.data=[{tmp_path}/nowhere/*.png]", needle=f"eval.data: pattern '{tmp_path}/nowhere/*.png' "
-                                                         f"matches no file")
+    fails(
+        f"eval.data=[{tmp_path}/nowhere/*.png]",
+        needle=f"eval.data: pattern '{tmp_path}/nowhere/*.png' matches no file",
+    )
     fails("eval.skip_invalid=false", needle="nogt_GTSBB.png: no ground truth file")
     fails(f"+eval.extra.more=[{tmp_path}/none/*.png]", needle="eval.extra.more: pattern")
     fails(f"model_dir={tmp_path / 'never-trained'}", needle="does not exist: no model to evaluate")

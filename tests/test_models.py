@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala.errors import DataError
 from hsbcala.engines.modeljson import ModelInfo, read_model, weights_arg
+from hsbcala.errors import DataError
 from tests.conftest import SHARED
 
 # -------------------------------------------------------------------------------------------- JSON builders
@@ -388,7 +388,6 @@ def test_weights_arg(tmp_path, monkeypatch):
 
 
 # -------------------------------------------------------------------------------------- real engines (slow)
-
 
 
 def engine(version: int) -> Path:

@@ -20,15 +20,23 @@ def test_cala2_epochs_and_stages():
     epochs = [u for u in updates if "val_cer" in u.metrics]
     assert [u.step for u in epochs] == [1, 2, 3, 4, 5, 6]  # stage 1 continues after stage 0's 3 epochs
     first = epochs[0].metrics
-    assert first == {"train_cer": 1.0101, "train_loss": 1501.5724, "val_cer": 1.2282, "val_loss": 1241.7773,
-                     "best_val_cer": 1.2282, "stage": 0.0}
+    assert first == {
+        "train_cer": 1.0101,
+        "train_loss": 1501.5724,
+        "val_cer": 1.2282,
+        "val_loss": 1241.7773,
+        "best_val_cer": 1.2282,
+        "stage": 0.0,
+    }
     assert epochs[3].metrics["stage"] == 1.0
     assert parser.best_val_cer == 0.9785 and parser.epochs_seen == 6
 
 
 def test_cala2_resumed_in_stage_one_keeps_steps():
     parser = engines.get("cala2").Parser(per_stage=500, stage=1, start=7, best_val_cer=0.2)
-    (u,) = parser.feed("INFO  tfaip.trainer.callbacks.logger: Results of epoch    8 CER: 0.1 - loss: 3.5 - val_CER: 0.15")
+    (u,) = parser.feed(
+        "INFO  tfaip.trainer.callbacks.logger: Results of epoch    8 CER: 0.1 - loss: 3.5 - val_CER: 0.15"
+    )
     assert u.step == 508 and u.metrics["best_val_cer"] == 0.15
 
 
@@ -45,10 +53,14 @@ def test_cala1_display_checks_and_stages():
 
 def test_cala1_better_model_gives_val_cer_at_its_check():
     parser = engines.get("cala1").Parser(per_stage=1000, check_every=20)
-    lines = ["#00000019: loss=10.0 ler=0.5 dt=0.1s", "Checking early stopping model",
-             "Found better model with accuracy of 87.500000%", "#00000039: loss=9.0 ler=0.4 dt=0.1s",
-             "Checking early stopping model",
-             "No better model found. Currently accuracy of 87.500000% at iter 20 (remaining nbest = 9)"]
+    lines = [
+        "#00000019: loss=10.0 ler=0.5 dt=0.1s",
+        "Checking early stopping model",
+        "Found better model with accuracy of 87.500000%",
+        "#00000039: loss=9.0 ler=0.4 dt=0.1s",
+        "Checking early stopping model",
+        "No better model found. Currently accuracy of 87.500000% at iter 20 (remaining nbest = 9)",
+    ]
     updates = feed_all(parser, lines)
     checks = [u for u in updates if "best_val_cer" in u.metrics]
     assert [(u.step, round(u.metrics["best_val_cer"], 6)) for u in checks] == [(20, 0.125), (40, 0.125)]

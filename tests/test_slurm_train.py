@@ -90,8 +90,14 @@ def tiny(tmp: Path, gt: Path, version: str, **extra: str) -> list[str]:
 
 def launch(tmp: Path, overrides: list[str], *, multirun: bool = True, timeout: float = 600):
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *(["-m"] if multirun else []), *overrides],
-                          capture_output=True, text=True, cwd=tmp, timeout=timeout, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *(["-m"] if multirun else []), *overrides],
+        capture_output=True,
+        text=True,
+        cwd=tmp,
+        timeout=timeout,
+        check=False,
+    )
     proc.seconds = time.monotonic() - t0
     return proc
 
@@ -132,8 +138,15 @@ def job_stderr(tmp: Path, job_id: str) -> str:
 @pytest.mark.parametrize("cluster", ["slurm_local", "zih_power9"])
 def test_slurm_cluster_without_m_refuses_to_train_here(tmp_path, cluster):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), f"cluster={cluster}", f"paths.root={tmp_path}"],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), f"cluster={cluster}", f"paths.root={tmp_path}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("hsbcala: error:") and " -m " in lines[0], proc.stderr
@@ -141,7 +154,9 @@ def test_slurm_cluster_without_m_refuses_to_train_here(tmp_path, cluster):
 
 
 def test_dry_run_prints_sbatch_and_commands_without_submitting(tmp_path, gt):
-    overrides = tiny(tmp_path, gt, "cala1", **{"dry_run": "true", "train.seed": "1,2", "hydra.sweep.dir": None})
+    overrides = tiny(
+        tmp_path, gt, "cala1", **{"dry_run": "true", "train.seed": "1,2", "hydra.sweep.dir": None}
+    )
     proc = launch(tmp_path, overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
@@ -157,8 +172,17 @@ def test_dry_run_prints_sbatch_and_commands_without_submitting(tmp_path, gt):
     assert "#SBATCH --partition=debug" in single.stdout and "add -m to submit it" in single.stdout
     assert "/bin/calamari-train " in single.stdout.strip().splitlines()[-1]
     # zih_power9 with staged data: the archive is listed (not unpacked) to count the lines for Calamari 1
-    staged = launch(tmp_path, ["cluster=zih_power9", "version=cala1", "dry_run=true", "warmstart.model=null",
-                               f"paths.root={tmp_path}", f"cluster.stage.archive={gt / 'gt.tar.gz'}"])
+    staged = launch(
+        tmp_path,
+        [
+            "cluster=zih_power9",
+            "version=cala1",
+            "dry_run=true",
+            "warmstart.model=null",
+            f"paths.root={tmp_path}",
+            f"cluster.stage.archive={gt / 'gt.tar.gz'}",
+        ],
+    )
     assert staged.returncode == 0, staged.stderr
     assert "#SBATCH --partition=ml" in staged.stdout and "#SBATCH --gres=gpu:1" in staged.stdout
     assert f"the job would unpack {gt / 'gt.tar.gz'} to /dev/shm/hsbcala/fraktur" in staged.stderr
@@ -166,8 +190,10 @@ def test_dry_run_prints_sbatch_and_commands_without_submitting(tmp_path, gt):
     assert not Path("/dev/shm/hsbcala/fraktur").exists() and not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("script,version,cluster",
-                         list(itertools.product(("fraktur", "antiqua"), ("cala1", "cala2"), NEW_CLUSTERS)))
+@pytest.mark.parametrize(
+    "script,version,cluster",
+    list(itertools.product(("fraktur", "antiqua"), ("cala1", "cala2"), NEW_CLUSTERS)),
+)
 def test_new_clusters_compose_and_match_golden(script, version, cluster):
     from tests.test_commands import build, check_golden
 
@@ -175,20 +201,27 @@ def test_new_clusters_compose_and_match_golden(script, version, cluster):
     schema.check(cfg)
     assert cfg.cluster.slurm and cfg.hydra.launcher._target_.endswith("HsbcalaSlurmLauncher")
     assert cfg.hydra.launcher.max_num_timeout > 0
-    check_golden(f"{script}-{version}-{cluster}", build([f"script={script}", f"version={version}",
-                                                         f"cluster={cluster}"]))
+    check_golden(
+        f"{script}-{version}-{cluster}",
+        build([f"script={script}", f"version={version}", f"cluster={cluster}"]),
+    )
 
 
 def test_generic_site_settings():
-    cfg = compose_cfg(["cluster=slurm_generic", "hydra.launcher.partition=gpu", "cluster.gpus=2"], hydra_node=True)
-    assert cfg.hydra.launcher.partition == "gpu" and cfg.hydra.launcher.gres == "gpu:2" and cfg.cluster.gpus == 2
+    cfg = compose_cfg(
+        ["cluster=slurm_generic", "hydra.launcher.partition=gpu", "cluster.gpus=2"], hydra_node=True
+    )
+    assert (
+        cfg.hydra.launcher.partition == "gpu" and cfg.hydra.launcher.gres == "gpu:2" and cfg.cluster.gpus == 2
+    )
     assert cfg.data.train == ["/dev/shm/hsbcala/fraktur/train/*.png"]
 
 
 def test_stage_unpacks_once_shares_and_cleans_up(tmp_path, gt):
     target = tmp_path / "shm" / "fraktur"
-    cfg = compose_cfg([f"paths.root={tmp_path}", f"cluster.stage.archive={gt / 'gt.tar.gz'}",
-                       f"cluster.stage.dir={target}"])
+    cfg = compose_cfg(
+        [f"paths.root={tmp_path}", f"cluster.stage.archive={gt / 'gt.tar.gz'}", f"cluster.stage.dir={target}"]
+    )
     first = slurm_job.stage(cfg)
     assert sorted(p.name for p in target.iterdir()) == [slurm_job.STAGE_STAMP, "train", "val"]
     assert len(list((target / "train").glob("*.png"))) == 16
@@ -216,12 +249,17 @@ def test_stage_unpacks_once_shares_and_cleans_up(tmp_path, gt):
 def test_tiny_training_through_slurm_with_staged_data(slurm_cluster, tmp_path, gt):
     """cala2, data unpacked from gt.tar.gz to a RAM disk directory by the job, removed at its end."""
     stage_dir = Path("/dev/shm") / f"hsbcala-test-{uuid.uuid4().hex[:8]}" / "fraktur"
-    overrides = tiny(tmp_path, gt, "cala2", **{
-        "cluster.stage.archive": str(gt / "gt.tar.gz"),
-        "cluster.stage.dir": str(stage_dir),
-        "data.train": "[${cluster.stage.dir}/train/*.png]",
-        "data.val": "[${cluster.stage.dir}/val/*.png]",
-    })
+    overrides = tiny(
+        tmp_path,
+        gt,
+        "cala2",
+        **{
+            "cluster.stage.archive": str(gt / "gt.tar.gz"),
+            "cluster.stage.dir": str(stage_dir),
+            "data.train": "[${cluster.stage.dir}/train/*.png]",
+            "data.val": "[${cluster.stage.dir}/val/*.png]",
+        },
+    )
     try:
         proc = launch(tmp_path, overrides)
     finally:
@@ -253,12 +291,18 @@ def test_walltime_requeue_resumes_from_checkpoint_in_one_run(slurm_cluster, tmp_
     30 s, so 6-7 jobs may be needed (and if the first job gets USR2 before its first checkpoint, the second
     starts from zero and the test fails: it needs the machine to itself, as in CI).
     """
-    overrides = tiny(tmp_path, gt, "cala2", **EVEN_EPOCHS, **{
-        "train.epochs": "150",
-        "hydra.launcher.timeout_min": "1",
-        "hydra.launcher.signal_delay_s": "1",
-        "hydra.launcher.max_num_timeout": "7",
-    })
+    overrides = tiny(
+        tmp_path,
+        gt,
+        "cala2",
+        **EVEN_EPOCHS,
+        **{
+            "train.epochs": "150",
+            "hydra.launcher.timeout_min": "1",
+            "hydra.launcher.signal_delay_s": "1",
+            "hydra.launcher.max_num_timeout": "7",
+        },
+    )
     proc = launch(tmp_path, overrides, timeout=900)
     print(f"\nsubmit -> finish: {proc.seconds:.0f} s")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -266,14 +310,19 @@ def test_walltime_requeue_resumes_from_checkpoint_in_one_run(slurm_cluster, tmp_
     state = state_of(tmp_path / "model-cala2")
     history = state["history"]
     starts = [time.mktime(time.strptime(h["started"], "%Y-%m-%dT%H:%M:%S")) for h in history]
-    print("jobs started at " + ", ".join(
-        f"+{s - starts[0]:.0f} s (from {Path(h['resumed_from']).parent.name if h['resumed_from'] else 'scratch'})"
-        for s, h in zip(starts, history)))
+    print(
+        "jobs started at "
+        + ", ".join(
+            f"+{s - starts[0]:.0f} s (from {Path(h['resumed_from']).parent.name if h['resumed_from'] else 'scratch'})"
+            for s, h in zip(starts, history)
+        )
+    )
     assert len(history) >= 2, f"never requeued: {history}"
     assert {h["slurm_job_id"] for h in history} == {job}, "requeued, not resubmitted"
     assert history[0]["resumed_from"] is None
-    resumed_at = [int(re.search(r"checkpoint_(\d+)", h["resumed_from"] or "checkpoint_0").group(1))
-                  for h in history[1:]]
+    resumed_at = [
+        int(re.search(r"checkpoint_(\d+)", h["resumed_from"] or "checkpoint_0").group(1)) for h in history[1:]
+    ]
     assert all(e > 0 for e in resumed_at), f"a requeued job started from zero: {history}"
     assert resumed_at == sorted(resumed_at), "a requeued job went back to an older checkpoint"
     assert state["status"] == "finished"
@@ -312,7 +361,10 @@ def test_sbatch_refusal_is_one_clear_line(slurm_cluster, tmp_path, gt):
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("hsbcala: error:")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert "sbatch refused the job" in errors[0] and "invalid partition specified: no_such_partition" in errors[0]
+    assert (
+        "sbatch refused the job" in errors[0]
+        and "invalid partition specified: no_such_partition" in errors[0]
+    )
     assert not (tmp_path / "model-cala2").exists()
     assert not all_runs(tmp_path), "an MLflow run was created"
 
@@ -327,7 +379,9 @@ def test_job_failing_on_the_node_is_reported_with_its_logs(slurm_cluster, tmp_pa
     assert proc.returncode == 2, proc.stderr[-3000:]
     (job,) = submitted_ids(proc.stderr)
     err = proc.stderr
-    assert f"hsbcala: error: Slurm job {job} failed: model_dir {model_dir} is in use by another training" in err
+    assert (
+        f"hsbcala: error: Slurm job {job} failed: model_dir {model_dir} is in use by another training" in err
+    )
     logs = tmp_path / "multirun" / ".submitit" / job
     assert f"stdout: {logs / f'{job}_0_log.out'}" in err and f"stderr: {logs / f'{job}_0_log.err'}" in err
     assert "last lines of stderr:" in err and "Traceback" not in err
@@ -336,8 +390,13 @@ def test_job_failing_on_the_node_is_reported_with_its_logs(slurm_cluster, tmp_pa
 
 def test_job_dying_without_a_result_is_noticed(slurm_cluster, tmp_path, gt):
     """SIGKILL leaves no result file; without Slurm accounting submitit would wait for it forever."""
-    launcher = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "-m", *tiny(tmp_path, gt, "cala2")],
-                                cwd=tmp_path, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    launcher = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "-m", *tiny(tmp_path, gt, "cala2")],
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         head = ""
         while "submitted Slurm job" not in head:
@@ -346,16 +405,26 @@ def test_job_dying_without_a_result_is_noticed(slurm_cluster, tmp_path, gt):
             head += line
         (job,) = submitted_ids(head)
         deadline = time.monotonic() + 120
-        while subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True,
-                             check=False).stdout.strip() != "RUNNING":
+        while (
+            subprocess.run(
+                ["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, check=False
+            ).stdout.strip()
+            != "RUNNING"
+        ):
             assert time.monotonic() < deadline, "the job did not start"
             time.sleep(0.5)
-        folder = str(tmp_path / "multirun" / ".submitit")  # the job's python: ... -m submitit.core._submit <folder>
+        folder = str(
+            tmp_path / "multirun" / ".submitit"
+        )  # the job's python: ... -m submitit.core._submit <folder>
         pids = []
         while not pids:
             assert time.monotonic() < deadline, "the job's python did not start"
-            found = subprocess.run(["pgrep", "-f", f"submitit.core._submit {folder}"], capture_output=True,
-                                   text=True, check=False).stdout.split()
+            found = subprocess.run(
+                ["pgrep", "-f", f"submitit.core._submit {folder}"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.split()
             pids = [int(p) for p in found if comm(p).startswith("python")]
             time.sleep(0.5)
         time.sleep(2)
@@ -375,12 +444,19 @@ def test_scancel_ends_the_run_killed_and_a_relaunch_resumes(slurm_cluster, tmp_p
     overrides = tiny(tmp_path, gt, "cala2", **EVEN_EPOCHS, **{"train.epochs": "10"})
     model_dir = tmp_path / "model-cala2"
     t0 = time.monotonic()
-    first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "-m", *overrides], cwd=tmp_path, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "-m", *overrides],
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 300
-        while not (list(model_dir.glob("checkpoint/checkpoint_*/trainer_params.json"))
-                   and (model_dir / "hsbcala-state.json").exists()):
+        while not (
+            list(model_dir.glob("checkpoint/checkpoint_*/trainer_params.json"))
+            and (model_dir / "hsbcala-state.json").exists()
+        ):
             assert first.poll() is None, first.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "no checkpoint after 300 s"
             time.sleep(0.5)
@@ -388,7 +464,9 @@ def test_scancel_ends_the_run_killed_and_a_relaunch_resumes(slurm_cluster, tmp_p
         t1 = time.monotonic()
         subprocess.run(["scancel", job], check=True)
         err = first.communicate(timeout=120)[1]
-        print(f"\nsubmit -> first checkpoint {t1 - t0:.0f} s, scancel -> launcher's report {time.monotonic() - t1:.0f} s")
+        print(
+            f"\nsubmit -> first checkpoint {t1 - t0:.0f} s, scancel -> launcher's report {time.monotonic() - t1:.0f} s"
+        )
     finally:
         if first.poll() is None:
             first.send_signal(signal.SIGINT)

@@ -47,8 +47,12 @@ def test_same_seed_same_split_other_seed_other_split(ba_images):
     a = split.make(ba_images, seed=50, fraction=0.1, by="directory", pattern=None)
     b = split.make(list(reversed(ba_images)), seed=50, fraction=0.1, by="directory", pattern=None)
     assert (a.train, a.val) == (b.train, b.val)
-    others = {tuple(split.make(ba_images, seed=s, fraction=0.1, by="directory", pattern=None).side_documents()["val"])
-              for s in range(1, 6)}
+    others = {
+        tuple(
+            split.make(ba_images, seed=s, fraction=0.1, by="directory", pattern=None).side_documents()["val"]
+        )
+        for s in range(1, 6)
+    }
     assert len(others) > 1
 
 
@@ -80,6 +84,7 @@ def test_every_side_gets_a_document():
 
 # ------------------------------------------------------------------------------- in the data step, saved
 
+
 @pytest.fixture
 def three_books(tmp_path) -> list[Path]:
     out = []
@@ -109,17 +114,35 @@ def test_split_in_the_data_step_is_saved_and_reused(tmp_path, three_books):
 
 
 def test_dry_run_prints_the_split_that_training_uses(tmp_path, three_books):
-    common = [f"paths.root={tmp_path}", f"model_dir={tmp_path / 'model'}", f"data.cache_dir={tmp_path / 'cache'}",
-              "data.train=[train/**/*.png]", "data.val=null", "data.split.seed=3"]
-    check = subprocess.run([sys.executable, str(ROOT / "train.py"), *common, "data_check_only=true"],
-                           check=False, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    common = [
+        f"paths.root={tmp_path}",
+        f"model_dir={tmp_path / 'model'}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.train=[train/**/*.png]",
+        "data.val=null",
+        "data.split.seed=3",
+    ]
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *common, "data_check_only=true"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert check.returncode == 0, check.stderr
     saved = json.loads((tmp_path / "model" / "split.json").read_text())
-    dry = subprocess.run([sys.executable, str(ROOT / "train.py"), *common, "dry_run=true"],
-                         check=False, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    dry = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *common, "dry_run=true"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert dry.returncode == 0, dry.stderr
     argv = shlex.split(dry.stdout.strip())
     i, j = argv.index("--val.images"), argv.index("--train.images")
-    val = argv[i + 1:i + 1 + len(saved["val"])]
-    train = argv[j + 1:j + 1 + len(saved["train"])]
+    val = argv[i + 1 : i + 1 + len(saved["val"])]
+    train = argv[j + 1 : j + 1 + len(saved["train"])]
     assert val == [e["image"] for e in saved["val"]] and train == [e["image"] for e in saved["train"]]

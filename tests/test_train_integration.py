@@ -4,7 +4,6 @@ store, real resume after a real SIGTERM, a real warm start with a codec change. 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -36,15 +35,20 @@ def tiny(tmp: Path, train_books, val_books, version: str, **extra: str) -> list[
         "train.workers": "1",
         "train.augmentations": "0",
         "train.network": f"'{TINY_NET}'",  # quoted: Hydra's override grammar reserves '='
-
     }
     overrides.update(extra)
     return [f"{k}={v}" for k, v in overrides.items()]
 
 
 def launch(overrides: list[str], **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides], capture_output=True, text=True,
-                          cwd=ROOT, timeout=900, **kw)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+        **kw,
+    )
 
 
 def client(tmp: Path):
@@ -99,8 +103,13 @@ def test_killed_training_resumes_in_the_same_run(tmp_path, fraktur_books, versio
     overrides = tiny(tmp_path, train_books, val_books, version, **{"train.epochs": "6"})
     model_dir = tmp_path / f"model-{version}"
     pattern = "checkpoint/checkpoint_*/trainer_params.json" if version == "cala2" else "model_0*.ckpt.json"
-    first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides], cwd=ROOT, text=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *overrides],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     _wait_for(lambda: any(model_dir.glob(pattern)), 600, first)
     time.sleep(0.5)  # let the checkpoint's files be complete
     first.send_signal(signal.SIGTERM)
@@ -138,17 +147,23 @@ def test_warm_start_grows_the_codec_by_sorbian_letters(tmp_path, fraktur_books):
     assert not new_letters & set(german.charset)
 
     syn = tmp_path / "synthetic"
-    overrides = tiny(tmp_path, train_books, val_books, "cala2", **{
-        "train.epochs": "1",
-        "model_dir": str(tmp_path / "sorbian"),
-        "warmstart.model": str(tmp_path / "model-cala2" / "best.ckpt.json"),
-        "train.network": "null",
-        "data.synthetic.root": str(syn),
-        "data.synthetic.n_train": "60",
-        "data.synthetic.n_val": "20",
-        "data.train": f"[{syn}/fraktur/train/*.png]",
-        "data.val": f"[{syn}/fraktur/val/*.png]",
-    })
+    overrides = tiny(
+        tmp_path,
+        train_books,
+        val_books,
+        "cala2",
+        **{
+            "train.epochs": "1",
+            "model_dir": str(tmp_path / "sorbian"),
+            "warmstart.model": str(tmp_path / "model-cala2" / "best.ckpt.json"),
+            "train.network": "null",
+            "data.synthetic.root": str(syn),
+            "data.synthetic.n_train": "60",
+            "data.synthetic.n_val": "20",
+            "data.train": f"[{syn}/fraktur/train/*.png]",
+            "data.val": f"[{syn}/fraktur/val/*.png]",
+        },
+    )
     proc = launch(overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sorbian = models.read_model(tmp_path / "sorbian" / "best.ckpt.json")

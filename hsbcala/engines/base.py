@@ -155,7 +155,9 @@ class Engine(ABC):
         """The training (or resume) command; program name first, resolved later in the engine environment."""
 
     @abstractmethod
-    def predict_argv(self, program: str, checkpoint: Path, files: str, out_dir: Path, batch_size: int) -> list[str]:
+    def predict_argv(
+        self, program: str, checkpoint: Path, files: str, out_dir: Path, batch_size: int
+    ) -> list[str]:
         """``calamari-predict`` of ``files`` (a glob Calamari expands itself) into ``out_dir/<stem>.pred.txt``."""
 
     @abstractmethod
@@ -197,8 +199,9 @@ class Engine(ABC):
 
     # -- output
     @abstractmethod
-    def progress_parser(self, train: Any, n_train: int, *, stage: int = 0, start: int = 0,
-                        best_val_cer: float | None = None) -> ProgressParser:
+    def progress_parser(
+        self, train: Any, n_train: int, *, stage: int = 0, start: int = 0, best_val_cer: float | None = None
+    ) -> ProgressParser:
         """A parser of this engine's console output for a training with these settings."""
 
     @abstractmethod
@@ -211,4 +214,3 @@ def _mtime(p: Path) -> float:
         return p.stat().st_mtime
     except OSError:
         return 0.0
-

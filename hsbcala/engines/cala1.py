@@ -18,8 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from hsbcala.engines import modeljson
-from hsbcala.engines.base import (Engine, ProgressParser, TrainInputs, Update, iterations_per_epoch,
-                                  max_iterations)
+from hsbcala.engines.base import (
+    Engine,
+    ProgressParser,
+    TrainInputs,
+    Update,
+    iterations_per_epoch,
+    max_iterations,
+)
 from hsbcala.fsutil import read_json
 
 _DISPLAY = re.compile(r"^#(\d+): loss=(-?[\d.]+) ler=(-?[\d.]+) dt=([\d.]+)s")
@@ -42,8 +48,16 @@ class Cala1Parser(ProgressParser):
             it = int(m.group(1))
             self.iterations_seen += max(0, it - max(self._last_iter, self.start if self.stage == 0 else 0))
             self._last_iter = it
-            return [Update(self._offset() + it, {"train_loss": float(m.group(2)), "train_cer": float(m.group(3)),
-                                                 "stage": float(self.stage)})]
+            return [
+                Update(
+                    self._offset() + it,
+                    {
+                        "train_loss": float(m.group(2)),
+                        "train_cer": float(m.group(3)),
+                        "stage": float(self.stage),
+                    },
+                )
+            ]
         better, worse = _BETTER.search(line), _WORSE.search(line)
         if not (better or worse):
             return []
@@ -76,16 +90,26 @@ class Cala1(Engine):
         per_epoch = iterations_per_epoch(train, inp.n_train)
         argv = [
             "calamari-train",
-            "--output_dir", str(inp.model_dir),
-            "--max_iters", str(max_iterations(train, inp.n_train)),
-            "--seed", str(train.seed),
-            "--batch_size", str(train.batch_size),
-            "--num_threads", str(train.workers),
-            "--n_augmentations", str(train.augmentations),
-            "--early_stopping_frequency", str(per_epoch),
-            "--early_stopping_nbest", str(train.early_stopping_patience or 1_000_000_000),
-            "--checkpoint_frequency", str(per_epoch),
-            "--display", str(max(2, per_epoch)),  # training CER/loss once per check (values <= 1 mean epochs)
+            "--output_dir",
+            str(inp.model_dir),
+            "--max_iters",
+            str(max_iterations(train, inp.n_train)),
+            "--seed",
+            str(train.seed),
+            "--batch_size",
+            str(train.batch_size),
+            "--num_threads",
+            str(train.workers),
+            "--n_augmentations",
+            str(train.augmentations),
+            "--early_stopping_frequency",
+            str(per_epoch),
+            "--early_stopping_nbest",
+            str(train.early_stopping_patience or 1_000_000_000),
+            "--checkpoint_frequency",
+            str(per_epoch),
+            "--display",
+            str(max(2, per_epoch)),  # training CER/loss once per check (values <= 1 mean epochs)
             "--no_progress_bars",
         ]
         if train.codec == "keep_loaded":
@@ -98,9 +122,21 @@ class Cala1(Engine):
             argv += ["--weights", inp.warmstart]
         return argv + skip + data + list(train.extra_args)
 
-    def predict_argv(self, program: str, checkpoint: Path, files: str, out_dir: Path, batch_size: int) -> list[str]:
-        return [program, "--checkpoint", str(checkpoint), "--files", files, "--output_dir", str(out_dir),
-                "--batch_size", str(batch_size), "--no_progress_bars"]
+    def predict_argv(
+        self, program: str, checkpoint: Path, files: str, out_dir: Path, batch_size: int
+    ) -> list[str]:
+        return [
+            program,
+            "--checkpoint",
+            str(checkpoint),
+            "--files",
+            files,
+            "--output_dir",
+            str(out_dir),
+            "--batch_size",
+            str(batch_size),
+            "--no_progress_bars",
+        ]
 
     def weights_arg(self, model_json: Path) -> str:
         return modeljson.weights_arg(model_json, self.major)
@@ -126,12 +162,16 @@ class Cala1(Engine):
         stage, it = self.checkpoint_key(checkpoint)
         return stage, it + 1  # Calamari 1 continues after the iteration it saved
 
-    def progress_parser(self, train: Any, n_train: int, *, stage: int = 0, start: int = 0,
-                        best_val_cer: float | None = None) -> ProgressParser:
-        return self.Parser(per_stage=max_iterations(train, n_train), check_every=iterations_per_epoch(train, n_train),
-                           stage=stage, start=start, best_val_cer=best_val_cer)
+    def progress_parser(
+        self, train: Any, n_train: int, *, stage: int = 0, start: int = 0, best_val_cer: float | None = None
+    ) -> ProgressParser:
+        return self.Parser(
+            per_stage=max_iterations(train, n_train),
+            check_every=iterations_per_epoch(train, n_train),
+            stage=stage,
+            start=start,
+            best_val_cer=best_val_cer,
+        )
 
     def lines_done(self, parser: ProgressParser, train: Any, n_train: int) -> int:
         return parser.iterations_seen * train.batch_size
-
-

@@ -52,20 +52,34 @@ class Cala2(Engine):
             return ["calamari-resume-training", str(inp.resume_from)]
         argv = [
             "calamari-train",
-            "--trainer.output_dir", str(inp.model_dir),
-            "--trainer.epochs", str(train.epochs),
-            "--trainer.random_seed", str(train.seed),
-            "--trainer.export_best", "True",
-            "--trainer.progress_bar_mode", "2",  # one progress line every few seconds, not a \r-redrawn bar
-            "--train.batch_size", str(train.batch_size),
-            "--train.num_processes", str(train.workers),
-            "--n_augmentations", str(train.augmentations),
-            "--early_stopping.n_to_go", str(train.early_stopping_patience or -1),
-            "--early_stopping.frequency", "1",
-            "--codec.keep_loaded", flag(train.codec == "keep_loaded"),
-            "--data.skip_invalid_gt", flag(train.skip_invalid),
-            "--train.skip_invalid", flag(train.skip_invalid),
-            "--val.skip_invalid", flag(train.skip_invalid),
+            "--trainer.output_dir",
+            str(inp.model_dir),
+            "--trainer.epochs",
+            str(train.epochs),
+            "--trainer.random_seed",
+            str(train.seed),
+            "--trainer.export_best",
+            "True",
+            "--trainer.progress_bar_mode",
+            "2",  # one progress line every few seconds, not a \r-redrawn bar
+            "--train.batch_size",
+            str(train.batch_size),
+            "--train.num_processes",
+            str(train.workers),
+            "--n_augmentations",
+            str(train.augmentations),
+            "--early_stopping.n_to_go",
+            str(train.early_stopping_patience or -1),
+            "--early_stopping.frequency",
+            "1",
+            "--codec.keep_loaded",
+            flag(train.codec == "keep_loaded"),
+            "--data.skip_invalid_gt",
+            flag(train.skip_invalid),
+            "--train.skip_invalid",
+            flag(train.skip_invalid),
+            "--val.skip_invalid",
+            flag(train.skip_invalid),
         ]
         if train.samples_per_epoch:
             argv += ["--trainer.samples_per_epoch", str(train.samples_per_epoch)]
@@ -84,9 +98,24 @@ class Cala2(Engine):
         argv += ["--train.images", *inp.train, "--val.images", *inp.val]
         return argv + list(train.extra_args)
 
-    def predict_argv(self, program: str, checkpoint: Path, files: str, out_dir: Path, batch_size: int) -> list[str]:
-        return [program, "--checkpoint", str(checkpoint), "--data.images", files, "--output_dir", str(out_dir),
-                "--pipeline.batch_size", str(batch_size), "--verbose", "False", "--predictor.progress_bar", "False"]
+    def predict_argv(
+        self, program: str, checkpoint: Path, files: str, out_dir: Path, batch_size: int
+    ) -> list[str]:
+        return [
+            program,
+            "--checkpoint",
+            str(checkpoint),
+            "--data.images",
+            files,
+            "--output_dir",
+            str(out_dir),
+            "--pipeline.batch_size",
+            str(batch_size),
+            "--verbose",
+            "False",
+            "--predictor.progress_bar",
+            "False",
+        ]
 
     def weights_arg(self, model_json: Path) -> str:
         return modeljson.weights_arg(model_json, self.major)
@@ -96,7 +125,9 @@ class Cala2(Engine):
 
     def checkpoints(self, model_dir: Path) -> list[Path]:
         pattern = _glob.escape(str(model_dir)) + "/checkpoint/checkpoint_*/trainer_params.json"
-        return [p for p in map(Path, _glob.glob(pattern)) if (p.parent / "variables").is_dir() and read_json(p)]
+        return [
+            p for p in map(Path, _glob.glob(pattern)) if (p.parent / "variables").is_dir() and read_json(p)
+        ]
 
     def record(self, checkpoint: Path) -> Path:
         return checkpoint
@@ -108,8 +139,9 @@ class Cala2(Engine):
     def resume_point(self, checkpoint: Path) -> tuple[int, int]:
         return self.checkpoint_key(checkpoint)
 
-    def progress_parser(self, train: Any, n_train: int, *, stage: int = 0, start: int = 0,
-                        best_val_cer: float | None = None) -> ProgressParser:
+    def progress_parser(
+        self, train: Any, n_train: int, *, stage: int = 0, start: int = 0, best_val_cer: float | None = None
+    ) -> ProgressParser:
         return self.Parser(per_stage=train.epochs, stage=stage, start=start, best_val_cer=best_val_cer)
 
     def lines_done(self, parser: ProgressParser, train: Any, n_train: int) -> int:

@@ -41,7 +41,9 @@ def _uv() -> str:
     except (ImportError, FileNotFoundError):
         found = shutil.which("uv")
         if not found:
-            raise EngineError("uv not found: install it (pip install uv) or use an engine env of kind venv/path")
+            raise EngineError(
+                "uv not found: install it (pip install uv) or use an engine env of kind venv/path"
+            )
         return found
 
 
@@ -79,7 +81,9 @@ class EngineEnv:
             return
         if self.kind == "venv":
             if not self.ready:
-                raise ConfigError(f"engine venv {self.prefix} does not exist (cluster.env.venv / version.env.venv)")
+                raise ConfigError(
+                    f"engine venv {self.prefix} does not exist (cluster.env.venv / version.env.venv)"
+                )
             return
         if self.ready:
             return
@@ -93,11 +97,19 @@ class EngineEnv:
             uv = _uv()
             steps = [
                 [uv, "venv", "--quiet", "--python", self.python, str(self.prefix)],
-                [uv, "pip", "install", "--quiet", "--python", str(self.prefix / "bin" / "python"),
-                 "-r", str(self.lock)],
+                [
+                    uv,
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--python",
+                    str(self.prefix / "bin" / "python"),
+                    "-r",
+                    str(self.lock),
+                ],
             ]
             for step in steps:
-                proc = subprocess.run(step, capture_output=True, text=True)
+                proc = subprocess.run(step, capture_output=True, text=True, check=False)
                 if proc.returncode != 0:
                     tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
                     shutil.rmtree(self.prefix, ignore_errors=True)
@@ -108,8 +120,12 @@ class EngineEnv:
         """The exact package list of the environment (for the run's record)."""
         if self.prefix is None:
             return ""
-        proc = subprocess.run([_uv(), "pip", "freeze", "--python", str(self.prefix / "bin" / "python")],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [_uv(), "pip", "freeze", "--python", str(self.prefix / "bin" / "python")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         return proc.stdout
 
 
@@ -127,7 +143,9 @@ def resolve(cfg: Any, project_root: Path) -> EngineEnv:
         if not lock.is_file():
             raise ConfigError(f"{key}.lock: no such file {lock}")
         digest = hashlib.sha256(lock.read_bytes() + spec.python.encode()).hexdigest()[:12]
-        return EngineEnv(name, "uv", Path(spec.root).expanduser() / f"{name}-{digest}", lock, spec.python, modules)
+        return EngineEnv(
+            name, "uv", Path(spec.root).expanduser() / f"{name}-{digest}", lock, spec.python, modules
+        )
     if spec.kind == "venv":
         if not spec.venv:
             raise ConfigError(f"{key}.venv is required for kind=venv")
@@ -140,7 +158,9 @@ def project_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-if __name__ == "__main__":  # python -m hsbcala.engines.envs cala1 cala2: build the engine environments ahead of time
+if (
+    __name__ == "__main__"
+):  # python -m hsbcala.engines.envs cala1 cala2: build the engine environments ahead of time
     from hydra import compose, initialize_config_dir
 
     from hsbcala import schema

@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 from hsbcala.errors import Interrupted
 
@@ -84,8 +84,16 @@ class EngineProcess:
     it still runs. ``lines()`` yields its output as it comes; ``wait()`` returns its exit code.
     """
 
-    def __init__(self, argv: Sequence[str], log_path: Path, *, echo: bool = False, cwd: Path | None = None,
-                 log_mode: str = "a", tail: int = 12) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        echo: bool = False,
+        cwd: Path | None = None,
+        log_mode: str = "a",
+        tail: int = 12,
+    ) -> None:
         self.argv = list(argv)
         self.log_path = log_path
         self.echo = echo
@@ -97,14 +105,27 @@ class EngineProcess:
         self._reader: _Reader | None = None
         self._drained = False
 
-    def __enter__(self) -> EngineProcess:
-        self._log = open(self.log_path, self.log_mode, encoding="utf-8")  # noqa: SIM115 - closed in __exit__
-        self._log.write(("\n" if self.log_mode == "a" else "")
-                        + f"# hsbcala {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(self.argv)}\n")
+    def __enter__(self) -> Self:
+        self._log = open(self.log_path, self.log_mode, encoding="utf-8")
+        self._log.write(
+            ("\n" if self.log_mode == "a" else "")
+            + f"# hsbcala {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(self.argv)}\n"
+        )
         self._log.flush()
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     encoding="utf-8", errors="replace", bufsize=1, env=dict(os.environ, **ENGINE_ENV),
-                                     cwd=self.cwd, start_new_session=True, preexec_fn=_in_engine)
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            env=dict(os.environ, **ENGINE_ENV),
+            cwd=self.cwd,
+            start_new_session=True,
+            # only signal(2) calls between fork and exec (no locks, no allocation)
+            preexec_fn=_in_engine,  # noqa: PLW1509
+        )
         self._reader = _Reader(self.proc.stdout, self._log, self.echo, self.tail)
         self._reader.start()
         return self

@@ -89,9 +89,11 @@ def guard_last_timeout() -> None:
             submitits(signum, frame)
         except UncompletedJobError as exc:  # checkpoint() was called, but submitit did not requeue
             _requeue = False
-            raise Interrupted(f"walltime reached and not requeued ({exc}); the last checkpoint is kept: run the "
-                              f"same command again to resume, with a larger hydra.launcher.max_num_timeout "
-                              f"to let it go on by itself") from None
+            raise Interrupted(
+                f"walltime reached and not requeued ({exc}); the last checkpoint is kept: run the "
+                f"same command again to resume, with a larger hydra.launcher.max_num_timeout "
+                f"to let it go on by itself"
+            ) from None
         # Anything else passes as it is. Note the requeue's own SIGTERM may arrive while submitit's handler still
         # runs and raise hsbcala's Interrupted from inside it: the job is requeued all the same (the flag stays).
 
@@ -149,13 +151,21 @@ def check_submission(cfg: Any) -> None:
     if cfg.dry_run:
         from hsbcala.slurm.launch import sbatch_preview
 
-        print(sbatch_preview(OmegaConf.to_container(HydraConfig.get().launcher, resolve=True), n_jobs=1,
-                             note="add -m to submit it: Hydra runs its launcher only in multirun mode"), flush=True)
+        print(
+            sbatch_preview(
+                OmegaConf.to_container(HydraConfig.get().launcher, resolve=True),
+                n_jobs=1,
+                note="add -m to submit it: Hydra runs its launcher only in multirun mode",
+            ),
+            flush=True,
+        )
         return
     name = cfg.cluster.name
-    raise ConfigError(f"cluster={name} submits through Slurm, which Hydra does only with -m (multirun): run "
-                      f"'python train.py -m cluster={name} …'; without -m it would train here, on this node "
-                      f"(inside a Slurm allocation, where SLURM_JOB_ID is set, it runs in place)")
+    raise ConfigError(
+        f"cluster={name} submits through Slurm, which Hydra does only with -m (multirun): run "
+        f"'python train.py -m cluster={name} …'; without -m it would train here, on this node "
+        f"(inside a Slurm allocation, where SLURM_JOB_ID is set, it runs in place)"
+    )
 
 
 # --- data staging --------------------------------------------------------------------------------------------------
@@ -221,8 +231,10 @@ def stage(cfg: Any) -> Staged | None:
             say(f"{archive.name} is already unpacked in {target}")
         else:
             if users:
-                raise DataError(f"cluster.stage.dir {target} holds {stamp.get('archive')}, in use by process(es) "
-                                f"{users} on this node; set cluster.stage.dir to another directory")
+                raise DataError(
+                    f"cluster.stage.dir {target} holds {stamp.get('archive')}, in use by process(es) "
+                    f"{users} on this node; set cluster.stage.dir to another directory"
+                )
             t0 = time.monotonic()
             _unpack(archive, target)
             say(f"unpacked {archive} to {target} in {time.monotonic() - t0:.1f} s")
@@ -240,7 +252,9 @@ def _unpack(archive: Path, target: Path) -> None:
             with tarfile.open(archive) as tar:  # gzip, bzip2, xz or plain, detected
                 tar.extractall(tmp, filter="data")  # no absolute paths, no '..', no device files
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise DataError(f"cluster.stage.archive {archive}: cannot unpack it to {target.parent}: {exc}") from None
+            raise DataError(
+                f"cluster.stage.archive {archive}: cannot unpack it to {target.parent}: {exc}"
+            ) from None
         if target.exists():
             shutil.rmtree(target)
         os.rename(tmp, target)
@@ -308,7 +322,9 @@ def job_figures(now: float | None = None) -> tuple[dict[str, float], dict[str, s
         "slurm/max_rss_mb": max(own.ru_maxrss, kids.ru_maxrss) / 1024,  # ru_maxrss is in KiB on Linux
     }
     tags = {
-        "slurm.job_id": os.environ.get("SLURM_JOB_ID", ""),  # as hsbcala.tracking tags it (array task: slurm.array)
+        "slurm.job_id": os.environ.get(
+            "SLURM_JOB_ID", ""
+        ),  # as hsbcala.tracking tags it (array task: slurm.array)
         "slurm.node": os.environ.get("SLURMD_NODENAME", ""),
         "slurm.cpus": str(cpus),
         "slurm.restarts": os.environ.get("SLURM_RESTART_COUNT", "0"),
@@ -325,9 +341,14 @@ def log_accounting(cfg: Any, launches_before: int) -> None:
         if state is None or not state.run_id or len(state.history) <= launches_before:
             return  # this job trained nothing (refused, or the model had finished)
         metrics, tags = job_figures()
-        tracking.log_accounting(state.tracking_uri, state.run_id, metrics, tags,
-                                step=int(tags["slurm.restarts"] or 0))
-        say(f"Slurm job {job_id()} on {tags['slurm.node']}: {metrics['slurm/elapsed_s']:.0f} s, CPU "
-            f"efficiency {metrics['slurm/cpu_efficiency']:.0%}, max RSS {metrics['slurm/max_rss_mb']:.0f} MB")
-    except Exception as exc:  # accounting must never hide how the training ended
-        say(f"warning: could not log the Slurm job's accounting: {str(exc).splitlines()[0] if str(exc) else exc!r}")
+        tracking.log_accounting(
+            state.tracking_uri, state.run_id, metrics, tags, step=int(tags["slurm.restarts"] or 0)
+        )
+        say(
+            f"Slurm job {job_id()} on {tags['slurm.node']}: {metrics['slurm/elapsed_s']:.0f} s, CPU "
+            f"efficiency {metrics['slurm/cpu_efficiency']:.0%}, max RSS {metrics['slurm/max_rss_mb']:.0f} MB"
+        )
+    except Exception as exc:  # noqa: BLE001 - accounting must never hide how the training ended
+        say(
+            f"warning: could not log the Slurm job's accounting: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+        )

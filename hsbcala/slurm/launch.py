@@ -30,8 +30,19 @@ from hsbcala.errors import HsbcalaError
 from hsbcala.slurm.job import JobExit
 
 # Slurm job states after which no result will come (squeue -t all shows them until MinJobAge has passed).
-TERMINAL = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
-            "PREEMPTED", "REVOKED", "TIMEOUT", "GONE"}
+TERMINAL = {
+    "BOOT_FAIL",
+    "CANCELLED",
+    "COMPLETED",
+    "DEADLINE",
+    "FAILED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "REVOKED",
+    "TIMEOUT",
+    "GONE",
+}
 SQUEUE_EVERY_S = 10.0  # how often the launcher asks squeue (result files are checked every second)
 ENDED_GRACE_S = 10.0  # an ended job's result file may appear late on a shared filesystem
 
@@ -61,15 +72,19 @@ def sbatch_preview(launcher: dict, n_jobs: int, note: str | None = None) -> str:
 
     folder = str(launcher["submitit_folder"])
     command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(folder)])
-    text = _make_sbatch_string(command=command, folder=folder, map_count=n_jobs if n_jobs > 1 else None,
-                               **sbatch_params(launcher))
+    text = _make_sbatch_string(
+        command=command, folder=folder, map_count=n_jobs if n_jobs > 1 else None, **sbatch_params(launcher)
+    )
     what = f"{n_jobs} jobs as one job array" if n_jobs > 1 else "1 job"
     requeue = int(launcher.get("max_num_timeout") or 0)
     head = [f"# dry run: nothing submitted. sbatch script of {what} (as submitit writes it):"]
     if note:
         head.append(f"# {note}")
-    tail = [f"# on walltime: requeued up to {requeue} times, resuming from the newest checkpoint" if requeue
-            else "# on walltime: not requeued (hydra.launcher.max_num_timeout=0)"]
+    tail = [
+        f"# on walltime: requeued up to {requeue} times, resuming from the newest checkpoint"
+        if requeue
+        else "# on walltime: not requeued (hydra.launcher.max_num_timeout=0)"
+    ]
     return "\n".join([*head, text.rstrip(), *tail])
 
 
@@ -79,7 +94,7 @@ def prepare_store(cfg: Any) -> None:
     from hsbcala import tracking
 
     uri = tracking.tracking_uri(cfg)
-    if not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///"):]).exists():
+    if not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///") :]).exists():
         return
     say(f"creating the MLflow store {uri}")
     tracking.prepare_store(uri)
@@ -92,7 +107,9 @@ def submit(executor: Any, fn: Any, job_params: list) -> list:
 
     captured = io.StringIO()
     try:
-        with contextlib.redirect_stderr(captured):  # submitit echoes sbatch's stderr; it goes into the message
+        with contextlib.redirect_stderr(
+            captured
+        ):  # submitit echoes sbatch's stderr; it goes into the message
             return executor.map_array(fn, *zip(*job_params))
     except (FailedJobError, FailedSubmissionError, subprocess.SubprocessError, OSError) as exc:
         lines = [x.strip() for x in f"{captured.getvalue()}\n{exc}".splitlines() if x.strip()]
@@ -103,8 +120,10 @@ def submit(executor: Any, fn: Any, job_params: list) -> list:
 def submitted_message(jobs: Sequence[Any], executor: Any) -> str:
     ids = ", ".join(j.job_id for j in jobs) if len(jobs) <= 4 else f"{jobs[0].job_id} … {jobs[-1].job_id}"
     what = f"Slurm job {ids}" if len(jobs) == 1 else f"{len(jobs)} Slurm jobs as a job array ({ids})"
-    return (f"submitted {what}; logs in {Path(str(executor.folder)).parent}. Waiting for the end (Ctrl-C stops "
-            f"waiting; the jobs go on)")
+    return (
+        f"submitted {what}; logs in {Path(str(executor.folder)).parent}. Waiting for the end (Ctrl-C stops "
+        f"waiting; the jobs go on)"
+    )
 
 
 # --- waiting -------------------------------------------------------------------------------------------------------
@@ -112,8 +131,13 @@ def _squeue(ids: Sequence[str]) -> dict[str, tuple[str, str]] | None:
     """{job id: (state, node or reason)} of the given jobs (array tasks one per line); None if squeue fails."""
     base = sorted({i.split("_")[0] for i in ids})
     try:
-        proc = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%R", "-j", ",".join(base)],
-                              capture_output=True, text=True, timeout=60, check=False)
+        proc = subprocess.run(
+            ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%R", "-j", ",".join(base)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if proc.returncode != 0:
@@ -167,8 +191,11 @@ def wait(jobs: Sequence[Any]) -> dict[str, str | None]:
                 time.sleep(1.0)
     except KeyboardInterrupt:
         pending = " ".join(j.job_id for j in jobs if j.job_id not in out)
-        raise HsbcalaError(f"stopped waiting; the jobs go on (squeue -j {pending.replace(' ', ',')}; "
-                           f"scancel {pending} to stop them)", exit_code=130) from None
+        raise HsbcalaError(
+            f"stopped waiting; the jobs go on (squeue -j {pending.replace(' ', ',')}; "
+            f"scancel {pending} to stop them)",
+            exit_code=130,
+        ) from None
     return out
 
 
@@ -210,7 +237,7 @@ def outcome(job: Any, ended_in: str | None, overrides: list[str]) -> tuple[Any, 
         return failure(f"the job ended ({ended_in}) without a result")
     try:
         ret = job.results()[0]
-    except Exception as exc:  # an error outside the Hydra job (unpickling, composing the config)
+    except Exception as exc:  # noqa: BLE001 - an error outside the Hydra job (unpickling, composing the config)
         last = [x for x in str(exc).splitlines() if x.strip() and not x.startswith(("---", "You can check"))]
         return failure(last[-1] if last else type(exc).__name__)
     if ret.status == JobStatus.FAILED:

@@ -27,6 +27,7 @@ import shutil
 import tempfile
 import unicodedata
 from collections.abc import Sequence
+from typing import Any
 
 from hsbcala import fsutil
 from hsbcala.errors import ConfigError
@@ -168,6 +169,18 @@ def ensure_synthetic(
 
 
 # ---------------------------------------------------------------------------------------------- CLI
+def ensure_configured(synthetic: Any, face: str) -> tuple[pathlib.Path, pathlib.Path]:
+    """:func:`ensure_synthetic` with the settings of the ``data.synthetic`` config node."""
+    return ensure_synthetic(
+        pathlib.Path(synthetic.root),
+        face,
+        n_train=synthetic.n_train,
+        n_val=synthetic.n_val,
+        seed=synthetic.seed,
+        text_file=pathlib.Path(synthetic.text_file) if synthetic.text_file else None,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from hsbcala.errors import clean_exit
 

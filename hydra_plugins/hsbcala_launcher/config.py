@@ -12,5 +12,6 @@ class HsbcalaSlurmQueueConf(SlurmQueueConf):
     _target_: str = "hydra_plugins.hsbcala_launcher.launcher.HsbcalaSlurmLauncher"
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="hsbcala_slurm", node=HsbcalaSlurmQueueConf(),
-                             provider="hsbcala")
+ConfigStore.instance().store(
+    group="hydra/launcher", name="hsbcala_slurm", node=HsbcalaSlurmQueueConf(), provider="hsbcala"
+)

@@ -55,8 +55,11 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
         except SystemExit as exc:
             if slurm_job.requeue_under_way() or exc.code in (None, 0, -1):
                 raise  # submitit requeued the job: no result, the job starts again and resumes
-            return JobReturn(overrides=list(sweep_overrides), status=JobStatus.FAILED,
-                             _return_value=slurm_job.JobExit(exc.code))
+            return JobReturn(
+                overrides=list(sweep_overrides),
+                status=JobStatus.FAILED,
+                _return_value=slurm_job.JobExit(exc.code),
+            )
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         from hsbcala.slurm import job as slurm_job
@@ -81,22 +84,35 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
         params = self.params
         init_params = {"folder": params["submitit_folder"]}
         specific_init_keys = {"max_num_timeout"}
-        init_params.update(**{f"{self._EXECUTOR}_{x}": y for x, y in params.items() if x in specific_init_keys})
+        init_params.update(
+            **{f"{self._EXECUTOR}_{x}": y for x, y in params.items() if x in specific_init_keys}
+        )
         init_keys = specific_init_keys | {"submitit_folder"}
         executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init_params)
         baseparams = set(OmegaConf.structured(plugin.BaseQueueConf).keys())
-        executor.update_parameters(**{x if x in baseparams else f"{self._EXECUTOR}_{x}": y
-                                      for x, y in params.items() if x not in init_keys})
+        executor.update_parameters(
+            **{
+                x if x in baseparams else f"{self._EXECUTOR}_{x}": y
+                for x, y in params.items()
+                if x not in init_keys
+            }
+        )
         return executor
 
-    def _submit_and_wait(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    def _submit_and_wait(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> list[JobReturn]:
         from hsbcala.console import say
         from hsbcala.slurm import launch
 
         assert self.config is not None
         try:
             executor = self._executor()
-        except (RuntimeError, ValueError, NameError) as exc:  # no srun here; a parameter submitit does not know
+        except (
+            RuntimeError,
+            ValueError,
+            NameError,
+        ) as exc:  # no srun here; a parameter submitit does not know
             raise launch.SubmissionError(f"hydra.launcher: {str(exc).splitlines()[0]}") from None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
@@ -106,7 +122,9 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
         job_params: list[Any] = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-            job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
+            job_params.append(
+                (list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
+            )
 
         if len(job_params) > 1:  # the jobs of an array start together: create a new store before they race to
             launch.prepare_store(self.config)
@@ -141,7 +159,13 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
             with open_dict(sweep_config.hydra.job):
                 sweep_config.hydra.job.id = f"dry_run_{idx}"
                 sweep_config.hydra.job.num = idx
-            returns.append(run_job(hydra_context=self.hydra_context, task_function=self.task_function,
-                                   config=sweep_config, job_dir_key="hydra.sweep.dir",
-                                   job_subdir_key="hydra.sweep.subdir"))
+            returns.append(
+                run_job(
+                    hydra_context=self.hydra_context,
+                    task_function=self.task_function,
+                    config=sweep_config,
+                    job_dir_key="hydra.sweep.dir",
+                    job_subdir_key="hydra.sweep.subdir",
+                )
+            )
         return returns

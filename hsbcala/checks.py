@@ -94,7 +94,9 @@ def validate_config(cfg: Any) -> None:
                 if action == "drop" and name == "missing_image"
                 else ""
             )
-            raise ConfigError(f"data.checks.{name}={action!r} is not one of: {', '.join(allowed)}{extra}")
+            raise ConfigError(
+                f"data.checks.{name}={str(action)!r} is not one of: {', '.join(allowed)}{extra}"
+            )
     if d.min_px_per_char < 0:
         raise ConfigError(f"data.min_px_per_char must be >= 0, got {d.min_px_per_char}")
     s = d.split
@@ -102,8 +104,6 @@ def validate_config(cfg: Any) -> None:
         raise ConfigError(
             f"data.split.val_fraction must be between 0 and 1 (exclusive), got {s.val_fraction}"
         )
-    if s.by not in ("directory", "pattern"):
-        raise ConfigError(f"data.split.by={s.by!r} is not one of: directory, pattern")
     if s.by == "pattern":
         import re
 

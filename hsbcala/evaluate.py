@@ -53,8 +53,6 @@ from hsbcala.engines.process import EngineProcess, interruptible
 from hsbcala.errors import ConfigError, DataError, EngineError, HsbcalaError, Interrupted
 from hsbcala.scoring import RESULT_FILE
 
-NORMALIZATIONS = ("engine", "calamari1", "calamari2")
-MLFLOW_RUNS = ("training", "separate")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -98,12 +96,6 @@ def check(cfg: Any) -> None:
         del probe["hydra"]
     schema.check(probe)
     ev = cfg.eval
-    if ev.normalization not in NORMALIZATIONS:
-        raise ConfigError(
-            f"eval.normalization={ev.normalization!r} is not one of: {', '.join(NORMALIZATIONS)}"
-        )
-    if ev.mlflow_run not in MLFLOW_RUNS:
-        raise ConfigError(f"eval.mlflow_run={ev.mlflow_run!r} is not one of: {', '.join(MLFLOW_RUNS)}")
     if ev.batch_size < 1:
         raise ConfigError(f"eval.batch_size must be >= 1, got {ev.batch_size}")
     if ev.confusions < 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -20,8 +21,43 @@ from omegaconf import MISSING, OmegaConf
 
 from hsbcala.errors import ConfigError
 
-CODEC_POLICIES = ("recompute", "keep_loaded")
 PROFILERS = ("none", "nsys")
+
+
+# Enumerations: OmegaConf validates them while composing (Hydra's message names the key and lists the values).
+# StrEnum, so a value compares equal to its name (cfg.train.codec == "keep_loaded") and prints as it.
+class Codec(StrEnum):
+    recompute = "recompute"  # keep the characters the data shares with the model's codec, add new ones
+    keep_loaded = "keep_loaded"  # keep every character of the model's codec, add new ones
+
+
+class IfMissing(StrEnum):
+    error = "error"
+    warn = "warn"
+
+
+class Action(StrEnum):
+    """What a data check does with the lines it finds (hsbcala/checks.py says which a check allows)."""
+
+    fail = "fail"
+    warn = "warn"
+    drop = "drop"
+
+
+class SplitBy(StrEnum):
+    directory = "directory"
+    pattern = "pattern"
+
+
+class Normalization(StrEnum):
+    engine = "engine"  # the model version's own calamari-eval rules
+    calamari1 = "calamari1"
+    calamari2 = "calamari2"
+
+
+class EvalRun(StrEnum):
+    training = "training"
+    separate = "separate"
 
 
 @dataclass
@@ -93,7 +129,7 @@ class ClusterConf:
 class ProfilerConf:
     name: str = "none"  # none | nsys
     # nsys: what to do when nsys is not installed: error (stop before anything starts) | warn (run unprofiled)
-    if_missing: str = "error"
+    if_missing: IfMissing = IfMissing.error
     executable: str = "nsys"
     report_name: str = "profile"  # report is <model_dir>/<report_name>.nsys-rep
     args: list[str] = field(default_factory=lambda: ["--force-overwrite", "true"])
@@ -115,7 +151,7 @@ class TrainConf:
     prefetch: int | None = None  # null: Calamari's default
     preload: bool = True  # forced off when the data lies on the cluster's RAM disk
     skip_invalid: bool = True  # Calamari skips invalid lines; hsbcala counts and reports them
-    codec: str = "recompute"  # recompute: keep shared characters, add new ones | keep_loaded: keep all
+    codec: Codec = Codec.recompute  # recompute: keep shared characters, add new ones | keep_loaded: keep all
     network: str | None = None  # null: from the warm-start model, else Calamari's default network
     extra_args: list[str] = field(default_factory=list)  # appended verbatim to the engine command
 
@@ -142,15 +178,15 @@ class DataChecksConf:
     """Action per data check: fail | warn | drop (see hsbcala/checks.py; README "Data checks and manifest").
     train.skip_invalid=false turns every drop into fail."""
 
-    missing_gt: str = "fail"  # image without .gt.txt (fail | drop)
-    missing_image: str = "fail"  # .gt.txt without image (fail | warn)
-    bad_encoding: str = "fail"  # GT not valid UTF-8 (fail | drop)
-    bad_image: str = "fail"  # image does not decode or has a zero dimension (fail | drop)
-    empty_gt: str = "drop"  # empty or whitespace-only GT (fail | drop)
-    multi_line: str = "warn"  # GT with more than one line
-    too_narrow: str = "warn"  # fewer than data.min_px_per_char px per character
-    mixed_normalization: str = "warn"  # some lines NFC, others not
-    whitelist: str = "warn"  # characters outside data.whitelist / data.whitelist_file
+    missing_gt: Action = Action.fail  # image without .gt.txt (fail | drop)
+    missing_image: Action = Action.fail  # .gt.txt without image (fail | warn)
+    bad_encoding: Action = Action.fail  # GT not valid UTF-8 (fail | drop)
+    bad_image: Action = Action.fail  # image does not decode or has a zero dimension (fail | drop)
+    empty_gt: Action = Action.drop  # empty or whitespace-only GT (fail | drop)
+    multi_line: Action = Action.warn  # GT with more than one line
+    too_narrow: Action = Action.warn  # fewer than data.min_px_per_char px per character
+    mixed_normalization: Action = Action.warn  # some lines NFC, others not
+    whitelist: Action = Action.warn  # characters outside data.whitelist / data.whitelist_file
 
 
 @dataclass
@@ -159,9 +195,9 @@ class SplitConf:
 
     val_fraction: float = 0.1
     seed: int = "${train.seed}"  # type: ignore[assignment]  # an interpolation, resolved to an int
-    by: str = (
-        "directory"  # directory (the image's folder) | pattern (data.split.pattern on the relative path)
-    )
+    by: SplitBy = (
+        SplitBy.directory
+    )  # directory (the image's folder) | pattern (data.split.pattern on the path)
     pattern: str | None = None  # regex; its first group (or whole match) is the document
 
 
@@ -212,14 +248,16 @@ class EvalConf:
         default_factory=dict
     )  # variant group -> file-name patterns (fnmatch)
     model: str | None = None  # a .ckpt.json to evaluate; null: the best model in model_dir
-    normalization: str = "engine"  # engine (as the version's calamari-eval) | calamari1 | calamari2
+    normalization: Normalization = (
+        Normalization.engine
+    )  # engine (as the version's calamari-eval) | calamari1 | calamari2
     skip_invalid: bool = True  # lines without (valid) GT are left out and counted; false: stop at the first
     batch_size: int = 16  # prediction batch size
     predict_args: list[str] = field(default_factory=list)  # appended verbatim to calamari-predict
     confusions: int = 50  # how many of the most frequent confusions to keep
-    mlflow_run: str = (
-        "training"  # training: metrics on the model's training run | separate: an evaluation run
-    )
+    mlflow_run: EvalRun = (
+        EvalRun.training
+    )  # training: metrics on the training run | separate: a run of its own
     comparison_experiment: str = "hsbcala-evaluation"  # MLflow experiment of a multirun's comparison table
     export: bool = False  # pack the best model + metadata as a release .tar.gz
     export_dir: str = "${paths.root}/releases"
@@ -336,9 +374,7 @@ def check(cfg: Any) -> None:
     from hsbcala import checks  # data.* (checks, split, whitelist)
 
     checks.validate_config(cfg)
-    one_of("train.codec", cfg.train.codec, CODEC_POLICIES)
     one_of("profiler.name", cfg.profiler.name, PROFILERS)
-    one_of("profiler.if_missing", cfg.profiler.if_missing, ("error", "warn"))
     env = cfg.cluster.env or cfg.version.env
     one_of(
         "version.env.kind" if cfg.cluster.env is None else "cluster.env.kind",

@@ -10,6 +10,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from hydra.errors import ConfigCompositionException
 from PIL import Image
 
 from hsbcala.errors import ConfigError, DataError
@@ -180,8 +181,10 @@ def test_actions_that_make_no_sense_are_refused(tmp_path, lines):
         prepare(tmp_path, "data.checks.bad_image=warn")
     with pytest.raises(ConfigError, match="data.checks.missing_image='drop'"):
         prepare(tmp_path, "data.checks.missing_image=drop")
-    with pytest.raises(ConfigError, match="data.checks.whitelist='ignore'"):
+    # not an action at all: refused while composing (an Enum field), naming the key and the valid actions
+    with pytest.raises(ConfigCompositionException, match="data.checks.whitelist=ignore") as info:
         prepare(tmp_path, "data.checks.whitelist=ignore")
+    assert "fail, warn, drop" in str(info.value.__cause__)
 
 
 # ------------------------------------------------------------------------------- through the real train.py

@@ -94,17 +94,24 @@ def test_unknown_group_option_lists_the_valid_ones():
         compose_cfg(["script=latin"])
 
 
+def test_semantic_checks_name_the_key():
+    with pytest.raises(ConfigError, match="train.epochs"):
+        schema.check(compose_cfg(["train.epochs=0"]))
+
+
 @pytest.mark.parametrize(
-    "override,key",
+    "override,key,valid",
     [
-        ("train.codec=merge", "train.codec"),
-        ("train.epochs=0", "train.epochs"),
-        ("profiler.if_missing=ignore", "profiler.if_missing"),
+        ("train.codec=merge", "train.codec", "recompute, keep_loaded"),
+        ("profiler.if_missing=ignore", "profiler.if_missing", "error, warn"),
+        ("data.split.by=page", "data.split.by", "directory, pattern"),
     ],
 )
-def test_semantic_checks_name_the_key(override, key):
-    with pytest.raises(ConfigError, match=key):
-        schema.check(compose_cfg([override]))
+def test_enumerations_fail_while_composing_with_the_key(override, key, valid):
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_cfg([override])
+    cause = str(info.value.__cause__)
+    assert f"full_key: {key}" in cause and valid in cause
 
 
 def test_full_preset_without_data_names_the_missing_key(tmp_path):

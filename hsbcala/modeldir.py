@@ -5,7 +5,10 @@ layout). hsbcala adds:
 
 - ``hsbcala-state.json``: the version, the MLflow run id (so a resumed training continues the same run),
   whether training finished (a finished model is not retrained), one history entry per launch;
-- ``.hsbcala.lock``: held (flock) by the launch that trains in the directory;
+- ``.hsbcala.lock``: held (flock) by the launch that trains in the directory, and ``.hsbcala-owner.json``
+  beside it: host, pid, Slurm job, engine pid, heartbeat of that launch, readable from any node (a flock on
+  NFS/BeeGFS may hold on one node only). A clean end removes it; one left behind names a launch that died
+  (SIGKILL, OOM, node failure): its engine is refused while alive, and its MLflow run is marked KILLED;
 - ``train.log``: the engine's output, one header line per launch;
 - ``manifest.json``, ``split.json``, the codec report (written by :mod:`hsbcala.datastep`).
 """
@@ -13,6 +16,9 @@ layout). hsbcala adds:
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +29,10 @@ from hsbcala.errors import ConfigError
 
 STATE_FILE = "hsbcala-state.json"
 LOCK_FILE = ".hsbcala.lock"
+OWNER_FILE = ".hsbcala-owner.json"
+STALE_S = 600  # an owner record on another host whose heartbeat is older than this belongs to a dead launch
+HEARTBEAT_S = 60
+SPOOL = ".hsbcala/pending-metrics.jsonl"  # metrics MLflow could not take (hsbcala.tracking.Tracker)
 ENGINE_LOG = "train.log"
 
 
@@ -101,9 +111,20 @@ class ModelDir:
     def best_model(self) -> list[Path]:
         return self.engine.best_model(self.path)
 
+    @property
+    def spool(self) -> Path:
+        return self.path / SPOOL
+
+    @property
+    def owner_file(self) -> Path:
+        return self.path / OWNER_FILE
+
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the directory for one training; a second launch gets ConfigError naming the lock."""
+    def lock(self) -> Iterator[Owner]:
+        """Hold the directory for one training; a second launch gets ConfigError naming the lock.
+
+        Yields this launch's :class:`Owner`; its ``previous`` is the record a dead launch left behind (or None).
+        """
         self.path.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
             try:
@@ -113,4 +134,83 @@ class ModelDir:
                     f"model_dir {self.path} is in use by another training (lock {self.lock_file}); "
                     f"wait for it or choose another model_dir"
                 ) from None
-            yield
+            previous = fsutil.read_json(self.owner_file) or None
+            if previous:
+                _refuse_live(self.path, previous)
+            owner = Owner(self.owner_file, previous)
+            owner.write()
+            try:
+                yield owner
+            finally:
+                with contextlib.suppress(OSError):
+                    self.owner_file.unlink()
+
+
+class Owner:
+    """This launch's record in ``.hsbcala-owner.json`` (see the module docstring)."""
+
+    def __init__(self, path: Path, previous: dict | None) -> None:
+        self.path = path
+        self.previous = previous
+        self.record = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "started": time.time(),
+            "heartbeat": time.time(),
+            "engine_pid": None,
+        }
+        self._beat = 0.0
+
+    def write(self) -> None:
+        fsutil.atomic_write_json(self.path, self.record)
+
+    def engine_started(self, pid: int) -> None:
+        self.record["engine_pid"] = pid
+        self.write()
+
+    def heartbeat(self) -> None:
+        """Refresh the heartbeat (at most every HEARTBEAT_S; errors ignored: a full disk must not stop training)."""
+        now = time.time()
+        if now - self._beat >= HEARTBEAT_S:
+            self._beat = now
+            self.record["heartbeat"] = now
+            with contextlib.suppress(OSError):
+                self.write()
+
+    def describe_previous(self) -> str:
+        p = self.previous or {}
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p.get("started", 0)))
+        job = f", Slurm job {p['slurm_job_id']}" if p.get("slurm_job_id") else ""
+        return f"pid {p.get('pid')} on {p.get('host')}{job}, started {when}"
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _refuse_live(path: Path, previous: dict) -> None:
+    """A record left by another launch: refuse while its engine (this host) or heartbeat (elsewhere) lives."""
+    host = socket.gethostname()
+    if previous.get("host") == host:
+        if previous.get("pid") != os.getpid() and _alive(previous.get("engine_pid")):
+            raise ConfigError(
+                f"model_dir {path}: the engine (pid {previous['engine_pid']}) of an earlier launch that died "
+                f"still writes to it; wait for it to end or stop it (kill {previous['engine_pid']})"
+            )
+        return
+    age = time.time() - float(previous.get("heartbeat") or 0)
+    if age < STALE_S:
+        job = f" (Slurm job {previous['slurm_job_id']})" if previous.get("slurm_job_id") else ""
+        raise ConfigError(
+            f"model_dir {path} is in use by a training on {previous.get('host')}{job}, last heard of "
+            f"{age:.0f} s ago; wait for it or choose another model_dir"
+        )

@@ -17,6 +17,7 @@ mlflow is imported lazily (here only), so ``dry_run`` and ``--help`` stay fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -67,6 +68,110 @@ def flatten(d: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def masked(text: str) -> str:
+    """``scheme://user:secret@host`` → ``scheme://user:***@host`` (see :mod:`hsbcala.masking`)."""
+    from hsbcala.masking import mask
+
+    return mask(text)
+
+
+def _bound_http() -> None:
+    """Bound MLflow's HTTP retries (default: minutes of back-off per call), so an unreachable server costs
+    seconds, not the end of a finished training. The user's own settings win."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+
+def check_store(cfg: Any) -> None:
+    """Before the engine starts: the tracking store can be reached and written (ConfigError otherwise).
+
+    Without importing mlflow (seconds): an HTTP server must answer ``/health``; a sqlite file must be
+    writable, or its directory must be, to create it. Other schemes are left to MLflow."""
+    import urllib.error
+    import urllib.request
+
+    uri = tracking_uri(cfg)
+    key = (
+        "mlflow.tracking_uri"
+        if cfg.mlflow.tracking_uri
+        else "MLFLOW_TRACKING_URI"
+        if os.environ.get("MLFLOW_TRACKING_URI")
+        else "the default tracking store"
+    )
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as r:
+                ok = r.status == 200
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConfigError(
+                f"{key}={masked(uri)}: the tracking server does not answer ({reason}); start it, or set "
+                f"mlflow.tracking_uri to another store"
+            ) from None
+        if not ok:
+            raise ConfigError(f"{key}={masked(uri)}: the tracking server answered /health with an error")
+    elif uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        target = db if db.exists() else db.parent
+        if not target.exists():
+            raise ConfigError(f"{key}={uri}: the directory {db.parent} does not exist")
+        if not os.access(target, os.W_OK):
+            raise ConfigError(f"{key}={uri}: {target} is not writable; choose another mlflow.tracking_uri")
+
+
+def _create_experiment(client: Any, name: str, artifact_location: str | None) -> str:
+    """Create the experiment, or take the one a concurrent job (an array task) created a moment earlier."""
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except Exception:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def _spool(spool: Path | None, run_id: str, metrics: list[Any]) -> None:
+    """Append metrics that could not be sent (one JSON line each); a full disk loses them, with no crash."""
+    if spool is None:
+        return
+    with contextlib.suppress(OSError):
+        spool.parent.mkdir(parents=True, exist_ok=True)
+        with open(spool, "a", encoding="utf-8") as f:
+            f.writelines(
+                json.dumps(
+                    {
+                        "run_id": run_id,
+                        "key": m.key,
+                        "value": m.value,
+                        "timestamp": m.timestamp,
+                        "step": m.step,
+                    }
+                )
+                + "\n"
+                for m in metrics
+            )
+
+
+def replay(spool: Path, run_id: str | None = None) -> int:
+    """Send the spooled metrics to their run (``run_id`` overrides it); remove the spool when all went."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    rows = [json.loads(x) for x in spool.read_text(encoding="utf-8").splitlines() if x.strip()]
+    client = MlflowClient()
+    by_run: dict[str, list[Any]] = {}
+    for r in rows:
+        by_run.setdefault(run_id or r["run_id"], []).append(
+            Metric(r["key"], float(r["value"]), int(r["timestamp"]), int(r["step"]))
+        )
+    for rid, metrics in by_run.items():
+        for i in range(0, len(metrics), 1000):  # MLflow's batch limit
+            client.log_batch(rid, metrics=metrics[i : i + 1000])
+    spool.unlink()
+    return len(rows)
+
+
 def git_commit(path: Path) -> str:
     try:
         out = subprocess.run(
@@ -89,9 +194,26 @@ def git_commit(path: Path) -> str:
 
 
 class Tracker:
-    """One MLflow run for one model directory (created on the first launch, re-opened on resume)."""
+    """One MLflow run for one model directory (created on the first launch, re-opened on resume).
 
-    def __init__(self, cfg: Any, run_id: str | None, tags: dict[str, str], params: dict[str, str]) -> None:
+    Opening the run must succeed (the store was checked before the engine started, :func:`check_store`);
+    afterwards tracking is best-effort: a failing call is one warning, metrics that could not be sent are
+    spooled to ``<model_dir>/.hsbcala/pending-metrics.jsonl`` and sent on the next launch (or by
+    ``python -m hsbcala.tracking replay MODEL_DIR``), and a finished training is never turned into a crash
+    by a tracking outage. ``previous`` is the owner record of a launch that died in this model directory:
+    its run is marked KILLED (and tagged) before it is re-opened.
+    """
+
+    def __init__(
+        self,
+        cfg: Any,
+        run_id: str | None,
+        tags: dict[str, str],
+        params: dict[str, str],
+        spool: Path | None = None,
+        previous: dict | None = None,
+    ) -> None:
+        _bound_http()
         import mlflow  # lazy: ~3 s, and only needed once training really starts
 
         self._mlflow = mlflow
@@ -100,14 +222,14 @@ class Tracker:
         try:
             exp = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
             if exp is None:
-                exp_id = mlflow.create_experiment(
-                    cfg.mlflow.experiment, artifact_location=default_artifact_root(cfg, uri)
+                exp_id = _create_experiment(
+                    mlflow.MlflowClient(), cfg.mlflow.experiment, default_artifact_root(cfg, uri)
                 )
             else:
                 exp_id = exp.experiment_id
-        except Exception as exc:  # MLflow raises many types (connection, sqlalchemy, permission)
+        except Exception as exc:
             raise ConfigError(
-                f"mlflow.tracking_uri={uri}: cannot use the tracking store: {str(exc).splitlines()[0]}"
+                f"mlflow.tracking_uri={masked(uri)}: cannot use the tracking store: {str(exc).splitlines()[0]}"
             ) from exc
         if cfg.mlflow.system_metrics:
             mlflow.set_system_metrics_sampling_interval(cfg.mlflow.system_metrics_interval_s)
@@ -118,6 +240,11 @@ class Tracker:
                 mlflow.get_run(run_id)
             except Exception:  # noqa: BLE001 - not in this store (another tracking URI) or deleted
                 resumed, run_id = False, None  # the model dir came from another store: start a new run
+        if resumed and previous:
+            client = mlflow.MlflowClient()
+            with contextlib.suppress(Exception):
+                client.set_terminated(run_id, "KILLED")
+                client.set_tag(run_id, "hsbcala.crashed_launch", json.dumps(previous)[:5000])
         self.run = mlflow.start_run(
             run_id=run_id,
             experiment_id=None if resumed else exp_id,
@@ -125,7 +252,7 @@ class Tracker:
             log_system_metrics=bool(cfg.mlflow.system_metrics),
         )
         self.run_id = self.run.info.run_id
-        self.uri = uri
+        self.uri = masked(uri)
         self.resumed = resumed
         mlflow.set_tags(tags)
         if not resumed:
@@ -133,6 +260,20 @@ class Tracker:
         self._pending: list[Any] = []
         self._last_flush = time.monotonic()
         self._ended = False
+        self.spool = spool
+        self.degraded = False
+        if spool is not None and spool.is_file():
+            n = replay(spool, self.run_id)
+            if n:
+                say(f"sent {n} metric values spooled while the tracking store was unreachable")
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        if not self.degraded:
+            say(
+                f"warning: MLflow ({self.uri}): {what} failed: {str(exc).splitlines()[0] if str(exc) else exc!r}; "
+                f"training goes on, metrics are kept in the model directory and sent later"
+            )
+        self.degraded = True
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
@@ -143,28 +284,48 @@ class Tracker:
             self.flush()
 
     def flush(self) -> None:
-        if self._pending:
-            self._mlflow.MlflowClient().log_batch(self.run_id, metrics=self._pending)
-            self._pending = []
         self._last_flush = time.monotonic()
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        try:
+            if self.degraded and self.spool is not None and self.spool.is_file():
+                replay(self.spool, self.run_id)  # the store is back: older values first
+            self._mlflow.MlflowClient().log_batch(self.run_id, metrics=batch)
+        except Exception as exc:  # noqa: BLE001 - tracking is best-effort once the run is open
+            self._failed("logging metrics", exc)
+            _spool(self.spool, self.run_id, batch)
 
     def log_final(self, metrics: dict[str, float]) -> None:
+        """The end-of-training figures (step 0, as ``mlflow.log_metrics`` would log them)."""
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        self._pending += [Metric(k, float(v), ts, 0) for k, v in metrics.items() if v is not None]
         self.flush()
-        self._mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        if path.is_dir():
-            self._mlflow.log_artifacts(
-                str(path), artifact_path=f"{artifact_path}/{path.name}" if artifact_path else path.name
-            )
-        elif path.is_file():
-            self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
+        try:
+            if path.is_dir():
+                self._mlflow.log_artifacts(
+                    str(path), artifact_path=f"{artifact_path}/{path.name}" if artifact_path else path.name
+                )
+            elif path.is_file():
+                self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
+        except Exception as exc:  # noqa: BLE001 - best-effort, see the class docstring
+            self._failed(f"logging {path.name}", exc)
 
     def log_text(self, text: str, name: str) -> None:
-        self._mlflow.log_text(text, name)
+        try:
+            self._mlflow.log_text(text, name)
+        except Exception as exc:  # noqa: BLE001
+            self._failed(f"logging {name}", exc)
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self._mlflow.set_tags(tags)
+        try:
+            self._mlflow.set_tags(tags)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("setting tags", exc)
 
     def end(self, status: str) -> None:
         """End the run as FINISHED, FAILED or KILLED (idempotent; never leaves it RUNNING)."""
@@ -174,7 +335,10 @@ class Tracker:
         try:
             self.flush()
         finally:
-            self._mlflow.end_run(status=status)
+            try:
+                self._mlflow.end_run(status=status)
+            except Exception as exc:  # noqa: BLE001 - the store went away; the run stays as the store has it
+                self._failed(f"ending the run as {status}", exc)
 
 
 def run_tags(cfg: Any, project: Path, model_dir: Path) -> dict[str, str]:
@@ -360,3 +524,30 @@ def log_comparison(
         client.set_terminated(run.info.run_id, "FAILED")
         raise
     return run.info.run_id
+
+
+if __name__ == "__main__":  # python -m hsbcala.tracking replay MODEL_DIR [--tracking-uri URI]
+    import argparse
+
+    from hsbcala import modeldir
+
+    ap = argparse.ArgumentParser(prog="python -m hsbcala.tracking")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    rp = sub.add_parser("replay", help="send metrics spooled while the tracking store was unreachable")
+    rp.add_argument("model_dir", type=Path)
+    rp.add_argument("--tracking-uri", help="default: the one recorded in the model directory's state")
+    args = ap.parse_args()
+    spool = args.model_dir / modeldir.SPOOL
+    state = modeldir.load_state(args.model_dir)
+    if not spool.is_file():
+        print(f"nothing to replay in {args.model_dir}")
+        raise SystemExit(0)
+    import mlflow
+
+    uri = (
+        args.tracking_uri or (state.tracking_uri if state else None) or os.environ.get("MLFLOW_TRACKING_URI")
+    )
+    if not uri or "***" in uri:
+        raise SystemExit(f"hsbcala: error: give --tracking-uri (the recorded one is {uri!r})")
+    mlflow.set_tracking_uri(uri)
+    print(f"sent {replay(spool, state.run_id if state else None)} metric values to {masked(uri)}")

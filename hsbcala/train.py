@@ -37,7 +37,7 @@ from hsbcala import engines, schema
 from hsbcala.console import say
 from hsbcala.engines import envs
 from hsbcala.engines.base import Engine, TrainInputs
-from hsbcala.engines.process import EngineProcess, interruptible
+from hsbcala.engines.process import EngineProcess, deferred, interruptible
 from hsbcala.errors import ConfigError, DataError, EngineError, Interrupted
 from hsbcala.modeldir import ModelDir, State
 
@@ -235,9 +235,12 @@ def _run(cfg: DictConfig) -> float | None:
 
 def _execute(cfg: Any, p: Plan) -> float | None:
     from hsbcala import tracking
+    from hsbcala.masking import mask
 
     md, engine = p.model_dir, p.engine
+    tracking.check_store(cfg)  # before anything is created or started: an unusable store fails here
     fresh = not md.exists()
+    held = False  # this launch holds the lock: only then may it remove what it created
     state = p.state or State(version=engine.name)
     stage, start = engine.resume_point(p.resume_from) if p.resume_from else (0, 0)
     parser = engine.progress_parser(
@@ -247,30 +250,48 @@ def _execute(cfg: Any, p: Plan) -> float | None:
     status = "FAILED"
     say(("resuming from " + str(p.resume_from)) if p.resume_from else f"training {md.path}")
     t0 = time.monotonic()
-    try:
-        with md.lock(), interruptible(INTERRUPTED):
-            data_note = p.data.write(md.path)  # manifest.json, split.json, codec report (hsbcala.datastep)
+    with interruptible(INTERRUPTED), md.lock() as owner:
+        held = True
+        try:
+            if owner.previous:
+                say(
+                    f"an earlier launch in {md.path} ({owner.describe_previous()}) ended without cleaning up; "
+                    f"its MLflow run is marked KILLED, and training resumes from the newest checkpoint"
+                )
+            with deferred():
+                # manifest.json, split.json, codec report (hsbcala.datastep)
+                data_note = p.data.write(md.path)
+                if p.resume_from is not None:
+                    for note in engine.prepare_resume(p.resume_from, md.path):
+                        say(f"resume: {note}")
             if data_note:
                 say(f"warning: {data_note}")
             with EngineProcess(p.argv, md.engine_log, echo=True) as proc:
+                owner.engine_started(proc.pid)
                 # MLflow starts while the engine imports TensorFlow; the reader thread keeps draining meanwhile.
-                tracker = tracking.Tracker(
-                    cfg,
-                    state.run_id,
-                    tags=tracking.run_tags(cfg, envs.project_root(), md.path),
-                    params=tracking.flatten(OmegaConf.to_container(cfg, resolve=True)),
-                )
-                state.run_id, state.tracking_uri = tracker.run_id, tracker.uri
-                state.history.append(
-                    {
-                        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-                        "resumed_from": str(p.resume_from) if p.resume_from else None,
-                    }
-                )
-                md.save_state(state)
+                with deferred():
+                    tracker = tracking.Tracker(
+                        cfg,
+                        state.run_id,
+                        tags=tracking.run_tags(cfg, envs.project_root(), md.path),
+                        params={
+                            k: mask(v)
+                            for k, v in tracking.flatten(OmegaConf.to_container(cfg, resolve=True)).items()
+                        },
+                        spool=md.spool,
+                        previous=owner.previous,
+                    )
+                    state.run_id, state.tracking_uri = tracker.run_id, tracker.uri
+                    state.history.append(
+                        {
+                            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                            "resumed_from": str(p.resume_from) if p.resume_from else None,
+                        }
+                    )
+                    md.save_state(state)
                 if not tracker.resumed:
-                    tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
+                    tracker.log_text(mask(OmegaConf.to_yaml(cfg, resolve=True)), "config/config.yaml")
                     tracker.log_text(shlex.join(p.argv) + "\n", "config/command.txt")
                     if p.env.lock:
                         tracker.log_artifact(p.env.lock, "environment")
@@ -281,6 +302,7 @@ def _execute(cfg: Any, p: Plan) -> float | None:
 
                 provenance.log(tracker, p.env, envs.project_root())  # environment/: freeze, modules, git
                 for line in proc.lines():
+                    owner.heartbeat()
                     for update in parser.feed(line):
                         tracker.log(update.step, update.metrics)
                 code = proc.wait()
@@ -290,10 +312,15 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                         f"{proc.last_lines()}"
                     )
             elapsed = time.monotonic() - t0
-            state.best_val_cer = parser.best_val_cer
+            with deferred():
+                for note in engine.after_launch(md.path):
+                    say(note)
+                state.best_val_cer = parser.best_val_cer
+                prior = sum(h.get("wall_time_s", 0.0) for h in state.history[:-1])
+                state.history[-1]["wall_time_s"] = elapsed
+                state.status = "finished"
+                md.save_state(state)  # finished, whatever tracking does next
             lines_done = engine.lines_done(parser, cfg.train, p.inputs.n_train)
-            prior = sum(h.get("wall_time_s", 0.0) for h in state.history[:-1])
-            state.history[-1]["wall_time_s"] = elapsed
             tracker.log_final(
                 {
                     "best_val_cer": parser.best_val_cer,
@@ -307,26 +334,52 @@ def _execute(cfg: Any, p: Plan) -> float | None:
             if p.profile_report is not None:
                 tracker.log_artifact(p.profile_report, "profile")
             tracker.log_artifact(md.engine_log, "logs")
-            state.status = "finished"
-            md.save_state(state)
             status = "FINISHED"
             best = "n/a" if parser.best_val_cer is None else f"{parser.best_val_cer:.4f}"
             say(f"finished {md.path}: best validation CER {best}; MLflow run {tracker.run_id}")
+            if tracker.degraded:
+                say(
+                    f"warning: tracking is incomplete (the store failed during the run); metrics not sent are in "
+                    f"{md.spool}: python -m hsbcala.tracking replay {md.path}"
+                )
             return parser.best_val_cer
-    except (Interrupted, KeyboardInterrupt, SystemExit):
-        status = "KILLED"
-        raise
-    finally:
-        if state.best_val_cer is None:
-            state.best_val_cer = parser.best_val_cer
-        if tracker is not None:
-            if status != "FINISHED":
-                with contextlib.suppress(
-                    Exception
-                ):  # the run is ending anyway; the log stays in the model dir
-                    tracker.log_artifact(md.engine_log, "logs")
-            tracker.end(status)
-        if status == "FAILED" and fresh and md.exists() and md.latest_checkpoint() is None:
-            shutil.rmtree(md.path, ignore_errors=True)  # nothing worth resuming: leave nothing behind
-        elif md.exists() and status != "FINISHED" and state.run_id:
+        except (Interrupted, KeyboardInterrupt, SystemExit):
+            status = "KILLED"
+            raise
+        finally:  # still holding the lock: nobody else can be using the directory we may remove
+            with deferred():
+                _end(md, engine, state, parser, tracker, status, fresh=fresh, held=held, t0=t0)
+
+
+def _end(
+    md: ModelDir,
+    engine: Engine,
+    state: State,
+    parser: Any,
+    tracker: Any,
+    status: str,
+    *,
+    fresh: bool,
+    held: bool,
+    t0: float,
+) -> None:
+    """However the launch ended: the engine's repairs, the state (best CER, wall time), the run's end, and a
+    fresh model directory without any checkpoint removed again (only by the launch that created it)."""
+    if status != "FINISHED" and held:
+        with contextlib.suppress(Exception):
+            for note in engine.after_launch(md.path):
+                say(note)
+    if parser.best_val_cer is not None:
+        state.best_val_cer = parser.best_val_cer
+    if state.history and "wall_time_s" not in state.history[-1]:
+        state.history[-1]["wall_time_s"] = time.monotonic() - t0  # interrupted launches count too
+    if tracker is not None:
+        if status != "FINISHED":
+            with contextlib.suppress(Exception):  # the run is ending anyway; the log stays in the model dir
+                tracker.log_artifact(md.engine_log, "logs")
+        tracker.end(status)
+    if status == "FAILED" and fresh and held and md.exists() and md.latest_checkpoint() is None:
+        shutil.rmtree(md.path, ignore_errors=True)  # nothing worth resuming: leave nothing behind
+    elif held and md.exists() and status != "FINISHED" and state.run_id:
+        with contextlib.suppress(OSError):
             md.save_state(state)

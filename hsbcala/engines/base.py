@@ -193,6 +193,15 @@ class Engine(ABC):
         weights = model_dir / self.best_weights
         return [spec, weights] if spec.is_file() and weights.exists() else []
 
+    def prepare_resume(self, checkpoint: Path, model_dir: Path) -> list[str]:
+        """Make ``checkpoint`` resume into ``model_dir`` (it may have been copied or moved: both engines record
+        the absolute output directory in the checkpoint and would write there); return what was done."""
+        return []
+
+    def after_launch(self, model_dir: Path) -> list[str]:
+        """Repair what a launch may have damaged (called however the launch ended); return what was done."""
+        return []
+
     @abstractmethod
     def resume_point(self, checkpoint: Path) -> tuple[int, int]:
         """(stage, position) the engine continues from after resuming ``checkpoint`` (for metric steps)."""
@@ -207,6 +216,30 @@ class Engine(ABC):
     @abstractmethod
     def lines_done(self, parser: ProgressParser, train: Any, n_train: int) -> int:
         """Training lines processed in this launch (for ``lines_per_second``)."""
+
+
+def retarget(record: Path, keys: tuple[str, ...], model_dir: Path) -> list[str]:
+    """Point the directory-valued ``keys`` of a checkpoint's JSON ``record`` at ``model_dir`` (atomically);
+    a message per key changed. Values that are not directories of another place are left alone."""
+    from hsbcala import fsutil
+
+    d = fsutil.read_json(record)
+    changed = []
+    target = str(model_dir.resolve())
+    for dotted in keys:
+        node, *rest = dotted.split(".")
+        holder: dict = d
+        key = node
+        for part in rest:
+            holder = holder.get(key) if isinstance(holder.get(key), dict) else {}
+            key = part
+        old = holder.get(key)
+        if isinstance(old, str) and old and Path(old).resolve() != Path(target):
+            holder[key] = target
+            changed.append(f"{dotted}: {old} → {target}")
+    if changed:
+        fsutil.atomic_write_json(record, d)
+    return changed
 
 
 def _mtime(p: Path) -> float:

@@ -12,7 +12,9 @@ Currently accuracy of X%`` (so a check's validation CER is printed only when it 
 from __future__ import annotations
 
 import glob as _glob
+import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from hsbcala.engines.base import (
     Update,
     iterations_per_epoch,
     max_iterations,
+    retarget,
 )
 from hsbcala.fsutil import read_json
 
@@ -157,6 +160,58 @@ class Cala1(Engine):
     def checkpoint_key(self, checkpoint: Path) -> tuple[int, int]:
         d = read_json(self.record(checkpoint))
         return int(d.get("currentStage", 0) or 0), int(d.get("iter", 0) or 0)
+
+    # Calamari 1 writes its current network as "best" when any training starts (on_train_begin: "Creating
+    # initial network configuration as current best"), so a resume replaces the best model with the checkpoint
+    # resumed from, though no validation improved; its best accuracy itself is carried over in the checkpoint.
+    # hsbcala keeps the best model aside before resuming and puts it back after the launch unless the engine
+    # found a better one (higher earlyStoppingBestAccuracy in the same or a later stage).
+    KEPT = ".hsbcala/best-before-resume"
+
+    def prepare_resume(self, checkpoint: Path, model_dir: Path) -> list[str]:
+        done = retarget(self.record(checkpoint), ("outputDir", "earlyStoppingBestModelOutputDir"), model_dir)
+        kept = model_dir / self.KEPT
+        best = [model_dir / "best.ckpt.json", model_dir / "best.ckpt.h5"]
+        if all(f.is_file() for f in best) and not (kept / "best.ckpt.json").is_file():
+            # (an earlier kept copy still there means the launch that made it died: that one is the real best)
+            tmp = kept.with_name(kept.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            for f in best:
+                shutil.copy2(f, tmp / f.name)
+            os.replace(tmp, kept)
+            done.append(f"kept the best model aside in {kept} (Calamari 1 overwrites it when it resumes)")
+        return done
+
+    def after_launch(self, model_dir: Path) -> list[str]:
+        kept = model_dir / self.KEPT
+        if not (kept / "best.ckpt.json").is_file():
+            return []
+        now = read_json(model_dir / "best.ckpt.json")
+        before = read_json(kept / "best.ckpt.json")
+
+        def rank(d: dict) -> tuple[int, float]:
+            return int(d.get("currentStage", 0) or 0), float(d.get("earlyStoppingBestAccuracy", 0) or 0)
+
+        improved = (
+            bool(now)
+            and (model_dir / "best.ckpt.h5").is_file()
+            and (
+                rank(now)[0] > rank(before)[0]
+                or (rank(now)[0] == rank(before)[0] and rank(now)[1] > rank(before)[1])
+            )
+        )
+        note = []
+        if not improved:
+            for name in ("best.ckpt.h5", "best.ckpt.json"):  # weights first: the JSON says "complete"
+                tmp = model_dir / f".{name}.restore"
+                shutil.copy2(kept / name, tmp)
+                os.replace(tmp, model_dir / name)
+            note.append(
+                "restored the best model kept before resuming (no better one was found in this launch)"
+            )
+        shutil.rmtree(kept, ignore_errors=True)
+        return note
 
     def resume_point(self, checkpoint: Path) -> tuple[int, int]:
         stage, it = self.checkpoint_key(checkpoint)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hsbcala.engines import modeljson
-from hsbcala.engines.base import Engine, ProgressParser, TrainInputs, Update, flag
+from hsbcala.engines.base import Engine, ProgressParser, TrainInputs, Update, flag, retarget
 from hsbcala.fsutil import read_json
 
 _EPOCH = re.compile(r"Results of epoch\s+(\d+)\s+(.*)$")
@@ -135,6 +135,10 @@ class Cala2(Engine):
     def checkpoint_key(self, checkpoint: Path) -> tuple[int, int]:
         d = read_json(checkpoint)
         return int(d.get("current_stage", 0) or 0), int(d.get("current_epoch", 0) or 0)
+
+    def prepare_resume(self, checkpoint: Path, model_dir: Path) -> list[str]:
+        # tfaip resumes from <output_dir>/<saved_checkpoint_sub_dir> and writes everything below output_dir
+        return retarget(checkpoint, ("output_dir", "early_stopping.best_model_output_dir"), model_dir)
 
     def resume_point(self, checkpoint: Path) -> tuple[int, int]:
         return self.checkpoint_key(checkpoint)

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import queue
 import shlex
@@ -35,25 +36,95 @@ GRACE_S = 30.0  # SIGTERM → SIGKILL: long enough for TensorFlow to finish writ
 ENGINE_ENV = {"PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
+class _Interrupts:
+    """What :func:`interruptible` knows: the first signal received, whether it was raised, deferral depth."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.received: str | None = None
+        self.repeats = 0
+        self.raised = False
+        self.deferring = 0
+
+    def raise_now(self) -> None:
+        self.raised = True
+        raise Interrupted(self.message.format(signal=self.received))
+
+
+_active: _Interrupts | None = None
+
+
 @contextlib.contextmanager
-def interruptible(message: str) -> Iterator[None]:
-    """SIGINT/SIGTERM raise Interrupted(message with ``{signal}`` filled in) in the main thread while inside."""
+def interruptible(message: str) -> Iterator[_Interrupts]:
+    """SIGINT/SIGTERM raise Interrupted(message with ``{signal}`` filled in) in the main thread while inside.
+
+    Only the first signal raises, and never inside a :func:`deferred` block (opening the MLflow run, saving
+    the state, the clean-up): there it is remembered and raised when the block ends. Later signals are
+    counted and otherwise ignored, so a second Ctrl-C or a scancel right after a SIGTERM cannot break off
+    the clean-up half-way (engine stopped, MLflow run ended KILLED, state saved, exit 130).
+    """
+    global _active
+    state = _Interrupts(message)
 
     def handler(signum, _frame):
-        raise Interrupted(message.format(signal=signal.Signals(signum).name))
+        if state.received is not None:
+            state.repeats += 1
+            return
+        state.received = signal.Signals(signum).name
+        if state.deferring == 0:
+            state.raise_now()
 
+    outer = _active
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    _active = state
     try:
-        yield
+        yield state
     finally:
+        _active = outer
         for s, h in old.items():
             signal.signal(s, h)
 
 
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """A block no signal breaks into: a SIGINT/SIGTERM received inside is raised as Interrupted at its end."""
+    state = _active
+    if state is None:
+        yield
+        return
+    state.deferring += 1
+    try:
+        yield
+    finally:
+        state.deferring -= 1
+    if state.deferring == 0 and state.received is not None and not state.raised:
+        state.raise_now()
+
+
+def check_interrupted() -> None:
+    """Raise a deferred interruption now (at a point where stopping is safe)."""
+    state = _active
+    if state is not None and state.received is not None and not state.raised and state.deferring == 0:
+        state.raise_now()
+
+
+_PR_SET_PDEATHSIG = 1  # prctl(2) option (Linux)
+try:
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _prctl = _libc.prctl
+except (OSError, AttributeError):  # not Linux: the engine may outlive a killed launcher there
+    _prctl = None
+
+
 def _in_engine() -> None:
-    """Runs in the engine's process before exec: ignore Slurm's USR signals (see the module docstring)."""
+    """Runs in the engine's process before exec: ignore Slurm's USR signals (see the module docstring), and
+    ask the kernel for SIGTERM when the launcher dies (SIGKILL, OOM killer, node trouble), so an engine never
+    trains on as an orphan in a model directory whose lock its launcher no longer holds. The setting survives
+    exec (also through ``bash -lc 'module load …; exec …'``)."""
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class _Reader(threading.Thread):
@@ -130,6 +201,11 @@ class EngineProcess:
         self._reader.start()
         return self
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
     def lines(self) -> Iterator[str]:
         """The engine's output lines until it closes its output (a timeout keeps signals deliverable)."""
         assert self._reader is not None
@@ -137,6 +213,7 @@ class EngineProcess:
             try:
                 line = self._reader.lines.get(timeout=0.5)
             except queue.Empty:
+                check_interrupted()
                 continue
             if line is None:
                 self._drained = True

@@ -342,7 +342,7 @@ def log_accounting(cfg: Any, launches_before: int) -> None:
             return  # this job trained nothing (refused, or the model had finished)
         metrics, tags = job_figures()
         tracking.log_accounting(
-            state.tracking_uri, state.run_id, metrics, tags, step=int(tags["slurm.restarts"] or 0)
+            tracking.tracking_uri(cfg), state.run_id, metrics, tags, step=int(tags["slurm.restarts"] or 0)
         )
         say(
             f"Slurm job {job_id()} on {tags['slurm.node']}: {metrics['slurm/elapsed_s']:.0f} s, CPU "

@@ -38,6 +38,14 @@ class EngineError(HsbcalaError):
     exit_code = 3
 
 
+class RestoreFailed(EngineError):
+    """The engine could not read back the checkpoint it was to resume from (the runner sets it aside)."""
+
+    def __init__(self, message: str, checkpoint: object) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint
+
+
 class Interrupted(HsbcalaError):
     """Training was interrupted by a signal (SIGINT, SIGTERM, walltime); resumable from the last checkpoint."""
 

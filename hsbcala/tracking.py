@@ -551,3 +551,8 @@ if __name__ == "__main__":  # python -m hsbcala.tracking replay MODEL_DIR [--tra
         raise SystemExit(f"hsbcala: error: give --tracking-uri (the recorded one is {uri!r})")
     mlflow.set_tracking_uri(uri)
     print(f"sent {replay(spool, state.run_id if state else None)} metric values to {masked(uri)}")
+    if state and state.run_id and state.status == "finished":  # the outage also kept the run from ending
+        client = mlflow.MlflowClient()
+        if client.get_run(state.run_id).info.status == "RUNNING":
+            client.set_terminated(state.run_id, "FINISHED")
+            print(f"run {state.run_id} ended FINISHED (the training had finished)")

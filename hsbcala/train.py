@@ -38,7 +38,7 @@ from hsbcala.console import say
 from hsbcala.engines import envs
 from hsbcala.engines.base import Engine, TrainInputs
 from hsbcala.engines.process import EngineProcess, deferred, interruptible
-from hsbcala.errors import ConfigError, DataError, EngineError, Interrupted
+from hsbcala.errors import ConfigError, DataError, EngineError, Interrupted, RestoreFailed
 from hsbcala.modeldir import ModelDir, State
 
 INTERRUPTED = "interrupted by {signal}; the last checkpoint is kept, run the same command again to resume"
@@ -230,7 +230,19 @@ def _run(cfg: DictConfig) -> float | None:
         return p.state.best_val_cer
     p.data.announce(say)  # what the data checks found, the split, the codec table
     p.env.ensure()
-    return _execute(cfg, p)
+    while True:
+        try:
+            return _execute(cfg, p)
+        except RestoreFailed as exc:  # set it aside (renamed, never deleted) and resume the one before it
+            moved = p.engine.set_aside(exc.checkpoint)
+            say(f"error: {exc}; set aside as {', '.join(m.name for m in moved)}")
+            p = plan(cfg)
+            if p.resume_from is None:
+                raise EngineError(
+                    f"no checkpoint of {p.model_dir.path} could be restored (set aside: *.unrestorable-*); "
+                    f"move them back to retry, or choose another model_dir to train afresh"
+                ) from None
+            say(f"resuming from the previous checkpoint {p.resume_from} instead")
 
 
 def _execute(cfg: Any, p: Plan) -> float | None:
@@ -306,6 +318,16 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                     for update in parser.feed(line):
                         tracker.log(update.step, update.metrics)
                 code = proc.wait()
+                if (
+                    code != 0
+                    and p.resume_from is not None
+                    and parser.epochs_seen == parser.iterations_seen == 0
+                    and engine.restore_failed(proc.output_tail())
+                ):
+                    raise RestoreFailed(
+                        f"the checkpoint {p.resume_from} could not be restored: {proc.last_lines(1)}",
+                        p.resume_from,
+                    )
                 if code != 0:
                     raise EngineError(
                         f"{Path(p.argv[0]).name} exited with code {code} (log: {md.engine_log}): "

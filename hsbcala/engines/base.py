@@ -43,6 +43,8 @@ Resume: Calamari 2 reads every setting back from the checkpoint (``calamari-resu
 from __future__ import annotations
 
 import math
+import os
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +199,27 @@ class Engine(ABC):
         """Make ``checkpoint`` resume into ``model_dir`` (it may have been copied or moved: both engines record
         the absolute output directory in the checkpoint and would write there); return what was done."""
         return []
+
+    # Lines an engine prints when a checkpoint's files cannot be read back (truncated, corrupt, missing).
+    RESTORE_ERRORS: ClassVar[tuple[str, ...]] = ()
+
+    def restore_failed(self, output: str) -> bool:
+        """Whether the engine's output says the checkpoint it resumed from could not be restored."""
+        return any(marker in output for marker in self.RESTORE_ERRORS)
+
+    def set_aside(self, checkpoint: Path) -> list[Path]:
+        """Rename a checkpoint that cannot be restored (never delete it), so the previous one is resumed."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        moved = []
+        for f in self.checkpoint_files(checkpoint):
+            target = f.with_name(f"{f.name}.unrestorable-{stamp}")
+            os.replace(f, target)
+            moved.append(target)
+        return moved
+
+    @abstractmethod
+    def checkpoint_files(self, checkpoint: Path) -> list[Path]:
+        """The files (or directories) making up one checkpoint."""
 
     def after_launch(self, model_dir: Path) -> list[str]:
         """Repair what a launch may have damaged (called however the launch ended); return what was done."""

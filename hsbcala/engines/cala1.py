@@ -154,6 +154,22 @@ class Cala1(Engine):
                 found.append(p.with_suffix(""))
         return found
 
+    RESTORE_ERRORS = (
+        "Read less bytes than requested",  # h5py on a truncated .h5
+        "Unable to open file",
+        "Unable to synchronously open file",
+        "truncated file",
+        "file signature not found",
+        "bad object header",
+        "Unable to open object",
+    )
+
+    def checkpoint_files(self, checkpoint: Path) -> list[Path]:
+        return [
+            Path(f"{checkpoint}.h5"),
+            Path(f"{checkpoint}.json"),
+        ]  # weights first: the JSON marks it whole
+
     def record(self, checkpoint: Path) -> Path:
         return Path(f"{checkpoint}.json")
 

@@ -21,6 +21,7 @@ from hsbcala.fsutil import read_json
 
 _EPOCH = re.compile(r"Results of epoch\s+(\d+)\s+(.*)$")
 _PAIR = re.compile(r"([\w/-]+): (-?[\d.]+(?:e[-+]?\d+)?)")
+_NUMBERED = re.compile(r"^checkpoint_\d+$")  # not one set aside as checkpoint_NNNN.unrestorable-…
 _NAMES = {"CER": "train_cer", "loss": "train_loss", "val_CER": "val_cer", "val_loss": "val_loss"}
 
 
@@ -126,8 +127,24 @@ class Cala2(Engine):
     def checkpoints(self, model_dir: Path) -> list[Path]:
         pattern = _glob.escape(str(model_dir)) + "/checkpoint/checkpoint_*/trainer_params.json"
         return [
-            p for p in map(Path, _glob.glob(pattern)) if (p.parent / "variables").is_dir() and read_json(p)
+            p
+            for p in map(Path, _glob.glob(pattern))
+            if _NUMBERED.match(p.parent.name) and (p.parent / "variables").is_dir() and read_json(p)
         ]
+
+    RESTORE_ERRORS = (
+        "Read less bytes than requested",  # TensorFlow's checkpoint reader on truncated variables
+        "DataLossError",
+        "Unable to open table file",
+        "Checksum does not match",
+        "truncated record",
+        "Failed to restore",
+        "Could not find variable",
+        "Unsuccessful TensorSliceReader",
+    )
+
+    def checkpoint_files(self, checkpoint: Path) -> list[Path]:
+        return [checkpoint.parent]  # checkpoint/checkpoint_NNNN/ (trainer_params.json, variables/, …)
 
     def record(self, checkpoint: Path) -> Path:
         return checkpoint

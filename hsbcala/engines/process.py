@@ -163,7 +163,7 @@ class EngineProcess:
         echo: bool = False,
         cwd: Path | None = None,
         log_mode: str = "a",
-        tail: int = 12,
+        tail: int = 200,  # enough for a TensorFlow traceback (restore errors are matched in it)
     ) -> None:
         self.argv = list(argv)
         self.log_path = log_path
@@ -227,6 +227,10 @@ class EngineProcess:
         code = self.proc.wait()
         self._reader.join()
         return code
+
+    def output_tail(self) -> str:
+        """The last lines of output (up to ``tail``), joined with newlines."""
+        return "\n".join(self.tail)
 
     def last_lines(self, n: int = 3) -> str:
         """The last non-empty output lines, joined for a one-line error message."""

@@ -15,14 +15,22 @@ Unpacking is safe: nothing may land outside the target directory.
 - zip: every member is checked before anything is written (no absolute path, no drive letter, no ``..``
   component, no symbolic link), then extracted.
 
-An unsafe member refuses the whole archive (:class:`~hsbcala.errors.DataError` naming archive and member) and
-leaves nothing behind: members are extracted into a temporary directory that is renamed into place only when
-the archive is complete, under a file lock so parallel jobs unpack an archive once.
+Unpacking is bounded (:class:`Limits`, ``data.archive_max_bytes`` and ``data.archive_max_ratio``): the total
+size of the members is known before anything is written (zip: the central directory, whose sizes also bound
+what Python's ``zipfile`` writes; tar: one pass over the member headers, stopped at the first header past a
+limit, so a bomb is never inflated), and an archive over a limit (or larger than the free space) is refused
+with one line naming the archive and the limit. A 1.6 MB zip that inflates to 1.5 GB (ratio ~1000:1) is
+refused by the ratio alone.
+
+An unsafe or too large member refuses the whole archive (:class:`~hsbcala.errors.DataError` naming archive
+and member) and leaves nothing behind: members are extracted into a temporary directory that is renamed into
+place only when the archive is complete, under a file lock so parallel jobs unpack an archive once; a
+temporary directory left by a killed process is removed by the next one that unpacks the same archive.
 """
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import glob
 import os
 import shutil
@@ -31,12 +39,26 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from hsbcala.errors import DataError
+from hsbcala.fsutil import locked
 from hsbcala.hashcache import HashCache, default_root
 
 SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".zip")
+MAX_BYTES = 20_000_000_000  # data.archive_max_bytes: 20 GB unpacked (the shared Fraktur set is ~0.1 GB)
+MAX_RATIO = 100.0  # data.archive_max_ratio: line images (PNG) hardly compress; deflate bombs reach ~1000:1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on unpacking one archive; 0 turns a cap off. ``keys`` name the config keys in the errors."""
+
+    max_bytes: int = MAX_BYTES
+    max_ratio: float = MAX_RATIO
+    bytes_key: str = "data.archive_max_bytes"
+    ratio_key: str = "data.archive_max_ratio"
 
 
 def is_archive(path: str | os.PathLike) -> bool:
@@ -57,9 +79,47 @@ def _unsafe_zip_member(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def _extract(archive: Path, target: Path, key: str) -> None:
-    """Extract ``archive`` into the (empty) directory ``target``; DataError on an unsafe or broken archive."""
+class _Budget:
+    """The running total of an archive's members against :class:`Limits`; raises before anything is written."""
+
+    def __init__(self, archive: Path, where: str, limits: Limits) -> None:
+        self.archive, self.where, self.limits = archive, where, limits
+        self.packed = max(archive.stat().st_size, 1)
+        self.total = 0
+
+    def add(self, size: int, member: str) -> None:
+        self.total += max(size, 0)
+        lim = self.limits
+        if lim.max_bytes and self.total > lim.max_bytes:
+            raise DataError(
+                f"{self.where} unpacks to more than {lim.max_bytes:,} bytes ({lim.bytes_key}; "
+                f"{self.total:,} bytes up to member {member!r}); refusing the archive (nothing was unpacked; "
+                f"raise {lim.bytes_key} if you trust it)"
+            )
+        if lim.max_ratio and self.total > lim.max_ratio * self.packed:
+            raise DataError(
+                f"{self.where} unpacks to more than {lim.max_ratio:g} times its {self.packed:,} bytes "
+                f"({lim.ratio_key}; {self.total:,} bytes up to member {member!r}: a zip bomb?); refusing the "
+                f"archive (nothing was unpacked; raise {lim.ratio_key} if you trust it)"
+            )
+
+    def check_space(self, directory: Path) -> None:
+        try:
+            free = shutil.disk_usage(directory).free
+        except OSError:
+            return
+        if self.total > free:
+            raise DataError(
+                f"{self.where} unpacks to {self.total:,} bytes but {directory} has {free:,} bytes free; "
+                f"nothing was unpacked (set data.cache_dir to a larger disk)"
+            )
+
+
+def _extract(archive: Path, target: Path, key: str, limits: Limits) -> None:
+    """Extract ``archive`` into the (empty) directory ``target``; DataError on an unsafe, broken or too large
+    archive, raised before the first member is written (every member checked, the sizes summed first)."""
     where = f"{key}: archive {archive}"
+    budget = _Budget(archive, where, limits)
     try:
         if archive.name.lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:
@@ -70,9 +130,17 @@ def _extract(archive: Path, target: Path, key: str) -> None:
                             f"{where}: member {info.filename!r} {problem}; refusing the archive "
                             f"(nothing was unpacked)"
                         )
+                    # zipfile never writes more than file_size (ZipExtFile cuts the stream there)
+                    budget.add(info.file_size, info.filename)
+                budget.check_space(target)
                 zf.extractall(target)
         else:
             with tarfile.open(archive) as tf:
+                # Headers only: reading a header skips the data before it, which for a compressed tar means
+                # inflating it, but never past a limit (the first header beyond one raises here).
+                for member in tf:
+                    budget.add(member.size if member.isreg() else 0, member.name)
+                budget.check_space(target)
                 tf.extractall(target, filter="data")
     except tarfile.FilterError as exc:
         member = exc.tarinfo.name if getattr(exc, "tarinfo", None) is not None else "?"
@@ -83,10 +151,21 @@ def _extract(archive: Path, target: Path, key: str) -> None:
         raise DataError(f"{where} does not unpack: {type(exc).__name__}: {exc}") from None
 
 
+def _remove_stale(base: Path, name: str) -> None:
+    """Temporary directories of ``name`` left by a killed unpacker (we hold the archive's lock: none is live)."""
+    for stale in base.glob(f".tmp-{glob.escape(name)}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def unpack(
-    archive: Path, *, key: str = "data", root: Path | str | None = None, cache: HashCache | None = None
+    archive: Path,
+    *,
+    key: str = "data",
+    root: Path | str | None = None,
+    cache: HashCache | None = None,
+    limits: Limits | None = None,
 ) -> Path:
-    """Unpack ``archive`` (once) and return its directory under ``<root>/archives/``."""
+    """Unpack ``archive`` (once, within ``limits``) and return its directory under ``<root>/archives/``."""
     archive = Path(os.path.abspath(archive))
     root = Path(root).expanduser() if root else default_root()
     own = cache is None
@@ -99,23 +178,24 @@ def unpack(
         if own:
             cache.save()
     base = root / "archives"
-    target = base / digest[:20]
+    name = digest[:20]
+    target = base / name
     if target.is_dir():
         return target
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        lock = open(base / f".{digest[:20]}.lock", "w")  # noqa: SIM115 - held until the end of the with
-    except OSError as exc:
-        raise DataError(
-            f"{key}: cannot unpack archive {archive} into {base}: {exc.strerror or exc} (set data.cache_dir)"
-        ) from None
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another job may be unpacking the same archive: wait for it
+    with contextlib.ExitStack() as stack:
+        try:  # another job may be unpacking the same archive: wait for it
+            stack.enter_context(locked(base / f".{name}.lock"))
+        except OSError as exc:
+            raise DataError(
+                f"{key}: cannot unpack archive {archive} into {base}: {exc.strerror or exc} "
+                f"(set data.cache_dir)"
+            ) from None
         if target.is_dir():
             return target
-        tmp = Path(tempfile.mkdtemp(dir=base, prefix=".tmp-"))
+        _remove_stale(base, name)
+        tmp = Path(tempfile.mkdtemp(dir=base, prefix=f".tmp-{name}-"))
         try:
-            _extract(archive, tmp, key)
+            _extract(archive, tmp, key, limits or Limits())
             os.rename(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -133,23 +213,26 @@ def _split_at_archive(pattern: str) -> tuple[str, str] | None:
 
 
 def expand_pattern(
-    pattern: str, *, key: str, root: Path | str | None = None, cache: HashCache | None = None
+    pattern: str,
+    *,
+    key: str,
+    root: Path | str | None = None,
+    cache: HashCache | None = None,
+    limits: Limits | None = None,
 ) -> list[str]:
     """Patterns to glob instead of ``pattern`` (an absolute glob): archives in it replaced by their
     unpacked directories. A pattern without archives comes back unchanged, as the only element."""
+    kw = {"key": key, "root": root, "cache": cache, "limits": limits}
     split = _split_at_archive(pattern)
     if split is not None:
         archive, rest = split
-        return [os.path.join(glob.escape(str(unpack(Path(archive), key=key, root=root, cache=cache))), rest)]
+        return [os.path.join(glob.escape(str(unpack(Path(archive), **kw))), rest)]
     if not is_archive(pattern):
         return [pattern]
     matches = sorted(m for m in glob.glob(pattern, recursive=True) if os.path.isfile(m))
     if not matches:
         return [pattern]  # the caller reports the pattern that matches nothing
-    return [
-        os.path.join(glob.escape(str(unpack(Path(m), key=key, root=root, cache=cache))), "**", "*")
-        for m in matches
-    ]
+    return [os.path.join(glob.escape(str(unpack(Path(m), **kw))), "**", "*") for m in matches]
 
 
 def involves_archive(patterns: list[str] | tuple[str, ...], base: Path) -> bool:

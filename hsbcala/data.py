@@ -47,18 +47,19 @@ GIL contention); uncached, between 2x faster and no faster from run to run. So t
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import io
 import os
 import struct
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from hsbcala import archives
+from hsbcala import archives, console
 from hsbcala.errors import DataError
 
 GT_SUFFIX = ".gt.txt"
@@ -93,15 +94,160 @@ def gt_path(image: Path) -> Path:
     return image.parent / (stem + GT_SUFFIX)
 
 
+def _subdirs(top: str, loops: list[tuple[str, str]], aliases: list[tuple[str, str]]) -> list[str]:
+    """``top`` and every directory below it, as glob's ``**`` finds them (hidden names skipped, symbolic links
+    to directories followed), but each real directory entered once: a link to a directory already included is
+    not followed (into ``loops`` when it points at one of its own ancestors, else into ``aliases``).
+
+    Real subdirectories are walked before any link is followed, so a directory is named by its own path
+    rather than through a link, and a loop ends after one step instead of ~40 (ELOOP) or never (two links).
+    """
+    try:
+        st = os.stat(top)
+    except OSError:
+        return []
+    seen = {(st.st_dev, st.st_ino)}
+    out: list[str] = []
+    stack, links = [top], []
+    while True:
+        while stack:
+            directory = stack.pop()
+            out.append(directory)
+            try:
+                entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            except OSError:
+                continue
+            below = []
+            for entry in entries:
+                try:
+                    if entry.name.startswith(".") or not entry.is_dir():
+                        continue
+                    if entry.is_symlink():
+                        links.append(entry.path)
+                        continue
+                    est = entry.stat()
+                except OSError:
+                    continue
+                if (est.st_dev, est.st_ino) not in seen:  # (a bind mount can repeat a directory)
+                    seen.add((est.st_dev, est.st_ino))
+                    below.append(entry.path)
+            stack.extend(reversed(below))
+        if not links:
+            return out
+        links.sort()
+        link = links.pop(0)
+        try:
+            lst = os.stat(link)
+        except OSError:
+            continue
+        if (lst.st_dev, lst.st_ino) in seen:
+            real = os.path.realpath(link)
+            parent = os.path.realpath(os.path.dirname(link))
+            inside = parent == real or parent.startswith(real.rstrip(os.sep) + os.sep)
+            (loops if inside else aliases).append((link, real))
+            continue
+        seen.add((lst.st_dev, lst.st_ino))
+        stack.append(link)
+
+
+def _glob(pattern: str) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
+    """``glob.glob(pattern, recursive=True)`` whose ``**`` enters each real directory once (:func:`_subdirs`):
+    (matches, symbolic-link loops, links to directories already included). Python's own ``**`` follows a
+    link loop until the path is too long (40 times the data) and two such links for ever."""
+    parts = pattern.split(os.sep)
+    if "**" not in parts:
+        return glob.glob(pattern, recursive=True), [], []
+    loops: list[tuple[str, str]] = []
+    aliases: list[tuple[str, str]] = []
+    current = [os.sep] if pattern.startswith(os.sep) else [os.curdir]
+    parts = [p for p in parts if p]
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        found: list[str] = []
+        for directory in current:
+            if part == "**":
+                below = _subdirs(directory, loops, aliases)
+                found += below
+                if last:  # a final '**' also matches the files (as glob does)
+                    found += [
+                        os.path.join(d, n)
+                        for d in below
+                        for n in _listdir(d)
+                        if not n.startswith(".") and not os.path.isdir(os.path.join(d, n))
+                    ]
+            elif glob.has_magic(part):
+                hidden = part.startswith(".")
+                found += [
+                    os.path.join(directory, n)
+                    for n in fnmatch.filter(_listdir(directory), part)
+                    if hidden or not n.startswith(".")
+                ]
+            elif os.path.lexists(os.path.join(directory, part)):
+                found.append(os.path.join(directory, part))
+        current = found if last else [d for d in found if os.path.isdir(d)]
+    prefix = os.curdir + os.sep
+    matches = [m.removeprefix(prefix) for m in current]
+    return matches, loops, aliases
+
+
+def _listdir(directory: str) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except OSError:
+        return []
+
+
+def _line_identity(image: Path) -> tuple:
+    """A line's identity: its image file and its ``.gt.txt`` file (device and inode, through every link)."""
+    return _identity(image), _identity(gt_path(image))
+
+
+def _dedupe(paths: set[Path], key: str, say) -> tuple[Path, ...]:
+    """One path per line (:func:`_line_identity`): a line reached through a symbolic link, a linked directory
+    or a hard link is used once, named by its own path when one of the spellings has no link in it."""
+    by_line: dict[tuple, list[Path]] = {}
+    for p in paths:
+        by_line.setdefault(_line_identity(p), []).append(p)
+    kept, extra = [], []
+    for spellings in by_line.values():
+        if len(spellings) == 1:
+            kept.append(spellings[0])
+            continue
+        best = min(spellings, key=lambda p: (os.path.realpath(p) != str(p), len(p.parts), str(p)))
+        kept.append(best)
+        extra += [(p, best) for p in spellings if p != best]
+    if extra and say is not None:
+        extra.sort()
+        say(
+            f"{key}: {len(extra)} path(s) name a line already matched under another name (symbolic or hard "
+            f"links); each line is used once; first: {extra[0][0]} = {extra[0][1]}"
+        )
+    return tuple(sorted(kept))
+
+
 def resolve(
-    patterns: Sequence[str], *, key: str, base: Path, archive_root: Path | str | None = None, cache=None
+    patterns: Sequence[str],
+    *,
+    key: str,
+    base: Path,
+    archive_root: Path | str | None = None,
+    cache=None,
+    limits: archives.Limits | None = None,
+    say: Callable[[str], None] | None = console.say,
 ) -> tuple[Path, ...]:
     """Expand glob patterns (``**`` recursive, relative ones below ``base``) to sorted absolute image paths.
 
     Every pattern must match at least one image file; ``key`` (e.g. ``"data.train"``) names the config key
     in the error messages. A GT archive in a pattern (``set.tar.gz``, ``set.zip/book/*.png``) stands for its
     unpacked directory (:mod:`hsbcala.archives`, unpacked once under ``archive_root``, default
-    ``~/.cache/hsbcala``; ``cache``: a :class:`hsbcala.hashcache.HashCache` for the archive's hash).
+    ``~/.cache/hsbcala``, within ``limits``; ``cache``: a :class:`hsbcala.hashcache.HashCache` for the
+    archive's hash).
+
+    Symbolic links are resolved for identity: ``**`` enters each real directory once (a link loop is not
+    followed but reported once), and a line reachable under several names (linked directories, symbolic or
+    hard links, overlapping patterns) is returned once. Paths keep their spelling (not ``realpath``): the
+    engines look for the ``.gt.txt`` beside the path they are given, and documents are the path's folders.
+    ``say`` (default :func:`hsbcala.console.say`) reports loops and duplicates; ``say=None`` keeps quiet.
     """
     if isinstance(patterns, (str, os.PathLike)):
         patterns = [patterns]
@@ -117,13 +263,25 @@ def resolve(
         where = f" (relative to {base})" if relative else ""
         if archives.is_archive(pattern) or any(archives.is_archive(part) for part in Path(pattern).parts):
             plain = pattern if not relative else os.path.join(str(base), pattern)
-            matches = [
-                m
-                for p in archives.expand_pattern(plain, key=key, root=archive_root, cache=cache)
-                for m in glob.glob(p, recursive=True)
-            ]
+            globs = archives.expand_pattern(plain, key=key, root=archive_root, cache=cache, limits=limits)
         else:
-            matches = glob.glob(full, recursive=True)
+            globs = [full]
+        matches, loops, linked = [], [], []
+        for g in globs:
+            m, lo, al = _glob(g)
+            matches += m
+            loops += lo
+            linked += al
+        for link, target in loops if say is not None else ():
+            say(
+                f"{key}: pattern '{raw}': symbolic link loop {link} -> {target} (a directory containing "
+                f"it): not followed"
+            )
+        if linked and say is not None:
+            say(
+                f"{key}: pattern '{raw}': {len(linked)} link(s) to directories already included not "
+                f"followed (their lines are used once); first: {linked[0][0]} -> {linked[0][1]}"
+            )
         if not matches:
             raise DataError(f"{key}: pattern '{raw}' matches no file{where}")
         files = [m for m in matches if not os.path.isdir(m)]
@@ -139,7 +297,7 @@ def resolve(
                 f"({' '.join(IMAGE_SUFFIXES)}){where}; first: {min(files)}"
             )
         found.update(Path(os.path.abspath(f)) for f in images)
-    return tuple(sorted(found))
+    return _dedupe(found, key, say)
 
 
 def _png_zero_dimension(image: Path, head: bytes | None = None) -> tuple[int, int] | None:

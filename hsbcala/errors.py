@@ -52,11 +52,21 @@ class Interrupted(HsbcalaError):
     exit_code = 130
 
 
+FILE_SYSTEM_EXIT = (
+    3  # the file system failed under a run (disk full, I/O error, read-only): like an engine failure
+)
+
+
 @contextlib.contextmanager
 def clean_exit() -> Iterator[None]:
-    """Turn :class:`HsbcalaError` into ``hsbcala: error: …`` on stderr and ``sys.exit(code)``."""
+    """Turn :class:`HsbcalaError` into ``hsbcala: error: …`` on stderr and ``sys.exit(code)``; an OSError
+    (a full disk, a file system gone read-only) into one line naming the file, exit 3."""
     try:
         yield
     except HsbcalaError as exc:
         print(f"hsbcala: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"hsbcala: error: {exc.strerror or exc}{where}", file=sys.stderr, flush=True)
+        sys.exit(FILE_SYSTEM_EXIT)

@@ -95,6 +95,21 @@ class ModelDir:
         """Write the state atomically (a crash never leaves a half-written state file)."""
         fsutil.atomic_write_json(self.state_file, asdict(state))
 
+    def check_usable(self) -> None:
+        """Refuse, before anything starts, a model_dir that is a file or that cannot be created or written."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"model_dir {self.path} is a file, not a directory; choose another model_dir")
+        existing = next(p for p in (self.path, *self.path.parents) if p.exists())
+        if not existing.is_dir():
+            raise ConfigError(f"model_dir {self.path}: {existing} is a file; choose another model_dir")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            what = (
+                "is not writable"
+                if existing == self.path
+                else f"cannot be created: {existing} is not writable"
+            )
+            raise ConfigError(f"model_dir {self.path} {what}; choose another model_dir")
+
     def check_version(self) -> None:
         """Refuse a model directory written by the other Calamari version."""
         found = detect_version(self.path) if self.path.is_dir() else None

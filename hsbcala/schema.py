@@ -284,38 +284,10 @@ class Config:
 
 
 def _sweep_suffix(sep: str = "-") -> str:
-    """``<sep><override_dirname>`` in a multirun whose point differs by more than script/version, else ''.
+    """``${sweep_suffix:SEP}``: SEP + the sweep point's name (:mod:`hsbcala.sweeps`), or '' outside a sweep."""
+    from hsbcala import sweeps
 
-    Keeps model directories stable (``models/hsbfraktur.cala2``) and distinct per sweep point
-    (``models/hsbfraktur.cala2/train.batch_size=32``). Keys excluded from the dirname are listed in
-    ``conf/config.yaml`` (hydra.job.config.override_dirname.exclude_keys). ``eval.*`` keys (evaluate.py) never
-    name another model, so they are left out too: ``python evaluate.py -m train.batch_size=16,32
-    +eval.groups.x=[…]`` finds the models the same sweep trained.
-    """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return ""
-    hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN or not hc.job.override_dirname:
-        return ""
-    dirname = hc.job.override_dirname
-    if any(_is_eval_key(line.lstrip("+~").split("=", 1)[0]) for line in hc.overrides.task):
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        conf = hc.job.config.override_dirname
-        keep = sorted(
-            o.input_line
-            for o in OverridesParser.create().parse_overrides(list(hc.overrides.task))
-            if o.key_or_group not in conf.exclude_keys and not _is_eval_key(o.key_or_group)
-        )
-        dirname = conf.item_sep.join(keep).replace("=", conf.kv_sep)  # as Hydra's get_overrides_dirname
-    return sep + dirname if dirname else ""
-
-
-def _is_eval_key(key: str) -> bool:
-    return key == "eval" or key.startswith("eval.")
+    return sweeps.suffix(sep)
 
 
 def _run_dir(dry_run: Any, normal: str) -> str:
@@ -387,6 +359,11 @@ def check(cfg: Any) -> None:
     for key in ("augmentations", "early_stopping_patience"):
         if getattr(cfg.train, key) < 0:
             raise ConfigError(f"train.{key} must be >= 0, got {getattr(cfg.train, key)}")
+    if cfg.train.early_stopping_patience == 1:
+        raise ConfigError(
+            "train.early_stopping_patience=1 cannot work: Calamari 2 (tfaip) stops early only when n_to_go > 1, "
+            "and Calamari 1 with --early_stopping_nbest 1 never validates; use 0 (off) or 2 or more"
+        )
     if cfg.train.iterations is not None and cfg.train.iterations < 1:
         raise ConfigError(f"train.iterations must be >= 1 or null, got {cfg.train.iterations}")
     if cfg.cluster.gpus < 0:

@@ -59,6 +59,7 @@ class Plan:
     skipped: int = 0
     profile_report: Path | None = None
     data: Any = None  # hsbcala.datastep.DataPlan: manifest, split, codec report (written by _execute)
+    warmstart_source: Path | None = None  # the pretrained model's JSON; copied into the model dir first
 
 
 def _under(pattern: str, root: Path) -> bool:
@@ -81,10 +82,11 @@ def _ensure_synthetic(cfg: Any, dry_run: bool) -> int | None:
 
 def _warmstart(
     warmstart: Any, network: str | None, engine: Engine, resume: bool
-) -> tuple[str | None, str | None]:
-    """(weights argument, network) of the warm start; the network always comes from the model."""
+) -> tuple[str | None, str | None, Path | None]:
+    """(weights argument, network, the model's JSON) of the warm start; the network always comes from the
+    model. The argument still names the pretrained model; :func:`plan` points it at the model dir's copy."""
     if not warmstart.model or resume:
-        return None, network
+        return None, network, None
     path = Path(warmstart.model)
     if not (path.is_file() or Path(f"{path}.json").is_file()):
         name = path.parent.name
@@ -104,7 +106,26 @@ def _warmstart(
         )
     if network and network != info.network:
         say(f"train.network={network!r} ignored: a warm start uses the model's network {info.network!r}")
-    return engine.weights_arg(info.path), info.network
+    return engine.weights_arg(info.path), info.network, info.path
+
+
+WARMSTART_DIR = "warmstart"  # <model_dir>/warmstart/: the copy of the model a training starts from
+
+
+def _copy_warmstart(source: Path, target_dir: Path) -> None:
+    """Copy one ensemble member (``X.ckpt.json`` and its weights ``X.ckpt/`` or ``X.ckpt.h5``) into the model
+    directory. The engine warm-starts from the copy: Calamari 2 upgrades an older model version in place,
+    and the points of a sweep would race on it, so ``pretrained/`` is never written by a training."""
+    if target_dir.is_dir():
+        return  # a relaunch of a fresh training that died before its first checkpoint
+    stem = source.name[: -len(".json")]  # X.ckpt
+    tmp = target_dir.with_name(target_dir.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in source.parent.iterdir():
+        if f.name == source.name or f.name.startswith(stem + ".") or f.name == stem:
+            (shutil.copytree if f.is_dir() else shutil.copy2)(f, tmp / f.name)
+    os.replace(tmp, target_dir)
 
 
 def plan(cfg: Any) -> Plan:
@@ -115,6 +136,7 @@ def plan(cfg: Any) -> Plan:
     md = ModelDir(Path(cfg.model_dir).resolve(), engine)
     env = envs.resolve(cfg, envs.project_root())
 
+    md.check_usable()
     md.check_version()
     state = md.load_state()
     resume_from = md.latest_checkpoint()
@@ -134,7 +156,9 @@ def plan(cfg: Any) -> Plan:
         cfg, base=base, model_dir=md.path, dry_count=dry_count, resuming=resume_from is not None
     )
 
-    warm, network = _warmstart(cfg.warmstart, cfg.train.network, engine, resume_from is not None)
+    warm, network, warm_source = _warmstart(cfg.warmstart, cfg.train.network, engine, resume_from is not None)
+    if warm_source is not None:  # the engine starts from the copy in the model directory (_copy_warmstart)
+        warm = str(md.path / WARMSTART_DIR / Path(warm).relative_to(warm_source.parent))
     on_ramdisk = bool(cfg.cluster.ramdisk) and all(
         _under(p, Path(cfg.cluster.ramdisk)) for p in cfg.data.train
     )
@@ -162,6 +186,7 @@ def plan(cfg: Any) -> Plan:
         data_plan.skipped,
         report,
         data_plan,
+        warm_source,
     )
 
 
@@ -276,6 +301,8 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                 if p.resume_from is not None:
                     for note in engine.prepare_resume(p.resume_from, md.path):
                         say(f"resume: {note}")
+                elif p.warmstart_source is not None:
+                    _copy_warmstart(p.warmstart_source, md.path / WARMSTART_DIR)
             if data_note:
                 say(f"warning: {data_note}")
             with EngineProcess(p.argv, md.engine_log, echo=True) as proc:

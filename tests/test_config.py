@@ -12,7 +12,7 @@ from omegaconf.errors import ValidationError
 
 from hsbcala import schema
 from hsbcala.errors import ConfigError
-from tests.conftest import ROOT, compose_cfg
+from tests.conftest import ROOT, compose_cfg, run_inprocess
 
 SCRIPTS, VERSIONS, CLUSTERS = ("fraktur", "antiqua"), ("cala1", "cala2"), ("local", "zih_power9")
 
@@ -99,6 +99,13 @@ def test_semantic_checks_name_the_key():
         schema.check(compose_cfg(["train.epochs=0"]))
 
 
+def test_early_stopping_patience_below_two_is_refused_with_the_reason():
+    with pytest.raises(ConfigError, match="early_stopping_patience=1 cannot work: .*n_to_go > 1"):
+        schema.check(compose_cfg(["train.early_stopping_patience=1"]))
+    schema.check(compose_cfg(["train.early_stopping_patience=0"]))  # off
+    schema.check(compose_cfg(["train.early_stopping_patience=2"]))
+
+
 @pytest.mark.parametrize(
     "override,key,valid",
     [
@@ -115,17 +122,13 @@ def test_enumerations_fail_while_composing_with_the_key(override, key, valid):
 
 
 def test_full_preset_without_data_names_the_missing_key(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "preset=full", f"paths.root={tmp_path}"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    proc = run_inprocess("train", ["preset=full", f"paths.root={tmp_path}"], cwd=tmp_path)  # in this process
     assert proc.returncode != 0
     assert "data.train" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_unknown_option_on_the_command_line_is_one_clear_line(tmp_path):
+    # A subprocess: train.py itself, as a user starts it (Hydra's own reporting of a bad option, exit code 1).
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "version=cala3"],
         capture_output=True,
@@ -135,3 +138,6 @@ def test_unknown_option_on_the_command_line_is_one_clear_line(tmp_path):
     assert proc.returncode == 1
     assert "cala3" in proc.stderr and "cala1" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "models").exists()
+    # the in-process runs of the other tests report a failure while composing exactly as train.py does
+    inproc = run_inprocess("train", ["version=cala3"], cwd=tmp_path)
+    assert (inproc.returncode, inproc.stdout, inproc.stderr) == (proc.returncode, proc.stdout, proc.stderr)

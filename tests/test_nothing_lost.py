@@ -456,3 +456,55 @@ def test_tracking_server_outage_does_not_ruin_a_finished_training(tmp_path, frak
     finally:
         if server.poll() is None:
             _stop(server)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1.5 MB tmpfs the test mounts (root only): a model directory on it fills it while training."""
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()}); needs root")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.mark.slow
+def test_full_disk_ends_in_one_line_and_leaves_no_temporary_files(tmp_path, fraktur_books, small_disk):
+    md = small_disk / "m"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            *_overrides(
+                tmp_path, fraktur_books, "cala2", md, f"sqlite:///{tmp_path / 'mlruns.db'}", epochs=20
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("hsbcala: error:")]
+    assert proc.returncode == 3 and len(errors) == 1, proc.stderr[-3000:]
+    assert "Traceback" not in "\n".join(x for x in proc.stderr.splitlines() if x.startswith("hsbcala")), (
+        proc.stderr
+    )
+    leftovers = [p for p in small_disk.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".state-")]
+    assert not leftovers, leftovers
+    import mlflow
+
+    runs = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}").search_runs(
+        [
+            e.experiment_id
+            for e in mlflow.MlflowClient(
+                tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}"
+            ).search_experiments()
+        ]
+    )
+    assert runs and all(r.info.status != "RUNNING" for r in runs)

@@ -164,8 +164,17 @@ def test_warm_start_grows_the_codec_by_sorbian_letters(tmp_path, fraktur_books):
             "data.val": f"[{syn}/fraktur/val/*.png]",
         },
     )
+    pretrained = tmp_path / "model-cala2"
+    before = {p: p.read_bytes() for p in pretrained.rglob("best.ckpt*") if p.is_file()}
     proc = launch(overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the engine started from a copy inside the model directory; the pretrained model is untouched
+    assert {p: p.read_bytes() for p in pretrained.rglob("best.ckpt*") if p.is_file()} == before
+    assert (tmp_path / "sorbian" / "warmstart" / "best.ckpt.json").is_file()
+    assert (
+        str(tmp_path / "sorbian" / "warmstart" / "best.ckpt.json")
+        in (tmp_path / "sorbian" / "train.log").read_text()
+    )
     sorbian = models.read_model(tmp_path / "sorbian" / "best.ckpt.json")
     assert new_letters <= set(sorbian.charset), sorted(sorbian.charset)
     assert sorbian.network == german.network

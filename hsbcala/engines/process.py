@@ -30,9 +30,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Self
 
+from hsbcala.console import say
 from hsbcala.errors import Interrupted
 
 GRACE_S = 30.0  # SIGTERM → SIGKILL: long enough for TensorFlow to finish writing a checkpoint
+LINGER_S = 5.0  # after the engine exited: how long its leftover child processes may keep its output open
 ENGINE_ENV = {"PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
@@ -133,17 +135,33 @@ class _Reader(threading.Thread):
         self.stream, self.log, self.echo, self.tail = stream, log, echo, tail
         self.lines: queue.Queue[str | None] = queue.Queue()
 
+        self.dropped: dict[str, int] = {}  # where writing failed (disk full, closed pipe): lines not written
+
+    def _write(self, where: str, f: IO[str], line: str) -> None:
+        """Write one line; a failure drops it (counted, said once) and never stops the draining."""
+        if where in self.dropped:
+            self.dropped[where] += 1
+            return
+        try:
+            f.write(line)
+            f.flush()  # each line reaches the file as it is written (batch jobs, tail -f)
+        except ValueError:  # closed: an interrupted run is ending
+            self.dropped[where] = 1
+        except OSError as exc:  # ENOSPC, EPIPE, EIO
+            self.dropped[where] = 1
+            say(
+                f"warning: cannot write the engine's output to {where} ({exc.strerror}); its lines are dropped "
+                f"there from now on, the engine goes on"
+            )
+
     def run(self) -> None:
         try:
             for line in self.stream:
                 if self.echo:
-                    sys.stdout.write(line)
-                with contextlib.suppress(ValueError):  # log already closed: an interrupted run is ending
-                    self.log.write(line)
+                    self._write("the console", sys.stdout, line)
+                self._write(str(getattr(self.log, "name", "the log")), self.log, line)
                 self.tail.append(line.rstrip())
                 self.lines.put(line)
-            with contextlib.suppress(ValueError):
-                self.log.flush()
         finally:
             self.lines.put(None)
 
@@ -208,12 +226,21 @@ class EngineProcess:
 
     def lines(self) -> Iterator[str]:
         """The engine's output lines until it closes its output (a timeout keeps signals deliverable)."""
-        assert self._reader is not None
+        assert self._reader is not None and self.proc is not None
+        exited_at = None
         while not self._drained:
             try:
                 line = self._reader.lines.get(timeout=0.5)
             except queue.Empty:
                 check_interrupted()
+                if self.proc.poll() is not None:
+                    # The engine has exited, but its output stays open while a process it started lives on
+                    # (seen: calamari-predict's worker processes): after a grace period, end the leftovers
+                    # of its process group, which closes the pipe.
+                    exited_at = exited_at or time.monotonic()
+                    if time.monotonic() - exited_at > LINGER_S:
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(self.proc.pid, signal.SIGKILL)
                 continue
             if line is None:
                 self._drained = True

@@ -83,14 +83,18 @@ def warnings_of(s: EvalSet, groups: dict[str, list[str]], *, only_set: bool) -> 
     return out
 
 
-def training_overlap(data_conf: Any, sets: list[EvalSet], base: Path) -> list[str]:
-    """A warning when evaluation lines are also training lines (``data_conf.train``: the ``data`` node)."""
+def training_overlap(trained: Any, sets: list[EvalSet], base: Path) -> list[str]:
+    """A warning when evaluation lines are also training lines: ``trained`` is the list of lines the model
+    was trained on (from its manifest), or the ``data`` node whose ``train`` globs stand for them."""
     from hsbcala import data
 
-    try:
-        train = data.resolve(list(data_conf.train), key="data.train", base=base)
-    except Exception:  # noqa: BLE001 - the training data may not exist here; nothing to compare
-        return []
+    if isinstance(trained, list):
+        train = trained
+    else:
+        try:
+            train = data.resolve(list(trained.train), key="data.train", base=base)
+        except Exception:  # noqa: BLE001 - the training data may not exist here; nothing to compare
+            return []
     train_gts = {data.gt_path(p).resolve() for p in train}
     out = []
     for s in sets:
@@ -101,6 +105,69 @@ def training_overlap(data_conf: Any, sets: list[EvalSet], base: Path) -> list[st
                 f"their CER flatters the model"
             )
     return out
+
+
+@dataclass
+class Recorded:
+    """The lines a model directory's ``manifest.json`` says the model was trained and validated on."""
+
+    manifest: Path
+    train: list[Path]
+    val: list[Path]
+
+
+def recorded_lines(model_dir: Path) -> Recorded | None:
+    """The training/validation lines of the model's manifest (None: no manifest, or no validation lines)."""
+    from hsbcala import fsutil
+
+    path = model_dir / "manifest.json"
+    d = fsutil.read_json(path)
+    lines = d.get("lines") or []
+    val = [Path(x["image"]) for x in lines if x.get("split") == "val"]
+    if not val:
+        return None
+    return Recorded(path, [Path(x["image"]) for x in lines if x.get("split") == "train"], val)
+
+
+def recorded_patterns(rec: Recorded) -> tuple[list[str], str]:
+    """The recorded validation lines as exact patterns, refusing (one line) when they are gone."""
+    import glob as _glob
+
+    from hsbcala.errors import DataError
+
+    missing = [p for p in rec.val if not p.is_file()]
+    if missing:
+        staged = (
+            "; they were staged for the job (cluster.stage) and are removed after it"
+            if any(str(p).startswith("/dev/shm/") for p in missing)
+            else ""
+        )
+        raise DataError(
+            f"the model's {len(rec.val)} validation lines recorded in {rec.manifest} are not here "
+            f"({len(missing)} missing, e.g. {missing[0]}){staged}; point evaluation at them with "
+            f"eval.data=[GLOBS]"
+        )
+    return [_glob.escape(str(p)) for p in rec.val], f"the validation lines recorded in {rec.manifest.name}"
+
+
+def config_differs(rec: Recorded, data_conf: Any, base: Path) -> str | None:
+    """A warning when this configuration's data.val names other lines than the model was validated on."""
+    from omegaconf import OmegaConf
+
+    from hsbcala import data
+
+    if OmegaConf.is_missing(data_conf, "val") or not data_conf.val:
+        return None
+    try:
+        configured = {p.resolve() for p in data.resolve(list(data_conf.val), key="data.val", base=base)}
+    except Exception:  # noqa: BLE001 - this configuration's data may not exist here
+        configured = set()
+    if configured != {p.resolve() for p in rec.val}:
+        return (
+            f"data.val of this configuration ({', '.join(data_conf.val)}) is not what the model was validated "
+            f"on; evaluating on its recorded validation lines ({rec.manifest}); set eval.data to choose others"
+        )
+    return None
 
 
 def ensure_demo_lines(synthetic: Any, face: str, patterns: Sequence[str]) -> None:

@@ -88,9 +88,7 @@ def check(cfg: Any) -> None:
     # evaluation needs no training lines; its lines are eval.data or data.val
     if OmegaConf.is_missing(probe.data, "train"):
         probe.data.train = []
-    if OmegaConf.is_missing(probe.data, "val"):
-        if cfg.eval.data is None:
-            raise ConfigError("eval.data: no evaluation lines: set eval.data=[GLOBS] (or data.val=[GLOBS])")
+    if OmegaConf.is_missing(probe.data, "val"):  # the model's recorded lines, or eval.data (see plan)
         probe.data.val = []
     with contextlib.suppress(KeyError):
         del probe["hydra"]
@@ -169,8 +167,21 @@ def plan(cfg: Any) -> Plan:
     base = Path(cfg.paths.root)
     groups = {g: list(p) for g, p in cfg.eval.groups.items()}
     main = main_set_name(cfg)
+    recorded = evalsets.recorded_lines(model_dir) if model_dir is not None else None
+    warnings = []
     if cfg.eval.data is not None:
         main_patterns, main_key = list(cfg.eval.data), "eval.data"
+    elif recorded is not None:  # what the model was validated on, whatever this configuration says
+        main_patterns, main_key = evalsets.recorded_patterns(recorded)
+        say(f"evaluating on the {len(recorded.val)} validation lines recorded in {recorded.manifest}")
+        note = evalsets.config_differs(recorded, cfg.data, base)
+        if note:
+            warnings.append(note)
+    elif OmegaConf.is_missing(cfg.data, "val"):
+        raise ConfigError(
+            "eval.data: no evaluation lines: the model directory records none (no manifest.json); "
+            "set eval.data=[GLOBS] (or data.val=[GLOBS])"
+        )
     elif cfg.data.val:
         main_patterns, main_key = list(cfg.data.val), "data.val (eval.data=null)"
     else:  # trained on a split (data.val null): its saved validation lines
@@ -185,13 +196,13 @@ def plan(cfg: Any) -> Plan:
         main_patterns, main_key = [str(p) for p in saved], "the saved split's validation lines (split.json)"
     specs = [(main, main_key, main_patterns)]
     specs += [(name, f"eval.extra.{name}", list(pats)) for name, pats in cfg.eval.extra.items()]
-    sets, warnings = [], []
+    sets = []
     for name, key, patterns in specs:
         evalsets.ensure_demo_lines(cfg.data.synthetic, cfg.script.face, patterns)
         s = evalsets.load_set(name, key, patterns, groups, base=base, skip_invalid=cfg.eval.skip_invalid)
         sets.append(s)
         warnings += evalsets.warnings_of(s, groups, only_set=len(specs) == 1)
-    warnings += evalsets.training_overlap(cfg.data, sets, base)
+    warnings += evalsets.training_overlap(recorded.train if recorded else cfg.data, sets, base)
     rules = engines.get(version).eval_rules if cfg.eval.normalization == "engine" else cfg.eval.normalization
     return Plan(str(cfg.mlflow.run_name), version, checkpoint, model_dir, env, groups, sets, rules, warnings)
 

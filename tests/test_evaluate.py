@@ -177,6 +177,7 @@ def test_bad_eval_options_fail_with_the_key():
         evaluate.check(cfg)
     with pytest.raises(ConfigError, match=r"eval.extra.val: the name of the main evaluation set"):
         evaluate.check(compose_eval(["+eval.extra.val=[x.png]"]))
+    # A subprocess: evaluate.py itself, as a user starts it (its one quick test of the entry point).
     proc = subprocess.run(
         [sys.executable, str(ROOT / "evaluate.py"), "eval.bogus=1"],
         capture_output=True,
@@ -434,3 +435,42 @@ def test_bad_input_one_clear_line(tiny_models, variant_lines, tmp_path):
     fails("eval.skip_invalid=false", needle="nogt_GTSBB.png: no ground truth file")
     fails(f"+eval.extra.more=[{tmp_path}/none/*.png]", needle="eval.extra.more: pattern")
     fails(f"model_dir={tmp_path / 'never-trained'}", needle="does not exist: no model to evaluate")
+
+
+@pytest.mark.slow
+def test_without_eval_data_the_models_own_validation_lines_are_evaluated(tiny_models, tmp_path, shared_books):
+    """The configuration given to evaluate.py is the embedded demo's (synthetic lines), but the model was
+    validated on book 2: the manifest decides, and the difference is named."""
+    tmp = tiny_models
+    manifest = json.loads((tmp / "model-cala2" / "manifest.json").read_text(encoding="utf-8"))
+    recorded = {x["image"] for x in manifest["lines"] if x["split"] == "val"}
+    proc = run_evaluate(
+        f"paths.root={tmp_path}",
+        f"mlflow.tracking_uri=sqlite:///{tmp / 'mlruns.db'}",
+        f"model_dir={tmp / 'model-cala2'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "eval.batch_size=8",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"evaluating on the {len(recorded)} validation lines recorded in" in proc.stderr
+    assert "is not what the model was validated on" in proc.stderr
+    result = json.loads((tmp_path / "run" / "eval-result.json").read_text(encoding="utf-8"))
+    assert result["sets"][0]["overall"]["lines"] == len(recorded)
+    lines_tsv = (tmp_path / "run" / "val" / "lines.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    assert {row.split("\t")[0] for row in lines_tsv} == recorded
+    assert "also training lines" not in proc.stderr
+    assert not (tmp_path / "data" / "synthetic").exists(), "evaluation rendered the demo set"
+
+
+@pytest.mark.slow
+def test_recorded_lines_that_are_gone_say_how_to_point_elsewhere(tiny_models, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_models / "model-cala2", model)
+    m = json.loads((model / "manifest.json").read_text(encoding="utf-8"))
+    for x in m["lines"]:
+        x["image"] = "/dev/shm/hsbcala/fraktur/val/" + Path(x["image"]).name
+    (model / "manifest.json").write_text(json.dumps(m), encoding="utf-8")
+    proc = run_evaluate(f"paths.root={tmp_path}", f"model_dir={model}", f"hydra.run.dir={tmp_path / 'run'}")
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("hsbcala: error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
+    assert "staged for the job" in errors[0] and "eval.data=[GLOBS]" in errors[0]

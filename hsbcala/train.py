@@ -90,6 +90,15 @@ def _warmstart(
     path = Path(warmstart.model)
     if not (path.is_file() or Path(f"{path}.json").is_file()):
         name = path.parent.name
+        from hsbcala.pretrained import get_command
+
+        command = get_command(path)
+        if command:
+            raise DataError(
+                f"warmstart.model: no such model {path}. Get it with: {command} (on an offline node add "
+                f"--from DIR|ARCHIVE, a copy of the release archive), or set warmstart.pretrained_dir=DIR, "
+                f"or warmstart.model=null to train from scratch"
+            )
         raise DataError(
             f"warmstart.model: no such model {path}. Put the pretrained ensemble there (its 0.ckpt.json and "
             f"weights; Calamari {engine.major} model '{name}' from the Calamari-OCR model releases: "

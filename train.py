@@ -3,9 +3,10 @@
 import hydra
 from omegaconf import DictConfig
 
-from hsbcala import schema
+from hsbcala import cli, schema
 
 schema.register()
+cli.install()  # a bad command line: one "hsbcala: error: …" line and exit 2 (hsbcala/cli.py)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
-from hsbcala import schema
+from hsbcala import cli, schema
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -25,6 +25,7 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 pytest_plugins = ["tests.slurm_cluster"] if (ROOT / "tests" / "slurm_cluster.py").exists() else []
 
 schema.register()
+cli.install()  # as train.py and evaluate.py: a bad command line is one line, exit 2
 
 
 def compose_cfg(overrides: list[str] | None = None, *, hydra_node: bool = False):

@@ -199,6 +199,24 @@ def plan(cfg: Any) -> Plan:
     )
 
 
+def preflight(cfg: Any) -> None:
+    """On the login node, before a Slurm job is submitted: what :func:`plan` checks, with the data step run on
+    the data as it is here, so a bad glob or a broken line is found now, not after the queue wait. Data the
+    job stages from an archive is checked by listing the archive (``cluster.stage.archive``)."""
+    from hsbcala.slurm import job as slurm_job
+
+    if not slurm_job.staged_elsewhere(cfg):
+        plan(cfg)
+        return
+    schema.check(cfg)
+    engine = engines.get(cfg.version.name)
+    md = ModelDir(Path(cfg.model_dir).resolve(), engine)
+    md.check_usable()
+    md.check_version()
+    slurm_job.dry_run_count(cfg)  # raises when no image of the archive would match data.train
+    _warmstart(cfg.warmstart, cfg.train.network, engine, md.latest_checkpoint() is not None)
+
+
 def command(cfg: Any, inputs: TrainInputs, env: envs.EngineEnv) -> tuple[list[str], Path | None]:
     """The full command line: the engine's argv in its environment, under nsys if profiled (and its report)."""
     argv = engines.get(cfg.version.name).train_argv(cfg.train, inputs)

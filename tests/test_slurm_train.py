@@ -137,6 +137,8 @@ def job_stderr(tmp: Path, job_id: str) -> str:
 # --- no cluster needed -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cluster", ["slurm_local", "zih_power9"])
 def test_slurm_cluster_without_m_refuses_to_train_here(tmp_path, cluster):
+    # A subprocess: whether -m was given is Hydra's mode as the real train.py sets it (an in-process run would
+    # set it itself), and the environment must be one without SLURM_* variables.
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), f"cluster={cluster}", f"paths.root={tmp_path}"],
@@ -154,6 +156,7 @@ def test_slurm_cluster_without_m_refuses_to_train_here(tmp_path, cluster):
 
 
 def test_dry_run_prints_sbatch_and_commands_without_submitting(tmp_path, gt):
+    # Subprocesses: -m runs hsbcala's Slurm launcher plugin through Hydra's multirun, as on a login node.
     overrides = tiny(
         tmp_path, gt, "cala1", **{"dry_run": "true", "train.seed": "1,2", "hydra.sweep.dir": None}
     )
@@ -483,3 +486,16 @@ def test_scancel_ends_the_run_killed_and_a_relaunch_resumes(slurm_cluster, tmp_p
     assert state["run_id"] == run_id and state["status"] == "finished"
     assert state["history"][-1]["resumed_from"], "the relaunch did not resume"
     assert client(tmp_path).get_run(run_id).info.status == "FINISHED"
+
+
+def test_bad_data_is_refused_on_the_login_node_before_anything_is_submitted(tmp_path, gt):
+    """The data step runs for every point before submission (no Slurm needed: nothing reaches it)."""
+    overrides = tiny(
+        tmp_path, gt, "cala2", **{"data.train": f"[{gt}/train/*.png],[{tmp_path}/nowhere/*.png]"}
+    )
+    proc = launch(tmp_path, overrides)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("hsbcala: error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-3000:]
+    assert f"data.train: pattern '{tmp_path}/nowhere/*.png' matches no file" in errors[0]
+    assert "submitted" not in proc.stderr and not (tmp_path / "multirun" / ".submitit").exists()
+    assert not list((tmp_path / "models").rglob("*")) if (tmp_path / "models").exists() else True

@@ -263,6 +263,11 @@ def _unpack(archive: Path, target: Path) -> None:
         raise
 
 
+def staged_elsewhere(cfg: Any) -> bool:
+    """Whether the job stages an archive that is not unpacked on this node (its data.* point there)."""
+    return bool(cfg.cluster.stage.archive) and not _unpacked(cfg)
+
+
 def dry_run_count(cfg: Any) -> int | None:
     """For a dry run: training lines the staged archive will give (the data is not unpacked on this node).
 

@@ -106,6 +106,8 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
         from hsbcala.slurm import launch
 
         assert self.config is not None
+        for overrides in job_overrides:  # each point's data step here, before any job waits in the queue
+            self._preflight(overrides)
         try:
             executor = self._executor()
         except (
@@ -144,6 +146,28 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
             launch.report_failures(failures, total=len(jobs))
             sys.exit(max(f.exit_code for f in failures))
         return returns
+
+    def _preflight(self, overrides: Sequence[str]) -> None:
+        """A point's checks and data step on the login node (hsbcala.train.preflight), in the point's Hydra
+        context as its job will have it (the model directory's sweep name needs it)."""
+        import copy
+
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import read_write
+
+        from hsbcala import train
+
+        assert self.config is not None and self.hydra_context is not None
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        task_cfg = copy.deepcopy(sweep_config)
+        with read_write(task_cfg), open_dict(task_cfg):
+            del task_cfg["hydra"]
+        previous = HydraConfig.instance().cfg
+        HydraConfig.instance().set_config(sweep_config)
+        try:
+            train.preflight(task_cfg)
+        finally:
+            HydraConfig.instance().cfg = previous
 
     def _dry_run(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
         """Print what would be submitted (sbatch script, array size) and run each point's dry run here."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -16,7 +14,7 @@ import pytest
 from hsbcala import archives
 from hsbcala.data import resolve
 from hsbcala.errors import DataError
-from tests.conftest import ROOT
+from tests.conftest import run_inprocess
 from tests.gt_helpers import books, copy_book, gt_of, prepare
 
 
@@ -77,10 +75,9 @@ def test_archive_through_the_data_step_and_train_py(tmp_path, gt_dir):
     b0, b1 = books()[0].name, books()[1].name
     dp = prepare(tmp_path, f"data.train=[gt.tar.gz/{b0}/*.png]", f"data.val=[gt.tar.gz/{b1}/*.png]")
     assert dp.n_train == 5 and dp.n_val == 5 and all("archives" in p for p in dp.engine_train)
-    dry = subprocess.run(
+    dry = run_inprocess(  # train.py, in this process
+        "train",
         [
-            sys.executable,
-            str(ROOT / "train.py"),
             f"paths.root={tmp_path}",
             f"model_dir={tmp_path / 'model'}",
             f"data.cache_dir={tmp_path / 'cache'}",
@@ -89,11 +86,7 @@ def test_archive_through_the_data_step_and_train_py(tmp_path, gt_dir):
             "data.split.seed=1",
             "dry_run=true",
         ],
-        check=False,
-        capture_output=True,
-        text=True,
         cwd=tmp_path,
-        timeout=120,
     )
     assert dry.returncode == 0, dry.stderr
     assert "gt.tar.gz" not in dry.stdout and dry.stdout.count(".png") == 10  # the unpacked files, split
@@ -148,10 +141,9 @@ def test_data_check_only_with_an_archive_and_a_damaged_member(tmp_path, gt_dir):
     victim = sorted(gt_dir.rglob("*.png"))[3]
     gt_of(victim).unlink()
     archive = make_zip(tmp_path / "gt.zip", gt_dir)
-    proc = subprocess.run(
+    proc = run_inprocess(  # train.py, in this process
+        "train",
         [
-            sys.executable,
-            str(ROOT / "train.py"),
             f"paths.root={tmp_path}",
             f"model_dir={tmp_path / 'model'}",
             f"data.cache_dir={tmp_path / 'cache'}",
@@ -159,11 +151,7 @@ def test_data_check_only_with_an_archive_and_a_damaged_member(tmp_path, gt_dir):
             "data.val=null",
             "data_check_only=true",
         ],
-        check=False,
-        capture_output=True,
-        text=True,
         cwd=tmp_path,
-        timeout=120,
     )
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]

@@ -1,6 +1,7 @@
 """Bad input: one clear error line naming the file or key, a non-zero exit, nothing left behind.
 
-Each case runs the real ``train.py`` (no training starts: everything is checked first)."""
+Each case runs ``train.py`` (no training starts: everything is checked first): in this process
+(tests/conftest.py: run_inprocess, the same exit code and output), except where the real process matters."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, Result, run_inprocess
 
 
 def copy_lines(src_book: Path, dst: Path, n: int = 6) -> list[Path]:
@@ -31,8 +32,8 @@ def lines(tmp_path, fraktur_books):
     return copy_lines(train_books[0], tmp_path / "train"), copy_lines(val_books[0], tmp_path / "val")
 
 
-def run_train(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
-    base = [
+def base(tmp: Path) -> list[str]:
+    return [
         f"paths.root={tmp}",
         f"model_dir={tmp / 'model'}",
         f"mlflow.tracking_uri=sqlite:///{tmp / 'mlruns.db'}",
@@ -40,8 +41,17 @@ def run_train(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
         f"data.val=[{tmp}/val/*.png]",
         "train.skip_invalid=false",
     ]
+
+
+def run_train(tmp: Path, *overrides: str) -> Result:
+    """``python train.py …`` in tmp, run in this process."""
+    return run_inprocess("train", [*base(tmp), *overrides], cwd=tmp)
+
+
+def run_train_py(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """The real ``python train.py …`` in tmp, for the tests where the process itself matters."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *base, *overrides],
+        [sys.executable, str(ROOT / "train.py"), *base(tmp), *overrides],
         capture_output=True,
         text=True,
         cwd=tmp,
@@ -49,7 +59,7 @@ def run_train(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
     )
 
 
-def assert_clean_failure(proc: subprocess.CompletedProcess, tmp: Path, *needles: str) -> None:
+def assert_clean_failure(proc: Result | subprocess.CompletedProcess, tmp: Path, *needles: str) -> None:
     assert proc.returncode != 0
     err = proc.stderr.strip()
     assert "Traceback" not in err, err
@@ -120,15 +130,22 @@ def test_model_dir_of_the_other_version(tmp_path, lines):
 
 
 def test_dry_run_prints_one_line_and_creates_nothing(tmp_path, lines):
-    proc = run_train(tmp_path, "dry_run=true")
+    # A subprocess: train.py itself, end to end (@hydra.main, its run dir, its logging), as a user starts it.
+    proc = run_train_py(tmp_path, "dry_run=true")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.strip().splitlines()
     assert len(out) == 1 and "calamari-train" in out[0] and f"{tmp_path}/train/*.png" in out[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train", "val"]
+    # the in-process runs of the other tests give what train.py gives
+    inproc = run_train(tmp_path, "dry_run=true")
+    assert (inproc.returncode, inproc.stdout, inproc.stderr) == (proc.returncode, proc.stdout, proc.stderr)
 
 
 def test_engine_failure_ends_the_run_failed_and_cleans_up(tmp_path, lines):
-    proc = run_train(
+    # A subprocess: the run starts a real engine under SIGINT/SIGTERM handlers and opens a real MLflow run,
+    # process-wide state not to share with pytest's process; and the engine's own start (TensorFlow's import)
+    # costs far more than train.py's, so running in-process would save nothing.
+    proc = run_train_py(
         tmp_path, "train.extra_args=[--trainer.no_such_option,1]", "train.network='cnn=8:3x3,lstm=8'"
     )
     assert proc.returncode == 3, proc.stderr[-2000:]

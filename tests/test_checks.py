@@ -4,8 +4,6 @@ purpose: each check names the right file, and its configured action (fail, warn,
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import unicodedata
 from pathlib import Path
 
@@ -14,7 +12,7 @@ from hydra.errors import ConfigCompositionException
 from PIL import Image
 
 from hsbcala.errors import ConfigError, DataError
-from tests.conftest import ROOT
+from tests.conftest import Result, run_inprocess
 from tests.gt_helpers import books, composed_line, copy_book, gt_of, prepare, text
 
 
@@ -187,10 +185,11 @@ def test_actions_that_make_no_sense_are_refused(tmp_path, lines):
     assert "fail, warn, drop" in str(info.value.__cause__)
 
 
-# ------------------------------------------------------------------------------- through the real train.py
+# ------------------------------------------------------------------------------------------- through train.py
 
 
-def run_train(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
+def run_train(tmp: Path, *overrides: str) -> Result:
+    """``python train.py …`` in tmp, run in this process (tests/conftest.py: run_inprocess)."""
     base = [
         f"paths.root={tmp}",
         f"model_dir={tmp / 'model'}",
@@ -199,14 +198,7 @@ def run_train(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
         f"data.val=[{tmp}/val/*.png]",
         f"data.cache_dir={tmp / 'cache'}",
     ]
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *base, *overrides],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=tmp,
-        timeout=300,
-    )
+    return run_inprocess("train", [*base, *overrides], cwd=tmp)
 
 
 def test_data_check_only_writes_the_manifest_and_exits_0(tmp_path, lines):

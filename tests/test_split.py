@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 from hsbcala import split
 from hsbcala.data import resolve
 from hsbcala.errors import DataError
-from tests.conftest import ROOT
+from tests.conftest import run_inprocess
 from tests.gt_helpers import FRAKTUR, books, copy_book, need, prepare
 
 
@@ -122,24 +120,12 @@ def test_dry_run_prints_the_split_that_training_uses(tmp_path, three_books):
         "data.val=null",
         "data.split.seed=3",
     ]
-    check = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *common, "data_check_only=true"],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    check = run_inprocess(
+        "train", [*common, "data_check_only=true"], cwd=tmp_path
+    )  # train.py, in this process
     assert check.returncode == 0, check.stderr
     saved = json.loads((tmp_path / "model" / "split.json").read_text())
-    dry = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *common, "dry_run=true"],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    dry = run_inprocess("train", [*common, "dry_run=true"], cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr
     argv = shlex.split(dry.stdout.strip())
     i, j = argv.index("--val.images"), argv.index("--train.images")

@@ -25,7 +25,7 @@ from hsbcala.engines.process import deferred, interruptible
 from hsbcala.errors import ConfigError, Interrupted
 from hsbcala.masking import mask
 from hsbcala.modeldir import OWNER_FILE, ModelDir
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_inprocess
 
 # ---------------------------------------------------------------------------------------------- quick
 
@@ -173,6 +173,7 @@ def test_credentials_are_masked():
 
 
 def test_password_in_the_tracking_uri_stays_out_of_hydras_record(tmp_path):
+    # A subprocess: the record checked is the one the real train.py (@hydra.main) writes to <run dir>/.hydra.
     proc = subprocess.run(
         [
             sys.executable,
@@ -194,20 +195,16 @@ def test_password_in_the_tracking_uri_stays_out_of_hydras_record(tmp_path):
 
 def test_unreachable_tracking_server_stops_before_anything_starts(tmp_path):
     t0 = time.monotonic()
-    proc = subprocess.run(
+    proc = run_inprocess(  # train.py, in this process
+        "train",
         [
-            sys.executable,
-            str(ROOT / "train.py"),
             f"paths.root={tmp_path}",
             f"model_dir={tmp_path / 'm'}",
             "data.synthetic.n_train=20",
             "data.synthetic.n_val=5",
             "mlflow.tracking_uri=http://alice:pw@127.0.0.1:9",
         ],
-        capture_output=True,
-        text=True,
         cwd=tmp_path,
-        timeout=300,
     )
     lines = [x for x in proc.stderr.splitlines() if x.startswith("hsbcala: error:")]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]

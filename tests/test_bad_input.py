@@ -101,11 +101,22 @@ def test_unreadable_image(tmp_path, lines):
 
 
 def test_skip_invalid_counts_instead(tmp_path, lines):
-    """With skip_invalid the bad line is reported and counted, and the dry run still builds the command."""
+    """With skip_invalid the blank line is dropped and counted (the data step reads every line: a data check,
+    not a dry run, which reads none); with skip_invalid=false the same line stops the run."""
+    import json
+
     train, _ = lines
     train[1].with_suffix(".gt.txt").write_text("   ")
-    proc = run_train(tmp_path, "train.skip_invalid=true", "dry_run=true")
+    proc = run_train(tmp_path, "train.skip_invalid=true", "data_check_only=true")
     assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["checks"]["empty_gt"]["count"] == 1 and manifest["totals"]["dropped"] == 1
+    assert [d["image"] for d in manifest["dropped"]] == [str(train[1])]
+    assert str(train[1]) not in {x["image"] for x in manifest["lines"]}
+    strict = run_train(
+        tmp_path, "train.skip_invalid=false", "data_check_only=true", f"model_dir={tmp_path / 'm2'}"
+    )
+    assert strict.returncode == 2 and "empty_gt" in strict.stderr and str(train[1]) in strict.stderr
 
 
 def test_missing_warmstart_model_says_where_to_put_it(tmp_path, lines):

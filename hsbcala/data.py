@@ -94,19 +94,23 @@ def gt_path(image: Path) -> Path:
     return image.parent / (stem + GT_SUFFIX)
 
 
-def _subdirs(top: str, loops: list[tuple[str, str]], aliases: list[tuple[str, str]]) -> list[str]:
+def _dir_key(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _subdirs(top: str, seen: set, loops: list[tuple[str, str]], aliases: list[tuple[str, str]]) -> list[str]:
     """``top`` and every directory below it, as glob's ``**`` finds them (hidden names skipped, symbolic links
-    to directories followed), but each real directory entered once: a link to a directory already included is
-    not followed (into ``loops`` when it points at one of its own ancestors, else into ``aliases``).
+    to directories followed), but each real directory entered once (``seen``: their (device, inode), ``top``'s
+    included): a link to a directory already included is not followed (into ``loops`` when it points at one
+    of its own ancestors, else into ``aliases``).
 
     Real subdirectories are walked before any link is followed, so a directory is named by its own path
     rather than through a link, and a loop ends after one step instead of ~40 (ELOOP) or never (two links).
     """
-    try:
-        st = os.stat(top)
-    except OSError:
-        return []
-    seen = {(st.st_dev, st.st_ino)}
     out: list[str] = []
     stack, links = [top], []
     while True:
@@ -136,17 +140,16 @@ def _subdirs(top: str, loops: list[tuple[str, str]], aliases: list[tuple[str, st
             return out
         links.sort()
         link = links.pop(0)
-        try:
-            lst = os.stat(link)
-        except OSError:
+        key = _dir_key(link)
+        if key is None:
             continue
-        if (lst.st_dev, lst.st_ino) in seen:
+        if key in seen:
             real = os.path.realpath(link)
             parent = os.path.realpath(os.path.dirname(link))
             inside = parent == real or parent.startswith(real.rstrip(os.sep) + os.sep)
             (loops if inside else aliases).append((link, real))
             continue
-        seen.add((lst.st_dev, lst.st_ino))
+        seen.add(key)
         stack.append(link)
 
 
@@ -164,9 +167,16 @@ def _glob(pattern: str) -> tuple[list[str], list[tuple[str, str]], list[tuple[st
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
         found: list[str] = []
-        for directory in current:
-            if part == "**":
-                below = _subdirs(directory, loops, aliases)
+        if part == "**":
+            seen: set = set()
+            starts = []
+            for directory in sorted(current, key=lambda d: (os.path.islink(d), d)):
+                key = _dir_key(directory)
+                if key is not None and key not in seen:
+                    seen.add(key)
+                    starts.append(directory)
+            for directory in starts:
+                below = _subdirs(directory, seen, loops, aliases)
                 found += below
                 if last:  # a final '**' also matches the files (as glob does)
                     found += [
@@ -175,19 +185,20 @@ def _glob(pattern: str) -> tuple[list[str], list[tuple[str, str]], list[tuple[st
                         for n in _listdir(d)
                         if not n.startswith(".") and not os.path.isdir(os.path.join(d, n))
                     ]
-            elif glob.has_magic(part):
-                hidden = part.startswith(".")
-                found += [
-                    os.path.join(directory, n)
-                    for n in fnmatch.filter(_listdir(directory), part)
-                    if hidden or not n.startswith(".")
-                ]
-            elif os.path.lexists(os.path.join(directory, part)):
-                found.append(os.path.join(directory, part))
+        else:
+            for directory in current:
+                if glob.has_magic(part):
+                    hidden = part.startswith(".")
+                    found += [
+                        os.path.join(directory, n)
+                        for n in fnmatch.filter(_listdir(directory), part)
+                        if hidden or not n.startswith(".")
+                    ]
+                elif os.path.lexists(os.path.join(directory, part)):
+                    found.append(os.path.join(directory, part))
         current = found if last else [d for d in found if os.path.isdir(d)]
     prefix = os.curdir + os.sep
-    matches = [m.removeprefix(prefix) for m in current]
-    return matches, loops, aliases
+    return [m.removeprefix(prefix) for m in current], loops, aliases
 
 
 def _listdir(directory: str) -> list[str]:
@@ -197,9 +208,18 @@ def _listdir(directory: str) -> list[str]:
         return []
 
 
+def _file_key(path: Path) -> tuple[int, int] | str:
+    """(device, inode) of a file through every link; a missing file: its path with every link resolved."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return st.st_dev, st.st_ino
+
+
 def _line_identity(image: Path) -> tuple:
-    """A line's identity: its image file and its ``.gt.txt`` file (device and inode, through every link)."""
-    return _identity(image), _identity(gt_path(image))
+    """A line's identity: its image file and its ``.gt.txt`` file (through every link, hard ones included)."""
+    return _file_key(image), _file_key(gt_path(image))
 
 
 def _dedupe(paths: set[Path], key: str, say) -> tuple[Path, ...]:
@@ -255,6 +275,8 @@ def resolve(
         raise DataError(f"{key}: no patterns given")
     base = Path(os.path.abspath(os.path.expanduser(base)))
     found: set[Path] = set()
+    loops: list[tuple[str, str, str]] = []  # (pattern, link, target)
+    linked: list[tuple[str, str, str]] = []
     for raw in patterns:
         pattern = os.path.expanduser(str(raw))
         relative = not os.path.isabs(pattern)
@@ -266,22 +288,12 @@ def resolve(
             globs = archives.expand_pattern(plain, key=key, root=archive_root, cache=cache, limits=limits)
         else:
             globs = [full]
-        matches, loops, linked = [], [], []
+        matches = []
         for g in globs:
             m, lo, al = _glob(g)
             matches += m
-            loops += lo
-            linked += al
-        for link, target in loops if say is not None else ():
-            say(
-                f"{key}: pattern '{raw}': symbolic link loop {link} -> {target} (a directory containing "
-                f"it): not followed"
-            )
-        if linked and say is not None:
-            say(
-                f"{key}: pattern '{raw}': {len(linked)} link(s) to directories already included not "
-                f"followed (their lines are used once); first: {linked[0][0]} -> {linked[0][1]}"
-            )
+            loops += [(raw, *x) for x in lo]
+            linked += [(raw, *x) for x in al]
         if not matches:
             raise DataError(f"{key}: pattern '{raw}' matches no file{where}")
         files = [m for m in matches if not os.path.isdir(m)]
@@ -297,7 +309,34 @@ def resolve(
                 f"({' '.join(IMAGE_SUFFIXES)}){where}; first: {min(files)}"
             )
         found.update(Path(os.path.abspath(f)) for f in images)
+    if say is not None:
+        _report_links(key, loops, linked, say)
     return _dedupe(found, key, say)
+
+
+def _report_links(key: str, loops: list, linked: list, say: Callable[[str], None]) -> None:
+    """Each symbolic-link loop once (a link reached under several names is one link), and one line for the
+    links to directories already included."""
+
+    def once(items: list) -> list:
+        out: dict[str, tuple[str, str, str]] = {}
+        for raw, link, target in items:
+            where = os.path.join(os.path.realpath(os.path.dirname(link)), os.path.basename(link))
+            out.setdefault(where, (raw, link, target))
+        return list(out.values())
+
+    for raw, link, target in once(loops):
+        say(
+            f"{key}: pattern '{raw}': symbolic link loop {link} -> {target} (a directory containing it): "
+            f"not followed"
+        )
+    linked = once(linked)
+    if linked:
+        raw, link, target = linked[0]
+        say(
+            f"{key}: {len(linked)} link(s) to directories already included not followed (their lines are "
+            f"used once); first: {link} -> {target} (pattern '{raw}')"
+        )
 
 
 def _png_zero_dimension(image: Path, head: bytes | None = None) -> tuple[int, int] | None:

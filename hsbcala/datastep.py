@@ -20,7 +20,9 @@ no line is read, so it stays fast.
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,18 +139,35 @@ class DataPlan:
 
 
 def _absolute(patterns: list[str], base: Path) -> tuple[str, ...]:
-    return tuple(str(p if Path(p).is_absolute() else base / p) for p in patterns)
+    out = []
+    for p in patterns:
+        p = os.path.expanduser(str(p))
+        out.append(p if os.path.isabs(p) else str(base / p))
+    return tuple(out)
 
 
-def _engine(
-    patterns: list[str], base: Path, kept: list[Path], resolved: int, as_files: bool
-) -> tuple[str, ...]:
-    """What Calamari gets: the patterns themselves when Calamari's own (non-recursive) glob gives exactly the
-    checked lines, else the list of files. Patterns keep command lines short and readable."""
+def _engine(patterns: list[str], base: Path, kept: list[Path], as_files: bool) -> tuple[str, ...]:
+    """What Calamari gets: the patterns themselves only when Calamari's own glob of them gives exactly the
+    checked lines, each once; else the list of the checked files.
+
+    Both versions expand a pattern with ``glob.glob(os.path.expanduser(p))``, not recursive
+    (``calamari_ocr/utils/glob.py:33`` in 2.3.1, ``:14`` in 1.0.7), and take every match as an image. A
+    pattern that also matches a directory named ``x.png``, a non-image, a dropped line, a line twice
+    (overlapping patterns) or a link to a line already given would hand Calamari something hsbcala did not
+    check (or check it twice), so it is replaced by the files. Patterns keep command lines short and
+    readable (and equal to ``dry_run``'s)."""
+    files = tuple(str(p) for p in kept)
     absolute = _absolute(patterns, base)
-    if not as_files and len(kept) == resolved and not any("**" in p for p in absolute):
-        return absolute
-    return tuple(str(p) for p in kept)
+    if as_files or any("**" in p for p in absolute):
+        return files
+    matched = [m for p in absolute for m in glob.glob(p)]
+    return (
+        absolute if len(matched) == len(set(matched)) == len(files) and set(matched) == set(files) else files
+    )
+
+
+def _limits(cfg: Any) -> archives.Limits:
+    return archives.Limits(int(cfg.data.archive_max_bytes), float(cfg.data.archive_max_ratio))
 
 
 def _split(cfg: Any, images: tuple[Path, ...], model_dir: Path) -> split.Split:
@@ -167,7 +186,11 @@ def _codec_report(cfg: Any, kept: list[checks.Line], resuming: bool) -> dict[str
     if not modeljson.json_path(cfg.warmstart.model).is_file():
         return None
     info = modeljson.read_model(Path(cfg.warmstart.model))
-    counts = codec.count_chars(line.text or "" for line in kept)
+    # the text as the engine trains on it (Calamari 1 maps en/em dashes to '-' and µ to μ; both NFC)
+    from hsbcala import cer, engines
+
+    rules = engines.get(cfg.version.name).eval_rules
+    counts = codec.count_chars(cer.normalize(line.text or "", rules) for line in kept)
     return codec.report(
         counts, info.charset, model=str(info.path), model_version=info.version, policy=str(cfg.train.codec)
     )
@@ -176,18 +199,24 @@ def _codec_report(cfg: Any, kept: list[checks.Line], resuming: bool) -> dict[str
 def _dry(cfg: Any, base: Path, model_dir: Path, dry_count: int | None, cache: HashCache) -> DataPlan:
     """The fast path of ``dry_run``: resolve (and split), read no line."""
     train_p, val_p = list(cfg.data.train), list(cfg.data.val or [])
-    kw = {"base": base, "archive_root": cfg.data.cache_dir, "cache": cache}
+    kw = {"base": base, "archive_root": cfg.data.cache_dir, "cache": cache, "limits": _limits(cfg)}
     if not val_p:
         sp = _split(cfg, data.resolve(train_p, key="data.train", **kw), model_dir)
         return DataPlan(
             tuple(map(str, sp.train)), tuple(map(str, sp.val)), len(sp.train), len(sp.val), split=sp
         )
-    if archives.involves_archive(train_p + val_p, base):
-        train = data.resolve(train_p, key="data.train", **kw)
-        val = data.resolve(val_p, key="data.val", **kw)
-        return DataPlan(tuple(map(str, train)), tuple(map(str, val)), len(train), len(val))
-    n_train = dry_count if dry_count is not None else len(data.resolve(train_p, key="data.train", **kw))
-    return DataPlan(_absolute(train_p, base), _absolute(val_p, base), n_train, 0)
+    if dry_count is not None and not archives.involves_archive(train_p + val_p, base):
+        # the demo set (hsbcala's own files) or data staged on the node: not here to resolve
+        return DataPlan(_absolute(train_p, base), _absolute(val_p, base), dry_count, 0)
+    train = data.resolve(train_p, key="data.train", **kw)
+    val = data.resolve(val_p, key="data.val", **kw)
+    as_files = archives.involves_archive(train_p + val_p, base)
+    return DataPlan(
+        _engine(train_p, base, list(train), as_files),
+        _engine(val_p, base, list(val), as_files),
+        len(train),
+        len(val),
+    )
 
 
 def _no_valid(key: str, lines: list[checks.Line], outcome: checks.Outcome) -> str:
@@ -213,7 +242,7 @@ def prepare(
     try:
         if cfg.dry_run:
             return _dry(cfg, base, model_dir, dry_count, cache)
-        kw = {"base": base, "archive_root": cfg.data.cache_dir, "cache": cache}
+        kw = {"base": base, "archive_root": cfg.data.cache_dir, "cache": cache, "limits": _limits(cfg)}
         train_p, val_p = list(cfg.data.train), list(cfg.data.val or [])
         train_images = data.resolve(train_p, key="data.train", **kw)
         sp = None
@@ -239,6 +268,8 @@ def prepare(
             actions=checks.actions(cfg),
             min_px_per_char=float(cfg.data.min_px_per_char),
             allowed=checks.whitelist(cfg),
+            max_line_width=int(cfg.data.max_line_width),
+            min_image_px=int(cfg.data.min_image_px),
         )
     finally:
         cache.save()
@@ -277,8 +308,8 @@ def prepare(
     report = _codec_report(cfg, outcome.kept, resuming)
     as_files = sp is not None or archives.involves_archive(train_p + val_p, base)
     return DataPlan(
-        engine_train=_engine(train_p, base, [x.image for x in kept_train], len(train_images), as_files),
-        engine_val=_engine(val_p, base, [x.image for x in kept_val], len(val_images), as_files),
+        engine_train=_engine(train_p, base, [x.image for x in kept_train], as_files),
+        engine_val=_engine(val_p, base, [x.image for x in kept_val], as_files),
         n_train=len(kept_train),
         n_val=len(kept_val),
         skipped=len(outcome.dropped),

@@ -42,7 +42,8 @@ class State:
     run_id: str | None = None
     tracking_uri: str | None = None
     status: str = "training"  # training | finished
-    best_val_cer: float | None = None
+    best_val_cer: float | None = None  # of the exported best model (its stage: the last one trained)
+    best_val_cer_stage1: float | None = None  # the first stage's best, with augmentation
     history: list[dict] = field(
         default_factory=list
     )  # one entry per launch: start time, job id, resumed from

@@ -184,7 +184,9 @@ class DataChecksConf:
     bad_image: Action = Action.fail  # image does not decode or has a zero dimension (fail | drop)
     empty_gt: Action = Action.drop  # empty or whitespace-only GT (fail | drop)
     multi_line: Action = Action.warn  # GT with more than one line
-    too_narrow: Action = Action.warn  # fewer than data.min_px_per_char px per character
+    too_narrow: Action = Action.warn  # fewer than data.min_px_per_char px per character, or too few for CTC
+    too_wide: Action = Action.drop  # wider than data.max_line_width at line height 48 (Calamari 2 drops it)
+    too_small: Action = Action.drop  # under data.min_image_px wide or high (no legible text)
     mixed_normalization: Action = Action.warn  # some lines NFC, others not
     whitelist: Action = Action.warn  # characters outside data.whitelist / data.whitelist_file
 
@@ -212,6 +214,10 @@ class DataConf:
     whitelist: str | None = None  # allowed GT characters (space always allowed); null: no whitelist check
     whitelist_file: str | None = None  # a text file of allowed characters (added to data.whitelist)
     min_px_per_char: float = 4.0  # image width per GT character at line height 48; 0: no check
+    max_line_width: int = 4096  # padded width at line height 48 over which Calamari 2 drops a line; 0: off
+    min_image_px: int = 8  # smallest width and height of a line image; 0: no check
+    archive_max_bytes: int = 20_000_000_000  # a GT archive unpacking to more is refused; 0: no cap
+    archive_max_ratio: float = 100.0  # ... or to more than this many times its own size (zip bomb); 0: no cap
     cache_dir: str | None = "${oc.env:HSBCALA_CACHE_DIR,${oc.env:HOME}/.cache/hsbcala}"  # hashes, archives
 
 

@@ -310,6 +310,7 @@ def _execute(cfg: Any, p: Plan) -> float | None:
     parser = engine.progress_parser(
         cfg.train, p.inputs.n_train, stage=stage, start=start, best_val_cer=state.best_val_cer
     )
+    parser.best_val_cer_stage1 = state.best_val_cer_stage1
     tracker = None
     status = "FAILED"
     say(("resuming from " + str(p.resume_from)) if p.resume_from else f"training {md.path}")
@@ -391,7 +392,7 @@ def _execute(cfg: Any, p: Plan) -> float | None:
             with deferred():
                 for note in engine.after_launch(md.path):
                     say(note)
-                state.best_val_cer = parser.best_val_cer
+                _keep_bests(state, parser)
                 prior = sum(h.get("wall_time_s", 0.0) for h in state.history[:-1])
                 state.history[-1]["wall_time_s"] = elapsed
                 state.status = "finished"
@@ -400,11 +401,16 @@ def _execute(cfg: Any, p: Plan) -> float | None:
             tracker.log_final(
                 {
                     "best_val_cer": parser.best_val_cer,
+                    "best_val_cer_stage1": parser.best_val_cer_stage1,
                     "lines_per_second": lines_done / elapsed if elapsed > 0 else None,
                     "wall_time_s": prior + elapsed,
                 }
             )
-            if cfg.mlflow.log_model:
+            untrained = engine.no_best_model(parser)
+            if untrained:
+                say(f"warning: {untrained}; it is not logged as the run's model")
+                tracker.set_tags({"hsbcala.best_model": "untrained"})
+            elif cfg.mlflow.log_model:
                 for f in md.best_model():
                     tracker.log_artifact(f, "model")
             if p.profile_report is not None:
@@ -427,6 +433,14 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                 _end(md, engine, state, parser, tracker, status, fresh=fresh, held=held, t0=t0)
 
 
+def _keep_bests(state: State, parser: Any) -> None:
+    """The state's best CERs from the parser: the exported model's stage, and the first stage's apart."""
+    if parser.best_val_cer_stage1 is not None:
+        state.best_val_cer_stage1 = parser.best_val_cer_stage1
+    if parser.best_val_cer is not None or parser.stage > 0:
+        state.best_val_cer = parser.best_val_cer
+
+
 def _end(
     md: ModelDir,
     engine: Engine,
@@ -445,8 +459,7 @@ def _end(
         with contextlib.suppress(Exception):
             for note in engine.after_launch(md.path):
                 say(note)
-    if parser.best_val_cer is not None:
-        state.best_val_cer = parser.best_val_cer
+    _keep_bests(state, parser)
     if state.history and "wall_time_s" not in state.history[-1]:
         state.history[-1]["wall_time_s"] = time.monotonic() - t0  # interrupted launches count too
     if tracker is not None:

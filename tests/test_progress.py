@@ -71,3 +71,36 @@ def test_cala1_resume_counts_checks_from_the_checkpoint():
     parser = engines.get("cala1").Parser(per_stage=1000, check_every=20, start=40)
     (u,) = parser.feed("Found better model with accuracy of 90%")
     assert u.step == 60
+
+
+def test_best_is_per_stage_because_the_engines_export_the_last_stages_best():
+    """A stage-2 line worse than stage 1's best: best_val_cer describes the exported (stage-2) model; the
+    first stage's best is kept apart (logged at the switch)."""
+    parser = engines.get("cala2").Parser(per_stage=3)
+    lines = (DATA / "cala2-train-excerpt.log").read_text().splitlines()
+    lines[4] = lines[4].replace("val_CER: 0.9872", "val_CER: 1.1000")  # stage 2, epoch 1
+    lines[5] = lines[5].replace("val_CER: 0.9785", "val_CER: 1.0500")  # stage 2, epoch 2: > stage 1's 1.0251
+    lines[6] = lines[6].replace("val_CER: 0.9908", "val_CER: 1.0700")
+    updates = feed_all(parser, lines)
+    switch = next(u for u in updates if "best_val_cer_stage1" in u.metrics)
+    assert switch.metrics == {"stage": 1.0, "best_val_cer_stage1": 1.0251}
+    assert parser.best_val_cer_stage1 == 1.0251 and parser.best_val_cer == 1.05
+    assert [u.metrics["best_val_cer"] for u in updates if "val_cer" in u.metrics] == [
+        1.2282,
+        1.2282,
+        1.0251,
+        1.1,
+        1.05,
+        1.05,
+    ]
+
+
+def test_calamari1_without_any_better_model_says_its_best_is_untrained():
+    e = engines.get("cala1")
+    parser = e.Parser(per_stage=1000, check_every=20)
+    feed_all(
+        parser, ["No better model found. Currently accuracy of 0.000000% at iter 0 (remaining nbest = 4)"]
+    )
+    assert parser.best_val_cer is None and "not a trained one" in e.no_best_model(parser)
+    feed_all(parser, ["Found better model with accuracy of 12.5%"])
+    assert parser.best_val_cer == 0.875 and e.no_best_model(parser) is None

@@ -101,7 +101,10 @@ class ProgressParser:
     completes. Metric names are the same for both versions (MLflow compares them side by side):
 
     - ``train_cer``, ``train_loss``; ``val_cer``, ``val_loss`` (where the engine prints them);
-    - ``best_val_cer``: the best validation CER so far, at every check;
+    - ``best_val_cer``: the best validation CER so far in this stage, at every check. Both engines start
+      "best" afresh on the original lines (and export that stage's best), so the first stage's best is kept
+      apart as ``best_val_cer_stage1`` (logged at the stage switch) and ``best_val_cer`` always describes
+      the model that is exported;
     - ``stage``: 0 while training on augmented data, 1 on the original lines only (both engines train twice
       when augmenting, restarting their epoch/iteration count for the second stage).
 
@@ -113,15 +116,22 @@ class ProgressParser:
     check_every: int = 1  # Calamari 1: iterations between early-stopping checks
     stage: int = 0
     start: int = 0  # epoch (cala2) or iteration (cala1) of the checkpoint resumed from
-    best_val_cer: float | None = None
+    best_val_cer: float | None = None  # of the current stage
+    best_val_cer_stage1: float | None = None  # of the first (augmented) stage, once it is over
     epochs_seen: int = 0
     iterations_seen: int = 0
+    checks_seen: int = 0  # validations the engine reported
 
     def feed(self, line: str) -> list[Update]:
         if STAGE_SWITCH in line:
             self.on_stage_switch()
+            metrics = {"stage": 1.0}
+            if self.stage == 0:  # (a resumed second stage prints the line again)
+                self.best_val_cer_stage1, self.best_val_cer = self.best_val_cer, None
+                if self.best_val_cer_stage1 is not None:
+                    metrics["best_val_cer_stage1"] = self.best_val_cer_stage1
             self.stage = 1
-            return [Update(self._offset(), {"stage": 1.0})]
+            return [Update(self._offset(), metrics)]
         return self.parse(line)
 
     def parse(self, line: str) -> list[Update]:  # pragma: no cover - abstract
@@ -235,6 +245,10 @@ class Engine(ABC):
         self, train: Any, n_train: int, *, stage: int = 0, start: int = 0, best_val_cer: float | None = None
     ) -> ProgressParser:
         """A parser of this engine's console output for a training with these settings."""
+
+    def no_best_model(self, parser: ProgressParser) -> str | None:
+        """Why the engine's exported "best" model is no trained model (None: it is one)."""
+        return None
 
     @abstractmethod
     def lines_done(self, parser: ProgressParser, train: Any, n_train: int) -> int:

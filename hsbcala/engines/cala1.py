@@ -68,6 +68,7 @@ class Cala1Parser(ProgressParser):
             base = self.start if self.stage == 0 or self._last_iter else 0
             self._checks = max(self._last_iter, base) // self.check_every
         self._checks += 1
+        self.checks_seen += 1
         step = self._offset() + self._checks * self.check_every
         acc = float((better or worse).group(1)) / 100.0
         if better:
@@ -243,6 +244,14 @@ class Cala1(Engine):
             start=start,
             best_val_cer=best_val_cer,
         )
+
+    def no_best_model(self, parser: ProgressParser) -> str | None:
+        if parser.checks_seen and parser.best_val_cer is None:
+            return (
+                "Calamari 1 found no model with a validation CER below 100 % in this stage, so its best.ckpt is "
+                "the network it started the stage with (untrained, or the warm-start model), not a trained one"
+            )
+        return None
 
     def lines_done(self, parser: ProgressParser, train: Any, n_train: int) -> int:
         return parser.iterations_seen * train.batch_size

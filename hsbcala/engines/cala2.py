@@ -35,6 +35,7 @@ class Cala2Parser(ProgressParser):
         metrics = {_NAMES[k]: v for k, v in values.items() if k in _NAMES}
         if "val_cer" in metrics:
             metrics["best_val_cer"] = self._best(metrics["val_cer"])
+            self.checks_seen += 1
         metrics["stage"] = float(self.stage)
         self.epochs_seen += 1
         return [Update(self._offset() + epoch, metrics)]

@@ -105,10 +105,15 @@ def suffix(sep: str) -> str:
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN:
         return ""
+    job = list(hc.overrides.task)
     command_line = _sweep_command_line(Path(str(hc.sweep.dir)))
-    if command_line is None:  # no multirun.yaml (a job run outside its sweep): its own overrides decide
-        return ""
-    name = point_name(list(hc.overrides.task), swept_keys(command_line))
+    if command_line is None:  # no multirun.yaml (a job composed outside its sweep): its own model keys decide
+        keys = sorted(
+            {o.split("=", 1)[0].lstrip("+~") for o in job if _counts(o.split("=", 1)[0].lstrip("+~"))}
+        )
+    else:
+        keys = swept_keys(command_line)
+    name = point_name(job, keys)
     return sep + name if name else ""
 
 

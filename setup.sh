@@ -155,10 +155,12 @@ fi
 # ---- 4. the launcher environment
 step="4/5 (.venv: uv sync --frozen)"
 say "4/5 launcher environment .venv from uv.lock (uv sync --frozen)"
+# --compile-bytecode: .pyc files written now, so every later start (a dry run: about 1 s) reads them even
+# where PYTHONDONTWRITEBYTECODE is set or the venv is read-only
 if ((with_tests)); then
-    "$uv" sync --frozen --quiet
+    "$uv" sync --frozen --quiet --compile-bytecode
 else
-    "$uv" sync --frozen --quiet --no-dev
+    "$uv" sync --frozen --quiet --no-dev --compile-bytecode
 fi
 
 # ---- 5. the engine environments

@@ -81,7 +81,8 @@ def summary(result: dict) -> str:
     s = result["sets"][0]
     groups = ", ".join(f"{g} {report.percent(v['cer'] if v else None)}" for g, v in s["groups"].items())
     return (
-        f"{result['model']}: CER {report.percent(s['overall']['cer'])} on {s['overall']['lines']} lines of "
+        f"{result['model']}: CER {report.percent(s['overall']['cer'])} (errors / GT characters) on "
+        f"{s['overall']['lines']} lines of "
         f"{s['name']}" + (f" ({groups})" if groups else "")
     )
 

@@ -276,7 +276,8 @@ def _run(cfg: DictConfig) -> float | None:
         return None
     if p.state is not None and p.state.status == "finished":
         say(
-            f"{p.model_dir.path} has finished training (best validation CER {p.state.best_val_cer}); not retraining. "
+            f"{p.model_dir.path} has finished training (the engine's best validation CER {p.state.best_val_cer}); "
+            f"not retraining. "
             f"Choose another model_dir to train again."
         )
         return p.state.best_val_cer
@@ -418,7 +419,10 @@ def _execute(cfg: Any, p: Plan) -> float | None:
             tracker.log_artifact(md.engine_log, "logs")
             status = "FINISHED"
             best = "n/a" if parser.best_val_cer is None else f"{parser.best_val_cer:.4f}"
-            say(f"finished {md.path}: best validation CER {best}; MLflow run {tracker.run_id}")
+            say(
+                f"finished {md.path}: best validation CER {best} (the engine's: mean of per-line error rates; "
+                f"evaluate.py's CER sums errors over characters); MLflow run {tracker.run_id}"
+            )
             if tracker.degraded:
                 say(
                     f"warning: tracking is incomplete (the store failed during the run); metrics not sent are in "

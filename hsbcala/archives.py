@@ -119,8 +119,8 @@ def _extract(archive: Path, target: Path, key: str, limits: Limits) -> None:
     """Extract ``archive`` into the (empty) directory ``target``; DataError on an unsafe, broken or too large
     archive, raised before the first member is written (every member checked, the sizes summed first)."""
     where = f"{key}: archive {archive}"
-    budget = _Budget(archive, where, limits)
     try:
+        budget = _Budget(archive, where, limits)
         if archive.name.lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:
                 for info in zf.infolist():

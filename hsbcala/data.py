@@ -34,7 +34,13 @@ So both versions silently train on fewer lines than given (or crash mid-run), wh
 checks up front: a missing, unreadable, non-UTF-8, empty or whitespace-only ``.gt.txt`` and an image that
 does not decode or has a zero dimension are reported by name. With ``skip_invalid`` they are returned in
 :attr:`LineSet.skipped` (they are exactly lines Calamari would skip or choke on); without it, the first one
-is raised. Not checked here: the model-dependent limits (line width > ``max_line_width``, too short for CTC).
+is raised. Not checked here (the training's data step does, :mod:`hsbcala.checks`: ``too_wide``,
+``too_narrow``, ``too_small``): the size limits (line width > ``max_line_width``, too short for CTC).
+
+:func:`resolve` expands ``**`` itself (:func:`_glob`): Python's ``glob`` follows a symbolic link back up the
+tree until the path is too long (every line ~40 times) and two such links for ever; here every real
+directory is entered once, a loop is reported once and not followed, and a line reachable under several
+names is returned once.
 
 Speed, measured with :func:`check_lines` on 5,000 real fraktur lines (2 CPUs shared with other jobs, so
 rough): GT only 0.1 s; GT + ``Image.open`` + ``verify()`` 0.25 s with the files in the page cache, 1.1-1.4 s
@@ -208,7 +214,7 @@ def _listdir(directory: str) -> list[str]:
         return []
 
 
-def _file_key(path: Path) -> tuple[int, int] | str:
+def _file_key(path: str) -> tuple[int, int] | str:
     """(device, inode) of a file through every link; a missing file: its path with every link resolved."""
     try:
         st = os.stat(path)
@@ -217,15 +223,17 @@ def _file_key(path: Path) -> tuple[int, int] | str:
     return st.st_dev, st.st_ino
 
 
-def _line_identity(image: Path) -> tuple:
-    """A line's identity: its image file and its ``.gt.txt`` file (through every link, hard ones included)."""
-    return _file_key(image), _file_key(gt_path(image))
+def _line_identity(image: str) -> tuple:
+    """A line's identity: its image file and its ``.gt.txt`` file (through every link, hard ones included).
+    Strings, not :class:`Path`: this runs for every line of a data set."""
+    directory, name = os.path.split(image)
+    return _file_key(image), _file_key(os.path.join(directory, name.split(".", 1)[0] + GT_SUFFIX))
 
 
-def _dedupe(paths: set[Path], key: str, say) -> tuple[Path, ...]:
+def _dedupe(paths: set[str], key: str, say) -> tuple[Path, ...]:
     """One path per line (:func:`_line_identity`): a line reached through a symbolic link, a linked directory
     or a hard link is used once, named by its own path when one of the spellings has no link in it."""
-    by_line: dict[tuple, list[Path]] = {}
+    by_line: dict[tuple, list[str]] = {}
     for p in paths:
         by_line.setdefault(_line_identity(p), []).append(p)
     kept, extra = [], []
@@ -233,7 +241,7 @@ def _dedupe(paths: set[Path], key: str, say) -> tuple[Path, ...]:
         if len(spellings) == 1:
             kept.append(spellings[0])
             continue
-        best = min(spellings, key=lambda p: (os.path.realpath(p) != str(p), len(p.parts), str(p)))
+        best = min(spellings, key=lambda p: (os.path.realpath(p) != p, p.count(os.sep), p))
         kept.append(best)
         extra += [(p, best) for p in spellings if p != best]
     if extra and say is not None:
@@ -242,7 +250,7 @@ def _dedupe(paths: set[Path], key: str, say) -> tuple[Path, ...]:
             f"{key}: {len(extra)} path(s) name a line already matched under another name (symbolic or hard "
             f"links); each line is used once; first: {extra[0][0]} = {extra[0][1]}"
         )
-    return tuple(sorted(kept))
+    return tuple(sorted(Path(p) for p in kept))
 
 
 def resolve(
@@ -274,7 +282,7 @@ def resolve(
     if not patterns:
         raise DataError(f"{key}: no patterns given")
     base = Path(os.path.abspath(os.path.expanduser(base)))
-    found: set[Path] = set()
+    found: set[str] = set()
     loops: list[tuple[str, str, str]] = []  # (pattern, link, target)
     linked: list[tuple[str, str, str]] = []
     for raw in patterns:
@@ -308,7 +316,7 @@ def resolve(
                 f"{key}: pattern '{raw}' matches {len(files)} file(s) but no image "
                 f"({' '.join(IMAGE_SUFFIXES)}){where}; first: {min(files)}"
             )
-        found.update(Path(os.path.abspath(f)) for f in images)
+        found.update(os.path.abspath(f) for f in images)
     if say is not None:
         _report_links(key, loops, linked, say)
     return _dedupe(found, key, say)

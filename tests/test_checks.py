@@ -4,6 +4,8 @@ purpose: each check names the right file, and its configured action (fail, warn,
 from __future__ import annotations
 
 import json
+import os
+import threading
 import unicodedata
 from pathlib import Path
 
@@ -148,6 +150,124 @@ def test_too_narrow_image(tmp_path, lines):
     assert [p for p, _, _ in items] == [train[5]] and "px per character at line height 48" in items[0][1]
     assert prepare(tmp_path, "data.checks.too_narrow=drop").n_train == 5
     assert not prepare(tmp_path, "data.min_px_per_char=0").outcome.findings["too_narrow"].items
+
+
+def test_too_wide_line_is_dropped_by_default(tmp_path, lines):
+    # Calamari 2 drops a line wider than 4096 px once scaled to height 48 and padded 2 x 16 px: an 8000-px-wide
+    # line of height 48 (as in the issue) and one exactly 1 px over the limit; one exactly at it is kept
+    train, val = lines
+    with Image.open(train[5]) as im:
+        im.convert("L").resize((8000, 48)).save(train[5])
+    with Image.open(train[4]) as im:
+        im.convert("L").resize((4065, 48)).save(train[4])  # 4065 + 32 = 4097 > 4096
+    with Image.open(val[0]) as im:
+        im.convert("L").resize((4064, 48)).save(val[0])  # 4064 + 32 = 4096: Calamari keeps it
+    dp = prepare(tmp_path)
+    items = dp.outcome.findings["too_wide"].items
+    assert [p for p, _, _ in items] == [train[4], train[5]]
+    assert "8032 px wide at line height 48" in items[1][1] and "data.max_line_width=4096" in items[1][1]
+    assert dp.n_train == 4 and dp.n_val == 4
+    assert {(line.image, check) for line, check in dp.outcome.dropped} == {
+        (train[4], "too_wide"),
+        (train[5], "too_wide"),
+    }
+    assert str(train[5]) not in dp.engine_train and str(train[0]) in dp.engine_train  # the checked files
+    assert {"image": str(train[5]), "check": "too_wide"} in dp.manifest["dropped"]
+    message = error_of(tmp_path, "data.checks.too_wide=fail")
+    assert message.startswith(
+        "data.train: 2 × line wider than the engine's limit (data.checks.too_wide=fail)"
+    )
+    assert str(train[4]) in message
+    assert "data.checks.too_wide=fail with train.skip_invalid=false" in error_of(
+        tmp_path, "train.skip_invalid=false"
+    )
+    kept = prepare(tmp_path, "data.checks.too_wide=warn")
+    assert kept.n_train == 6 and len(kept.outcome.findings["too_wide"].items) == 2
+    assert not prepare(tmp_path, "data.max_line_width=0").outcome.findings["too_wide"].items
+
+
+def test_one_pixel_image_is_dropped_by_default(tmp_path, lines):
+    # 1x1 px with a one-character GT: wide enough for CTC (Calamari scales it to a 48x48 blank and trains on
+    # it), so only the minimum size finds it
+    train, _ = lines
+    Image.new("L", (1, 1), 255).save(train[0])
+    gt_of(train[0]).write_text("a\n", encoding="utf-8")
+    Image.new("L", (120, 7), 255).save(train[1])  # 7 px high: under data.min_image_px=8 too
+    dp = prepare(tmp_path)
+    items = dp.outcome.findings["too_small"].items
+    assert [p for p, _, _ in items] == [train[0], train[1]]
+    assert items[0][1].startswith("image is 1x1 px, under data.min_image_px=8")
+    assert not dp.outcome.findings["too_narrow"].items
+    assert dp.n_train == 4 and str(train[0]) not in dp.engine_train
+    assert [r["check"] for r in dp.manifest["dropped"]] == ["too_small", "too_small"]
+    assert "data.checks.too_small=fail" in error_of(tmp_path, "data.checks.too_small=fail")
+    assert prepare(tmp_path, "data.min_image_px=0").n_train == 6
+
+
+def test_too_few_time_steps_for_ctc_is_too_narrow(tmp_path, lines):
+    # 200x48 px is 5 px per character for 40 dots (passes data.min_px_per_char=4), but CTC needs a blank
+    # between repeated labels: 40 + 39 = 79 labels > (200 + 32) // 4 = 58 time steps, so the engines drop it
+    train, _ = lines
+    Image.new("L", (200, 48), 255).save(train[2])
+    gt_of(train[2]).write_text("." * 40, encoding="utf-8")
+    items = prepare(tmp_path).outcome.findings["too_narrow"].items
+    assert [p for p, _, _ in items] == [train[2]]
+    assert "79 CTC labels > 58 time steps" in items[0][1]
+
+
+def test_a_directory_matched_by_the_glob_is_not_handed_to_the_engine(tmp_path, lines):
+    # Calamari's own glob of 'train/*.png' would include the directory zz.png (and with 'train/*' the .gt.txt
+    # files): the engine then gets the checked files, not the pattern
+    train, _ = lines
+    (tmp_path / "train" / "zz.png").mkdir()
+    dp = prepare(tmp_path)
+    assert dp.n_train == 6 and sorted(dp.engine_train) == sorted(map(str, train))
+    assert all(Path(p).is_file() for p in dp.engine_train)
+    assert dp.engine_val == (f"{tmp_path}/val/*.png",)  # an exact pattern stays a pattern
+    dry = prepare(tmp_path, "dry_run=true")  # the dry run prints what training would run
+    assert sorted(dry.engine_train) == sorted(map(str, train)) and dry.engine_val == dp.engine_val
+    everything = prepare(tmp_path, f"data.train=[{tmp_path}/train/*]")
+    assert sorted(everything.engine_train) == sorted(map(str, train))
+
+
+def test_symbolic_link_loop_in_the_data_is_used_once(tmp_path, lines, capsys):
+    train, _ = lines
+    (tmp_path / "train" / "loop").symlink_to(tmp_path / "train")
+    dp = prepare(tmp_path, f"data.train=[{tmp_path}/train/**/*.png]")
+    assert dp.n_train == 6 and sorted(dp.engine_train) == sorted(map(str, train))
+    err = capsys.readouterr().err
+    assert err.count("symbolic link loop") == 1 and f"{tmp_path}/train/loop -> {tmp_path}/train" in err
+
+
+def test_huge_and_special_files_are_not_read(tmp_path, lines):
+    # a sparse 129 MiB "image" (no disk used) would be read whole into memory; a FIFO would block the read
+    train, _ = lines
+    train[0].unlink()
+    with open(train[0], "wb") as f:
+        f.truncate(129 << 20)
+    gt_of(train[1]).unlink()
+    with open(gt_of(train[1]), "wb") as f:
+        f.truncate(2 << 20)
+    train[2].unlink()
+    os.mkfifo(train[2])
+    result: dict = {}
+
+    def run():
+        result["dp"] = prepare(tmp_path, "data.checks.bad_image=drop", "data.checks.missing_gt=drop")
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(60)
+    if worker.is_alive():  # blocked on the FIFO: unblock it, then fail
+        os.close(os.open(train[2], os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(10)
+        pytest.fail("the data step blocked reading a FIFO")
+    bad = {p: r for p, r, _ in result["dp"].outcome.findings["bad_image"].items}
+    assert "over the 134,217,728 a line image can be (not read)" in bad[train[0]]
+    assert bad[train[2]] == "not a regular file"
+    missing = result["dp"].outcome.findings["missing_gt"].items
+    assert [p for p, _, _ in missing] == [train[1]] and "not a line's text (not read)" in missing[0][1]
+    assert result["dp"].n_train == 3
 
 
 def test_whitelist(tmp_path, lines):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import time
 import unicodedata
 import zlib
@@ -302,6 +305,81 @@ def test_real_recursive_glob() -> None:
     found = resolve(["ref_BA/**/*.png"], key="data.val", base=FRAKTUR)
     assert len(found) == expected > 0
     assert all(p.is_relative_to(FRAKTUR / "ref_BA") for p in found)
+
+
+# --- symbolic links: loops, aliases, duplicates ---------------------------------------------------------------
+
+
+def test_symlink_loop_under_double_star_is_not_followed(lines: list[Path], capsys) -> None:
+    # glob's '**' follows book/up -> gt until the path is too long: every line 41 times (the report)
+    (lines[0].parent / "up").symlink_to(lines[0].parent.parent)
+    found = resolve(["gt/**/*.png"], key="data.train", base=lines[0].parents[2])
+    assert found == tuple(lines)
+    err = capsys.readouterr().err
+    assert err.count("symbolic link loop") == 1
+    assert (
+        f"{lines[0].parent}/up -> {lines[0].parent.parent} (a directory containing it): not followed" in err
+    )
+
+
+def test_two_symlink_loops_end(tmp_path: Path, lines: list[Path]) -> None:
+    # two links back up make glob's '**' branch 2^40 ways (it never ends): a child process with a deadline
+    book = lines[0].parent
+    (book / "a").symlink_to(book)
+    (book / "b").symlink_to("..")
+    code = (
+        "import sys; from hsbcala.data import resolve; "
+        "print(len(resolve(['gt/**/*.png'], key='data.train', base=sys.argv[1])))"
+    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).parents[1],
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("resolving a data set with two symbolic link loops did not end")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "5" and proc.stderr.count("symbolic link loop") == 2
+
+
+def test_linked_directory_and_linked_files_are_used_once(tmp_path: Path, lines: list[Path], capsys) -> None:
+    gt = lines[0].parents[1]
+    (gt / "alias").symlink_to(gt / "book")  # a second name for the book
+    found = resolve(["gt/**/*.png"], key="data.train", base=tmp_path)
+    assert found == tuple(lines)  # named by the real directory, not through the link
+    assert "1 link(s) to directories already included not followed" in capsys.readouterr().err
+    # the same lines through two patterns, one of them through the link
+    found = resolve(["gt/alias/*.png", "gt/book/*.png"], key="data.train", base=tmp_path)
+    assert found == tuple(lines)
+    assert "5 path(s) name a line already matched under another name" in capsys.readouterr().err
+    # a symbolic link to an image (with its GT linked too) is the same line
+    (gt / "book" / "zz.png").symlink_to(lines[2])
+    (gt / "book" / "zz.gt.txt").symlink_to(gt_path(lines[2]))
+    assert resolve(["gt/book/*.png"], key="data.train", base=tmp_path) == tuple(lines)
+    # ... but a link to an image with a GT of its own is another line (another transcription of it)
+    (gt / "book" / "zz.gt.txt").unlink()
+    (gt / "book" / "zz.gt.txt").write_text("other\n", encoding="utf-8")
+    assert len(resolve(["gt/book/*.png"], key="data.train", base=tmp_path)) == 6
+
+
+def test_double_star_matches_what_glob_matches(tmp_path: Path) -> None:
+    # without links, hsbcala's '**' gives exactly glob.glob(..., recursive=True): hidden names, a final '**'
+    root = tmp_path / "gt"
+    _touch(
+        root / "a.png",
+        root / "b" / "c.png",
+        root / "b" / ".hidden.png",
+        root / ".h" / "d.png",
+        root / "b" / "e" / "f.png",
+        root / "b" / "e" / "g.txt",
+    )
+    for pattern in ("**/*.png", "**/.*.png", "b/**/*", "**", "*/**/*.png", "**/e/*"):
+        full = os.path.join(glob.escape(str(root)), pattern)
+        expected = {p.rstrip(os.sep) for p in glob.glob(full, recursive=True)}
+        assert set(data._glob(full)[0]) == expected, pattern
 
 
 # --- load_lines ----------------------------------------------------------------------------------------------

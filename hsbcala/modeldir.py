@@ -128,6 +128,11 @@ class ModelDir:
         return self.engine.best_model(self.path)
 
     @property
+    def lines_dir(self) -> Path:
+        """Links to the lines of a long file list (hsbcala.train.link_lines), one folder per split."""
+        return self.path / "lines"
+
+    @property
     def spool(self) -> Path:
         return self.path / SPOOL
 

@@ -60,6 +60,7 @@ class Plan:
     profile_report: Path | None = None
     data: Any = None  # hsbcala.datastep.DataPlan: manifest, split, codec report (written by _execute)
     warmstart_source: Path | None = None  # the pretrained model's JSON; copied into the model dir first
+    links: tuple[LineLinks, ...] = ()  # long file lists, as links the engine reads through a glob
 
 
 def _under(pattern: str, root: Path) -> bool:
@@ -118,6 +119,51 @@ def _warmstart(
     return engine.weights_arg(info.path), info.network, info.path
 
 
+# A file list longer than this reaches the engine as links in <model_dir>/lines/<split>/ and one glob per
+# image suffix: 30,000 paths (a document-wise split of the team's 6,000 lines in five variants) are ~3 MB of
+# arguments, over Linux's limit (E2BIG), and Calamari 1.0.7 reads no list file (it keeps each line's newline).
+MAX_LISTED = 2000
+
+
+@dataclass(frozen=True)
+class LineLinks:
+    """``links[i] -> targets[i]`` to create in ``folder`` (image and its .gt.txt, numbered)."""
+
+    folder: Path
+    pairs: tuple[tuple[str, str], ...]  # (link name, target path)
+
+
+def link_lines(folder: Path, args: tuple[str, ...]) -> tuple[tuple[str, ...], LineLinks | None]:
+    """(what the engine gets, the links to make first): ``args`` itself when it is short or patterns, else
+    a glob per suffix over numbered links to each image and its ``.gt.txt`` (Calamari's GT rule)."""
+    from hsbcala.data import gt_path
+
+    if len(args) <= MAX_LISTED:
+        return args, None
+    width = max(6, len(str(len(args))))
+    pairs, suffixes = [], []
+    for i, image in enumerate(args, 1):
+        suffix = Path(image).suffix.lower()
+        pairs += [(f"{i:0{width}d}{suffix}", image), (f"{i:0{width}d}.gt.txt", str(gt_path(Path(image))))]
+        if suffix not in suffixes:
+            suffixes.append(suffix)
+    return tuple(str(folder / f"*{s}") for s in suffixes), LineLinks(folder, tuple(pairs))
+
+
+def _make_links(links: LineLinks) -> None:
+    """Create the links afresh (atomically: a folder beside, then renamed over the old one)."""
+    tmp = links.folder.with_name(links.folder.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, target in links.pairs:
+        os.symlink(target, tmp / name)
+    old = links.folder.with_name(links.folder.name + ".old")
+    if links.folder.exists():
+        os.replace(links.folder, old)
+    os.replace(tmp, links.folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 WARMSTART_DIR = "warmstart"  # <model_dir>/warmstart/: the copy of the model a training starts from
 
 
@@ -171,10 +217,12 @@ def plan(cfg: Any) -> Plan:
     on_ramdisk = bool(cfg.cluster.ramdisk) and all(
         _under(p, Path(cfg.cluster.ramdisk)) for p in cfg.data.train
     )
+    train_args, train_links = link_lines(md.lines_dir / "train", data_plan.engine_train)
+    val_args, val_links = link_lines(md.lines_dir / "val", data_plan.engine_val)
     inputs = TrainInputs(
         model_dir=md.path,
-        train=data_plan.engine_train,
-        val=data_plan.engine_val,
+        train=train_args,
+        val=val_args,
         n_train=data_plan.n_train,
         warmstart=warm,
         network=network,
@@ -196,6 +244,7 @@ def plan(cfg: Any) -> Plan:
         report,
         data_plan,
         warm_source,
+        tuple(x for x in (train_links, val_links) if x is not None),
     )
 
 
@@ -332,6 +381,8 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                         say(f"resume: {note}")
                 elif p.warmstart_source is not None:
                     _copy_warmstart(p.warmstart_source, md.path / WARMSTART_DIR)
+                for links in p.links:
+                    _make_links(links)
             if data_note:
                 say(f"warning: {data_note}")
             with EngineProcess(p.argv, md.engine_log, echo=True) as proc:

@@ -274,9 +274,22 @@ def retarget(record: Path, keys: tuple[str, ...], model_dir: Path) -> list[str]:
         if isinstance(old, str) and old and Path(old).resolve() != Path(target):
             holder[key] = target
             changed.append(f"{dotted}: {old} → {target}")
+            d = _replace_prefix(
+                d, old.rstrip("/") + "/", target + "/"
+            )  # e.g. the links in <model_dir>/lines/
     if changed:
         fsutil.atomic_write_json(record, d)
     return changed
+
+
+def _replace_prefix(node: Any, old: str, new: str) -> Any:
+    if isinstance(node, dict):
+        return {k: _replace_prefix(v, old, new) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_replace_prefix(v, old, new) for v in node]
+    if isinstance(node, str) and node.startswith(old):
+        return new + node[len(old) :]
+    return node
 
 
 def _mtime(p: Path) -> float:

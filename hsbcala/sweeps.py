@@ -44,6 +44,8 @@ NOT_A_MODEL = (
     "eval",
     "data.cache_dir",
     "data.checks.",
+    "data.archive_max_bytes",
+    "data.archive_max_ratio",
     "warmstart.pretrained_dir",
 )
 _PLAIN = re.compile(r"^[A-Za-z0-9._+-]{1,40}$")

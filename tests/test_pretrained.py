@@ -132,7 +132,8 @@ def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.files, srv.requests, srv.stop = {}, [], threading.Event()
     srv.base = f"http://127.0.0.1:{srv.server_port}"
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    # shutdown() waits for serve_forever's next poll: 0.5 s by default, at every test's teardown
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     yield srv
     srv.stop.set()
     srv.shutdown()

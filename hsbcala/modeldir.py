@@ -9,7 +9,8 @@ layout). hsbcala adds:
   beside it: host, pid, Slurm job, engine pid, heartbeat of that launch, readable from any node (a flock on
   NFS/BeeGFS may hold on one node only). A clean end removes it; one left behind names a launch that died
   (SIGKILL, OOM, node failure): its engine is refused while alive, and its MLflow run is marked KILLED;
-- ``train.log``: the engine's output, one header line per launch;
+- ``engine.log``: the engine's whole output, one header line per launch (not ``train.log``: Calamari 2
+  writes that file itself, opening it afresh);
 - ``manifest.json``, ``split.json``, the codec report (written by :mod:`hsbcala.datastep`).
 """
 
@@ -33,7 +34,7 @@ OWNER_FILE = ".hsbcala-owner.json"
 STALE_S = 600  # an owner record on another host whose heartbeat is older than this belongs to a dead launch
 HEARTBEAT_S = 60
 SPOOL = ".hsbcala/pending-metrics.jsonl"  # metrics MLflow could not take (hsbcala.tracking.Tracker)
-ENGINE_LOG = "train.log"
+ENGINE_LOG = "engine.log"
 
 
 @dataclass

@@ -11,7 +11,7 @@ Flow of :func:`run` (called by ``train.py`` once per Hydra job, locally or insid
    ``dry_run=true`` prints it and stops here, having created nothing;
 5. make sure the engine environment exists (:mod:`hsbcala.engines.envs`), lock the model directory, start the engine,
    and while it starts open/resume the MLflow run (:mod:`hsbcala.tracking`);
-6. stream the engine's output to the console and ``<model_dir>/train.log``, parse metrics
+6. stream the engine's output to the console and ``<model_dir>/engine.log``, parse metrics
    (the engine's progress parser) into MLflow;
 7. end: FINISHED (artifacts: best model, log, config, nsys report), FAILED (clear error with the log's tail), or
    KILLED on SIGINT/SIGTERM (the engine is stopped; the last checkpoint stays for the next launch).

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -93,5 +92,7 @@ def test_a_real_training_reads_its_lines_through_the_links(tmp_path, fraktur_boo
     links = sorted((model / "lines" / "train").glob("*.png"))
     assert len(links) == n_train and all(p.is_symlink() for p in links)
     assert os.readlink(links[0]) in {x["image"] for x in manifest["lines"] if x["split"] == "train"}
-    log = (model / "train.log").read_text()
-    assert re.search(rf"--train\.images {re.escape(str(model))}/lines/train/\*\.png", log)
+    log = (model / "engine.log").read_text()
+    assert f"--train.images '{model}/lines/train/*.png'" in log  # the header line: the command as run
+    params = json.loads(next(model.glob("checkpoint/checkpoint_*/trainer_params.json")).read_text())
+    assert params["gen"]["train"]["images"] == [f"{model}/lines/train/*.png"]  # what Calamari 2 read

@@ -80,7 +80,7 @@ def test_tiny_training_is_tracked(tmp_path, fraktur_books, version):
     assert history, "no per-epoch/per-check training metrics were logged"
     arts = {a.path for a in client(tmp_path).list_artifacts(run.info.run_id, "model")}
     assert "model/best.ckpt.json" in arts
-    assert {a.path for a in client(tmp_path).list_artifacts(run.info.run_id, "logs")} == {"logs/train.log"}
+    assert {a.path for a in client(tmp_path).list_artifacts(run.info.run_id, "logs")} == {"logs/engine.log"}
     # a finished model is not retrained
     again = launch(tiny(tmp_path, train_books, val_books, version))
     assert again.returncode == 0 and "not retraining" in again.stderr
@@ -189,7 +189,7 @@ def test_warm_start_grows_the_codec_by_sorbian_letters(tmp_path, fraktur_books):
     assert (tmp_path / "sorbian" / "warmstart" / "best.ckpt.json").is_file()
     assert (
         str(tmp_path / "sorbian" / "warmstart" / "best.ckpt.json")
-        in (tmp_path / "sorbian" / "train.log").read_text()
+        in (tmp_path / "sorbian" / "engine.log").read_text()
     )
     sorbian = models.read_model(tmp_path / "sorbian" / "best.ckpt.json")
     assert new_letters <= set(sorbian.charset), sorted(sorbian.charset)

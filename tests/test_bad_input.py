@@ -5,6 +5,7 @@ Each case runs ``train.py`` (no training starts: everything is checked first): i
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -48,13 +49,16 @@ def run_train(tmp: Path, *overrides: str) -> Result:
     return run_inprocess("train", [*base(tmp), *overrides], cwd=tmp)
 
 
-def run_train_py(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
+def run_train_py(
+    tmp: Path, *overrides: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """The real ``python train.py …`` in tmp, for the tests where the process itself matters."""
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *base(tmp), *overrides],
         capture_output=True,
         text=True,
         cwd=tmp,
+        env=env,
         timeout=300,
     )
 
@@ -152,12 +156,35 @@ def test_dry_run_prints_one_line_and_creates_nothing(tmp_path, lines):
     assert (inproc.returncode, inproc.stdout, inproc.stderr) == (proc.returncode, proc.stdout, proc.stderr)
 
 
-def test_engine_failure_ends_the_run_failed_and_cleans_up(tmp_path, lines):
-    # A subprocess: the run starts a real engine under SIGINT/SIGTERM handlers and opens a real MLflow run,
-    # process-wide state not to share with pytest's process; and the engine's own start (TensorFlow's import)
-    # costs far more than train.py's, so running in-process would save nothing.
+@pytest.mark.parametrize(
+    "engine",
+    [
+        # quick: a stand-in calamari-train on PATH (version.env.kind=path) that refuses the option at once
+        "stand-in",
+        # the real calamari-train refuses it only after importing TensorFlow (10-20 s here): a real engine run,
+        # so slow (pyproject.toml's markers); hsbcala's side of the failure is the same in both
+        pytest.param("real", marks=pytest.mark.slow),
+    ],
+)
+def test_engine_failure_ends_the_run_failed_and_cleans_up(tmp_path, lines, engine):
+    # A subprocess: the run starts an engine under SIGINT/SIGTERM handlers and opens a real MLflow run,
+    # process-wide state not to share with pytest's process.
+    env = None
+    if engine == "stand-in":
+        fake = tmp_path / "bin" / "calamari-train"
+        fake.parent.mkdir()
+        fake.write_text(
+            "#!/bin/sh\necho 'calamari-train: error: unrecognized arguments: --trainer.no_such_option 1' >&2\n"
+            "exit 2\n"
+        )
+        fake.chmod(0o755)
+        env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"}
     proc = run_train_py(
-        tmp_path, "train.extra_args=[--trainer.no_such_option,1]", "train.network='cnn=8:3x3,lstm=8'"
+        tmp_path,
+        "train.extra_args=[--trainer.no_such_option,1]",
+        "train.network='cnn=8:3x3,lstm=8'",
+        *(["version.env.kind=path"] if engine == "stand-in" else []),
+        env=env,
     )
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "calamari-train exited with code" in proc.stderr.splitlines()[-1]

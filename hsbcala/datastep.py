@@ -1,6 +1,6 @@
 """The data step of every training: resolve, split, check, hash, report, before anything is created.
 
-:func:`prepare` (called by :func:`hsbcala.train.plan`) does, in order:
+:func:`prepare` (called by :func:`hsbcala.trainplan.plan`) does, in order:
 
 1. resolve ``data.train`` / ``data.val`` (globs; GT archives unpacked once, :mod:`hsbcala.archives`);
 2. no ``data.val``: split ``data.train`` by document with a seed (:mod:`hsbcala.split`), or reuse the split

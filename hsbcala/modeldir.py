@@ -130,7 +130,7 @@ class ModelDir:
 
     @property
     def lines_dir(self) -> Path:
-        """Links to the lines of a long file list (hsbcala.train.link_lines), one folder per split."""
+        """Links to the lines of a long file list (hsbcala.trainplan.link_lines), one folder per split."""
         return self.path / "lines"
 
     @property

@@ -17,7 +17,7 @@ import pytest
 
 from hsbcala import engines
 from hsbcala.engines import envs
-from hsbcala.train import command
+from hsbcala.trainplan import command
 from tests.conftest import ROOT, compose_cfg
 
 GOLDEN = Path(__file__).parent / "golden"

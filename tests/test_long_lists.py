@@ -1,5 +1,5 @@
 """Any size of ground truth (issue 9): explicit file lists (a document-wise split, dropped lines) longer than
-hsbcala.train.MAX_LISTED reach the engine as numbered links and one glob per image suffix, never as
+hsbcala.trainplan.MAX_LISTED reach the engine as numbered links and one glob per image suffix, never as
 tens of thousands of arguments (Linux refuses ~3 MB of them: E2BIG)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala import train
+from hsbcala import trainplan
 from tests.conftest import ROOT, run_inprocess
 
 
@@ -54,10 +54,10 @@ def test_a_split_of_30000_lines_is_a_short_command_line(tmp_path):
 
 def test_link_lines_names_each_image_and_its_gt_by_calamaris_rule(tmp_path):
     images = [f"/gt/a/p{i}.bin.png" for i in range(3)] + ["/gt/b/x.tif"]
-    args, links = train.link_lines(tmp_path / "lines" / "train", tuple(images))
+    args, links = trainplan.link_lines(tmp_path / "lines" / "train", tuple(images))
     assert (args, links) == (tuple(images), None)  # short: as it is
     many = tuple(images * 700)
-    args, links = train.link_lines(tmp_path / "lines" / "train", many)
+    args, links = trainplan.link_lines(tmp_path / "lines" / "train", many)
     assert args == (f"{tmp_path}/lines/train/*.png", f"{tmp_path}/lines/train/*.tif")
     assert links.pairs[:2] == (("000001.png", "/gt/a/p0.bin.png"), ("000001.gt.txt", "/gt/a/p0.gt.txt"))
     assert len(links.pairs) == 2 * len(many)
@@ -67,7 +67,7 @@ def test_link_lines_names_each_image_and_its_gt_by_calamaris_rule(tmp_path):
 def test_a_real_training_reads_its_lines_through_the_links(tmp_path, fraktur_books, monkeypatch):
     """In this process with MAX_LISTED lowered, so a small split goes through links to a real engine."""
     (train_book, *_), (val_book,) = fraktur_books
-    monkeypatch.setattr(train, "MAX_LISTED", 5)
+    monkeypatch.setattr(trainplan, "MAX_LISTED", 5)
     result = run_inprocess(
         "train",
         [

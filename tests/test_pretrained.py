@@ -427,7 +427,7 @@ def test_unknown_name_lists_the_known_ones(tmp_path, registry):
 def test_missing_warmstart_model_names_the_exact_get_command(tmp_path, registry, monkeypatch):
     """preset=full's model path <pretrained_dir>/<name>/0.ckpt.json → the get command; running it (offline,
     --from an archive) makes the same warm start work."""
-    from hsbcala.train import _warmstart
+    from hsbcala.trainplan import _warmstart
 
     cala2 = engines.get("cala2")
     pretrained_dir = tmp_path / "my pretrained"

@@ -148,14 +148,14 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
         return returns
 
     def _preflight(self, overrides: Sequence[str]) -> None:
-        """A point's checks and data step on the login node (hsbcala.train.preflight), in the point's Hydra
+        """A point's checks and data step on the login node (hsbcala.trainplan.preflight), in the point's Hydra
         context as its job will have it (the model directory's sweep name needs it)."""
         import copy
 
         from hydra.core.hydra_config import HydraConfig
         from omegaconf import read_write
 
-        from hsbcala import train
+        from hsbcala import trainplan
 
         assert self.config is not None and self.hydra_context is not None
         sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -165,7 +165,7 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
         previous = HydraConfig.instance().cfg
         HydraConfig.instance().set_config(sweep_config)
         try:
-            train.preflight(task_cfg)
+            trainplan.preflight(task_cfg)
         finally:
             HydraConfig.instance().cfg = previous
 

@@ -17,7 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from hsbcala import report, tracking
+from hsbcala import report, trackinfo, tracking
 from hsbcala.console import say
 from hsbcala.scoring import RESULT_FILE
 
@@ -70,7 +70,7 @@ class ComparisonTable(Callback):
         uri = next(((r.get("mlflow") or {}).get("tracking_uri") for r in results if r.get("mlflow")), None)
         if uri is None:
             with contextlib.suppress(Exception):
-                uri = tracking.tracking_uri(config)
+                uri = trackinfo.tracking_uri(config)
         if uri:
             try:
                 experiment = config.eval.comparison_experiment if config.get("eval") else "hsbcala-evaluation"

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 def export_release(cfg: Any, p: Plan, result: dict, training_params: dict[str, str]) -> Path:
     """``<eval.export_dir>/<model name>.<version>-<YYYYmmdd-HHMMSS>.tar.gz``: the model files and
     ``hsbcala-release.json`` (script, version, training data, CER table, hsbcala commit) plus ``CER.md``."""
-    from hsbcala import tracking
+    from hsbcala import trackinfo
     from hsbcala.engines import modeljson
 
     info = modeljson.read_model(p.checkpoint)
@@ -82,7 +82,7 @@ def export_release(cfg: Any, p: Plan, result: dict, training_params: dict[str, s
             "sets": [{k: s[k] for k in ("name", "patterns", "overall", "groups")} for s in result["sets"]],
         },
         "cer_table": report.markdown([result], footer=False),
-        "hsbcala_commit": tracking.git_commit(envs.project_root()),
+        "hsbcala_commit": trackinfo.git_commit(envs.project_root()),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "usage": f"calamari-predict --checkpoint {name}/{p.checkpoint.name} … (calamari-ocr "
         f"{cfg.version.package.split('==')[-1]})",

@@ -88,11 +88,11 @@ def _run(cfg: DictConfig) -> float | None:
 
 
 def _execute(cfg: Any, p: Plan) -> float | None:
-    from hsbcala import tracking
+    from hsbcala import trackinfo, tracking
     from hsbcala.masking import mask
 
     md, engine = p.model_dir, p.engine
-    tracking.check_store(cfg)  # before anything is created or started: an unusable store fails here
+    trackinfo.check_store(cfg)  # before anything is created or started: an unusable store fails here
     fresh = not md.exists()
     held = False  # this launch holds the lock: only then may it remove what it created
     state = p.state or State(version=engine.name)
@@ -132,10 +132,10 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                     tracker = tracking.Tracker(
                         cfg,
                         state.run_id,
-                        tags=tracking.run_tags(cfg, envs.project_root(), md.path),
+                        tags=trackinfo.run_tags(cfg, envs.project_root(), md.path),
                         params={
                             k: mask(v)
-                            for k, v in tracking.flatten(OmegaConf.to_container(cfg, resolve=True)).items()
+                            for k, v in trackinfo.flatten(OmegaConf.to_container(cfg, resolve=True)).items()
                         },
                         spool=md.spool,
                         previous=owner.previous,

@@ -340,14 +340,14 @@ def job_figures(now: float | None = None) -> tuple[dict[str, float], dict[str, s
 def log_accounting(cfg: Any, launches_before: int) -> None:
     """Log this job's figures to the run it trained (one point per job of a requeued chain); never raises."""
     try:
-        from hsbcala import modeldir, tracking
+        from hsbcala import modeldir, trackinfo, tracking
 
         state = modeldir.load_state(Path(cfg.model_dir).resolve())
         if state is None or not state.run_id or len(state.history) <= launches_before:
             return  # this job trained nothing (refused, or the model had finished)
         metrics, tags = job_figures()
         tracking.log_accounting(
-            tracking.tracking_uri(cfg), state.run_id, metrics, tags, step=int(tags["slurm.restarts"] or 0)
+            trackinfo.tracking_uri(cfg), state.run_id, metrics, tags, step=int(tags["slurm.restarts"] or 0)
         )
         say(
             f"Slurm job {job_id()} on {tags['slurm.node']}: {metrics['slurm/elapsed_s']:.0f} s, CPU "

@@ -91,9 +91,9 @@ def sbatch_preview(launcher: dict, n_jobs: int, note: str | None = None) -> str:
 def prepare_store(cfg: Any) -> None:
     """Create a new sqlite MLflow store here, before submitting a job array: its jobs start together and would
     race to create the store's tables (MLflow's migration fails in all but one of them). Servers need nothing."""
-    from hsbcala import tracking
+    from hsbcala import trackinfo, tracking
 
-    uri = tracking.tracking_uri(cfg)
+    uri = trackinfo.tracking_uri(cfg)
     if not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///") :]).exists():
         return
     say(f"creating the MLflow store {uri}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala import data
+from hsbcala import data, globbing
 from hsbcala.data import GT_SUFFIX, LineSet, check_lines, gt_path, load_lines, resolve
 from hsbcala.errors import DataError
 
@@ -379,7 +379,7 @@ def test_double_star_matches_what_glob_matches(tmp_path: Path) -> None:
     for pattern in ("**/*.png", "**/.*.png", "b/**/*", "**", "*/**/*.png", "**/e/*"):
         full = os.path.join(glob.escape(str(root)), pattern)
         expected = {p.rstrip(os.sep) for p in glob.glob(full, recursive=True)}
-        assert set(data._glob(full)[0]) == expected, pattern
+        assert set(globbing._glob(full)[0]) == expected, pattern
 
 
 # --- load_lines ----------------------------------------------------------------------------------------------

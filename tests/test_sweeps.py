@@ -50,7 +50,7 @@ def test_a_sweep_over_data_gets_one_directory_per_point_without_paths(tmp_path, 
     dirs = re.findall(r"--trainer\.output_dir (\S+)", proc.stdout)
     assert len(dirs) == 2 and len(set(dirs)) == 2, proc.stdout
     for d in dirs:
-        name = d.split("hsbfraktur.cala2/", 1)[1]
+        name = d.split("hsbfraktur.cala2.demo/", 1)[1]
         assert name.startswith("data.train=") and "/" not in name and "elsewhere" not in name, d
     assert a.name[:24] in dirs[0] and b.name[:24] in dirs[1]
 
@@ -58,7 +58,9 @@ def test_a_sweep_over_data_gets_one_directory_per_point_without_paths(tmp_path, 
 def test_a_single_point_keeps_the_stable_directory(tmp_path):
     proc = _dry_multirun(tmp_path, "train.batch_size=8")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert re.findall(r"--trainer\.output_dir (\S+)", proc.stdout) == [f"{tmp_path}/models/hsbfraktur.cala2"]
+    assert re.findall(r"--trainer\.output_dir (\S+)", proc.stdout) == [
+        f"{tmp_path}/models/hsbfraktur.cala2.demo"
+    ]
 
 
 def test_points_that_would_share_a_directory_are_refused_before_anything_runs(tmp_path):

@@ -7,14 +7,12 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from hsbcala import trainplan
-from tests.conftest import ROOT, run_inprocess
+from tests.conftest import run_inprocess
 
 
 def _lines(root: Path, books: int, per_book: int) -> None:
@@ -28,20 +26,16 @@ def _lines(root: Path, books: int, per_book: int) -> None:
 
 def test_a_split_of_30000_lines_is_a_short_command_line(tmp_path):
     _lines(tmp_path / "gt", books=30, per_book=1000)
-    proc = subprocess.run(
+    proc = run_inprocess(  # train.py, in this process
+        "train",
         [
-            sys.executable,
-            str(ROOT / "train.py"),
             "dry_run=true",
             f"paths.root={tmp_path}",
             f"model_dir={tmp_path / 'model'}",
             f"data.train=[{tmp_path}/gt/**/*.png]",
             "data.val=null",
         ],
-        capture_output=True,
-        text=True,
         cwd=tmp_path,
-        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     argv = shlex.split(proc.stdout.strip().splitlines()[-1])

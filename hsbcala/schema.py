@@ -116,6 +116,9 @@ class ClusterConf:
     # Per-version resources of a site (e.g. zih_power9: 4 GPUs for cala2, 1 for cala1), used by interpolation.
     gpus_per_version: dict[str, int] = field(default_factory=dict)
     cpus_per_version: dict[str, int] = field(default_factory=dict)
+    modules_per_version: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # e.g. a TensorFlow module per version
     # Engine environment override for this site (null: the version's own, created with uv).
     env: EngineEnvConf | None = None
     # The node's RAM disk, where data is staged (data on a RAM disk is not preloaded).
@@ -149,6 +152,11 @@ class TrainConf:
     seed: int = 50
     workers: int = 10
     prefetch: int | None = None  # null: Calamari's default
+    # Validation while training (Calamari 2 only; Calamari 1 validates with its own settings). null: Calamari's
+    # defaults (batch 16, 4 processes, no prefetch); the team's scripts used 64 / 10 / 128.
+    val_batch_size: int | None = None
+    val_workers: int | None = None
+    val_prefetch: int | None = None
     preload: bool = True  # forced off when the data lies on the cluster's RAM disk
     skip_invalid: bool = True  # Calamari skips invalid lines; hsbcala counts and reports them
     codec: Codec = Codec.recompute  # recompute: keep shared characters, add new ones | keep_loaded: keep all

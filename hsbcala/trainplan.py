@@ -188,9 +188,12 @@ def plan(cfg: Any) -> Plan:
 
     if cfg.dry_run and cfg.data_check_only:
         raise ConfigError("dry_run=true and data_check_only=true: choose one")
-    data_plan = datastep.prepare(
-        cfg, base=base, model_dir=md.path, dry_count=dry_count, resuming=resume_from is not None
-    )
+    try:
+        data_plan = datastep.prepare(
+            cfg, base=base, model_dir=md.path, dry_count=dry_count, resuming=resume_from is not None
+        )
+    except DataError as exc:
+        raise _explain_staging(cfg, exc) from None
 
     warm, network, warm_source = _warmstart(cfg.warmstart, cfg.train.network, engine, resume_from is not None)
     if warm_source is not None:  # the engine starts from the copy in the model directory (_copy_warmstart)
@@ -245,6 +248,19 @@ def preflight(cfg: Any) -> None:
     md.check_version()
     slurm_job.dry_run_count(cfg)  # raises when no image of the archive would match data.train
     _warmstart(cfg.warmstart, cfg.train.network, engine, md.latest_checkpoint() is not None)
+
+
+def _explain_staging(cfg: Any, exc: DataError) -> DataError:
+    """A glob into the job's staging directory matches nothing here: say that the job stages it, and how."""
+    stage_dir = str(cfg.cluster.stage.dir or "")
+    patterns = [*cfg.data.train, *(cfg.data.val or [])]
+    if cfg.cluster.stage.archive or not stage_dir or not any(str(p).startswith(stage_dir) for p in patterns):
+        return exc
+    return DataError(
+        f"{exc}: on cluster={cfg.cluster.name} the job unpacks the ground truth there from cluster.stage.archive "
+        f"(a .tar.gz with train/ and val/); set cluster.stage.archive=PATH, or data.train/data.val to data the "
+        f"nodes can read"
+    )
 
 
 def command(cfg: Any, inputs: TrainInputs, env: envs.EngineEnv) -> tuple[list[str], Path | None]:

@@ -40,7 +40,7 @@ TINY_NET = "cnn=8:3x3,pool=2x2,lstm=16"
 # Calamari 2 epochs of one batch, without exporting a best model whenever the validation CER improves (~5 s
 # each): every epoch then takes about as long (~0.5 s, a checkpoint each), in a fresh and in a resumed job alike.
 EVEN_EPOCHS = {"train.samples_per_epoch": "8", "train.extra_args": "[--trainer.export_best,False]"}
-NEW_CLUSTERS = ("slurm_local", "slurm_generic")
+NEW_CLUSTERS = ("slurm_local", "slurm_generic", "zih_capella")
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------

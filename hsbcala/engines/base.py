@@ -22,6 +22,8 @@ early_stopping_patience P   --early_stopping.n_to_go P (1/epoch)   --early_stopp
 seed                        --trainer.random_seed                  --seed
 workers                     --train.num_processes                  --num_threads
 prefetch                    --train.prefetch                       (no equivalent)
+val_batch_size/_workers/    --val.batch_size/.num_processes/       (no equivalent: validates with its own
+  _prefetch                   .prefetch                              defaults)
 preload=false / RAM disk    --train.preload False --val.preload …  --train_data_on_the_fly --validation_…
 skip_invalid=false          --data.skip_invalid_gt False           --no_skip_invalid_gt
 codec=recompute             --codec.keep_loaded False              (default)

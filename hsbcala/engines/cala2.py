@@ -87,6 +87,13 @@ class Cala2(Engine):
             argv += ["--trainer.samples_per_epoch", str(train.samples_per_epoch)]
         if train.prefetch is not None:
             argv += ["--train.prefetch", str(train.prefetch)]
+        for key, flag_name in (
+            ("val_batch_size", "--val.batch_size"),
+            ("val_workers", "--val.num_processes"),
+            ("val_prefetch", "--val.prefetch"),
+        ):
+            if train.get(key) is not None:
+                argv += [flag_name, str(train[key])]
         if not train.preload or inp.on_ramdisk:
             argv += ["--train.preload", "False", "--val.preload", "False"]
         if inp.network:

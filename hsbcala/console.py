@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 log = logging.getLogger("hsbcala")
 PREFIX = "hsbcala: "
@@ -47,3 +48,80 @@ def say(msg: str) -> None:
 
 def warn(msg: str) -> None:
     say(f"warning: {msg}")
+
+
+class Progress:
+    """hsbcala's own console while an engine trains: a start line, then one line per epoch (Calamari 1: per
+    check, a pass over the lines) with stage, epoch k/N, training and validation CER, the best so far and where,
+    early-stopping patience left, lines/s, elapsed and estimated time left. The engine's own output goes to
+    ``<model_dir>/engine.log`` (``verbose=true`` streams it too)."""
+
+    def __init__(self, *, epochs: int, stages: int, patience: int, lines_per_epoch: int) -> None:
+        import time
+
+        self.epochs, self.stages, self.patience = epochs, stages, patience
+        self.lines_per_epoch = lines_per_epoch
+        self.t0 = time.monotonic()
+        self.best: tuple[float, int, int] | None = None  # (CER, stage, epoch)
+        self.since_best = 0
+        self.done = 0
+        self._stage = -1
+
+    def start(self, model_dir: Any, engine: str, n_train: int, n_val: int, train: Any) -> None:
+        say(
+            f"training {model_dir} with {engine} on {_device()}: {n_train:,} training + {n_val:,} validation lines, "
+            f"{self.epochs} epochs per stage{' x 2 stages (augmented, then original lines)' if self.stages == 2 else ''}, "
+            f"batch {train.batch_size}, {train.workers} worker(s); engine output: {model_dir}/engine.log"
+        )
+
+    def update(self, stage: int, epoch: float, metrics: dict[str, float]) -> None:
+        import time
+
+        if stage != self._stage:
+            if self._stage != -1:
+                self.best, self.since_best = None, 0  # the engines start "best" afresh in a new stage
+            self._stage = stage
+        if "best_val_cer" not in metrics:
+            return
+        ep = round(epoch)
+        best = metrics["best_val_cer"]
+        if self.best is None or best < self.best[0]:
+            self.best, self.since_best = (best, stage, ep), 0
+        else:
+            self.since_best += 1
+        self.done += 1
+        elapsed = time.monotonic() - self.t0
+        left = (elapsed / self.done) * max(0, self.epochs - ep) if self.done else 0
+        val = metrics.get("val_cer")
+        parts = [
+            f"stage {stage + 1}/{max(self.stages, stage + 1)} epoch {ep}/{self.epochs}",
+            f"train CER {metrics['train_cer']:.4f}" if "train_cer" in metrics else None,
+            f"val CER {val:.4f}" if val is not None else None,
+            f"best {self.best[0]:.4f} (epoch {self.best[2]})",
+            f"patience {max(0, self.patience - self.since_best)} left" if self.patience else None,
+            f"{self.done * self.lines_per_epoch / elapsed:.1f} lines/s" if elapsed > 0 else None,
+            f"{_clock(elapsed)} elapsed, ~{_clock(left)} left in this stage",
+        ]
+        say(" | ".join(x for x in parts if x))
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _device() -> str:
+    """What the engine will train on: the GPUs CUDA_VISIBLE_DEVICES / nvidia-smi show, else the CPU's cores."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") and os.environ.get("CUDA_VISIBLE_DEVICES", "0") not in ("", "-1"):
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=5, check=False)
+            gpus = [x for x in out.stdout.splitlines() if x.startswith("GPU")]
+            if gpus:
+                return f"{len(gpus)} GPU(s) ({gpus[0].split(':', 1)[1].split('(')[0].strip()})"
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return f"the CPU ({os.cpu_count()} cores)"

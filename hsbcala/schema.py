@@ -294,6 +294,7 @@ class Config:
     data_check_only: bool = (
         False  # run the data step alone: write manifest/reports, exit 0 (2 if a check fails)
     )
+    verbose: bool = False  # also stream the engine's own output (always in <model_dir>/engine.log)
     eval: EvalConf | None = None  # evaluate.py only
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from hsbcala import console
 from hsbcala.console import say
 from hsbcala.engines import envs
 from hsbcala.engines.base import Engine
@@ -125,7 +126,14 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                     make_links(links)
             if data_note:
                 say(f"warning: {data_note}")
-            with EngineProcess(p.argv, md.engine_log, echo=True) as proc:
+            progress = console.Progress(
+                epochs=_epochs(cfg.train, p.inputs.n_train, engine),
+                stages=2 if cfg.train.augmentations else 1,  # with augmentation both engines train twice
+                patience=cfg.train.early_stopping_patience,
+                lines_per_epoch=cfg.train.samples_per_epoch or p.inputs.n_train,
+            )
+            progress.start(md.path, engine.name, p.inputs.n_train, p.n_val, cfg.train)
+            with EngineProcess(p.argv, md.engine_log, echo=bool(cfg.get("verbose"))) as proc:
                 owner.engine_started(proc.pid)
                 # MLflow starts while the engine imports TensorFlow; the reader thread keeps draining meanwhile.
                 with deferred():
@@ -164,6 +172,7 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                     owner.heartbeat()
                     for update in parser.feed(line):
                         tracker.log(update.step, update.metrics)
+                        progress.update(parser.stage, parser.epoch_of(update.step), update.metrics)
                 code = proc.wait()
                 if (
                     code != 0
@@ -211,8 +220,8 @@ def _execute(cfg: Any, p: Plan) -> float | None:
             status = "FINISHED"
             best = "n/a" if parser.best_val_cer is None else f"{parser.best_val_cer:.4f}"
             say(
-                f"finished {md.path}: best validation CER {best} (the engine's: mean of per-line error rates; "
-                f"evaluate.py's CER sums errors over characters); MLflow run {tracker.run_id}"
+                f"finished {md.path}: best validation CER {best} (the engine's own, measured while training; "
+                f"evaluate.py measures the exported model anew); MLflow run {tracker.run_id}"
             )
             if tracker.degraded:
                 say(
@@ -226,6 +235,15 @@ def _execute(cfg: Any, p: Plan) -> float | None:
         finally:  # still holding the lock: nobody else can be using the directory we may remove
             with deferred():
                 _end(md, engine, state, parser, tracker, status, fresh=fresh, held=held, t0=t0)
+
+
+def _epochs(train: Any, n_train: int, engine: Engine) -> int:
+    """Epochs per stage, as the console counts them (Calamari 1: its iteration budget in passes)."""
+    from hsbcala.engines.base import iterations_per_epoch, max_iterations
+
+    if engine.position == "iteration":
+        return max(1, max_iterations(train, n_train) // iterations_per_epoch(train, n_train))
+    return int(train.epochs)
 
 
 def _keep_bests(state: State, parser: Any) -> None:

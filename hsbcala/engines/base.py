@@ -139,6 +139,10 @@ class ProgressParser:
     def parse(self, line: str) -> list[Update]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def epoch_of(self, step: int) -> float:
+        """The epoch (within its stage) an update's step stands for."""
+        return float(step - self._offset())
+
     def on_stage_switch(self) -> None:
         """Reset per-stage counters (the engine restarts its numbering)."""
 

@@ -41,6 +41,9 @@ class Cala1Parser(ProgressParser):
     _last_iter: int = field(default=0, repr=False)
     _checks: int = field(default=-1, repr=False)
 
+    def epoch_of(self, step: int) -> float:
+        return (step - self._offset()) / self.check_every  # a check per pass over the lines: an epoch
+
     def on_stage_switch(self) -> None:
         if self.stage == 0:
             self._last_iter, self._checks = 0, -1

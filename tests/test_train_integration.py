@@ -4,6 +4,7 @@ store, real resume after a real SIGTERM, a real warm start with a codec change. 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -194,3 +195,38 @@ def test_warm_start_grows_the_codec_by_sorbian_letters(tmp_path, fraktur_books):
     sorbian = models.read_model(tmp_path / "sorbian" / "best.ckpt.json")
     assert new_letters <= set(sorbian.charset), sorted(sorbian.charset)
     assert sorbian.network == german.network
+
+
+def test_console_is_hsbcalas_one_line_per_epoch_and_reaches_a_file_as_written(tmp_path, fraktur_books):
+    """Batch use (``python train.py … > out.log 2>&1``): hsbcala's epoch lines reach the file while the run goes
+    on, and none of the engine's output does (it is in engine.log)."""
+    train_books, val_books = fraktur_books
+    out = tmp_path / "out.log"
+    with open(out, "w") as f:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "train.py"),
+                *tiny(tmp_path, train_books, val_books, "cala2", **{"train.epochs": "3"}),
+            ],
+            cwd=ROOT,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": ""},
+        )
+        seen_while_running = False
+        while proc.poll() is None:
+            if "epoch 1/3" in out.read_text():
+                seen_while_running = proc.poll() is None
+                break
+            time.sleep(0.2)
+        proc.wait(timeout=900)
+    text = out.read_text()
+    assert proc.returncode == 0, text[-3000:]
+    assert seen_while_running, "the first epoch line reached the file only at the end"
+    epochs = [x for x in text.splitlines() if x.startswith("hsbcala: stage 1/1 epoch")]
+    assert [x.split()[4] for x in epochs] == ["1/3", "2/3", "3/3"], epochs
+    assert all("val CER" in x and "best" in x and "lines/s" in x and "left" in x for x in epochs)
+    for noise in ("Results of epoch", "tensorflow", "cuDNN", "tfaip", "INFO mlflow"):
+        assert noise not in text, noise
+    assert "Results of epoch" in (tmp_path / "model-cala2" / "engine.log").read_text()

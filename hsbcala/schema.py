@@ -126,6 +126,9 @@ class ClusterConf:
     # Submitted through Slurm (hydra/launcher: hsbcala_slurm); needs -m outside a Slurm job (hsbcala.slurm).
     slurm: bool = False
     stage: StageConf = field(default_factory=StageConf)
+    # The command that runs Python in each Slurm job (submitit's `python`; null: the interpreter that submits,
+    # which must then exist at the same path on the nodes). Not yet passed on by the launcher (issue 11 (b)).
+    python: str | None = None
 
 
 @dataclass

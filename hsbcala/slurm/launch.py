@@ -6,7 +6,9 @@
 - waiting that notices a job that ended without a result (:func:`wait`; a site without accounting gives
   submitit no job state, so squeue is asked too);
 - a report per failed job: its id, what went wrong, its stdout/stderr and their last lines (:func:`outcome`,
-  :func:`report_failures`).
+  :func:`report_failures`);
+- the record of what was submitted, ``<sweep dir>/hsbcala-submitted.json`` (:func:`write_record`), which
+  ``python -m hsbcala.status`` reads, and the message of a launch that does not wait (:func:`returned_message`).
 
 What runs inside the job is :mod:`hsbcala.slurm.job`; the MLflow calls are :func:`hsbcala.tracking.prepare_store`.
 """
@@ -43,6 +45,7 @@ TERMINAL = {
     "TIMEOUT",
     "GONE",
 }
+RECORD = "hsbcala-submitted.json"  # in the sweep directory: what was submitted (write_record)
 SQUEUE_EVERY_S = 10.0  # how often the launcher asks squeue (result files are checked every second)
 ENDED_GRACE_S = 10.0  # an ended job's result file may appear late on a shared filesystem
 
@@ -59,7 +62,7 @@ def sbatch_params(launcher: dict) -> dict:
     names = SlurmExecutor._equivalence_dict()
     out = {}
     for key, value in launcher.items():
-        if key in ("_target_", "submitit_folder", "max_num_timeout") or value is None:
+        if key in ("_target_", "submitit_folder", "max_num_timeout", "wait") or value is None:
             continue
         key = names.get(key, key)
         out[key] = _convert_mem(value) if key == "mem" else value
@@ -117,17 +120,65 @@ def submit(executor: Any, fn: Any, job_params: list) -> list:
         raise SubmissionError("sbatch refused the job: " + " | ".join(slurm_says)) from None
 
 
-def submitted_message(jobs: Sequence[Any], executor: Any) -> str:
+def submitted_message(
+    jobs: Sequence[Any], executor: Any, *, wait: bool = True, sweep_dir: Path | None = None
+) -> str:
     ids = ", ".join(j.job_id for j in jobs) if len(jobs) <= 4 else f"{jobs[0].job_id} … {jobs[-1].job_id}"
     what = f"Slurm job {ids}" if len(jobs) == 1 else f"{len(jobs)} Slurm jobs as a job array ({ids})"
+    if not wait:
+        return f"submitted {what}; not waiting (hydra.launcher.wait=false)"
+    look = f"; python -m hsbcala.status {Path(sweep_dir).resolve()} shows how they do" if sweep_dir else ""
     return (
         f"submitted {what}; logs in {Path(str(executor.folder)).parent}. Waiting for the end (Ctrl-C stops "
-        f"waiting; the jobs go on)"
+        f"waiting; the jobs go on{look})"
+    )
+
+
+def write_record(
+    sweep_dir: Path, jobs: Sequence[Any], overrides: Sequence[list[str]], points: Sequence[dict]
+) -> dict:
+    """Record what was submitted in ``<sweep dir>/hsbcala-submitted.json`` (atomically) and return it: per job its
+    id, the point's overrides, model directory and version (as the launcher's preflight composed them) and
+    submitit's log and result files. ``python -m hsbcala.status`` reads it."""
+    from hydra.core.utils import filter_overrides
+
+    from hsbcala.fsutil import atomic_write_json
+
+    sweep_dir = Path(sweep_dir).resolve()
+    record = {
+        "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "sweep_dir": str(sweep_dir),
+        "jobs": [
+            {
+                "job_id": job.job_id,
+                "overrides": list(filter_overrides(ov)),
+                **point,
+                "stdout": str(Path(job.paths.stdout).resolve()),
+                "stderr": str(Path(job.paths.stderr).resolve()),
+                "result": str(Path(job.paths.result_pickle).resolve()),
+            }
+            for job, ov, point in zip(jobs, overrides, points)
+        ],
+    }
+    atomic_write_json(sweep_dir / RECORD, record)
+    return record
+
+
+def returned_message(jobs: Sequence[Any], sweep_dir: Path, record: dict) -> str:
+    """What a launch that does not wait prints (stdout): the job ids, the sweep directory, how to look later."""
+    sweep_dir = Path(sweep_dir).resolve()
+    lines = [f"job {j['job_id']}: {j['model_dir']}" for j in record["jobs"]]
+    return "\n".join(
+        [
+            *lines,
+            f"sweep directory: {sweep_dir} (what was submitted: {sweep_dir / RECORD})",
+            f"to see how it goes: {shlex.quote(sys.executable)} -m hsbcala.status {shlex.quote(str(sweep_dir))}",
+        ]
     )
 
 
 # --- waiting -------------------------------------------------------------------------------------------------------
-def _squeue(ids: Sequence[str]) -> dict[str, tuple[str, str]] | None:
+def squeue(ids: Sequence[str]) -> dict[str, tuple[str, str]] | None:
     """{job id: (state, node or reason)} of the given jobs (array tasks one per line); None if squeue fails."""
     base = sorted({i.split("_")[0] for i in ids})
     try:
@@ -150,7 +201,7 @@ def _squeue(ids: Sequence[str]) -> dict[str, tuple[str, str]] | None:
     return out
 
 
-def wait(jobs: Sequence[Any]) -> dict[str, str | None]:
+def wait(jobs: Sequence[Any], sweep_dir: Path | None = None) -> dict[str, str | None]:
     """Wait until every job has written its result or has ended without one.
 
     Returns {job id: None (the result is there) | the Slurm state it ended in}. Prints each job's state changes
@@ -166,7 +217,7 @@ def wait(jobs: Sequence[Any]) -> dict[str, str | None]:
             now = time.monotonic()
             states = None
             if now >= next_squeue:
-                states = _squeue([j.job_id for j in jobs if j.job_id not in out])
+                states = squeue([j.job_id for j in jobs if j.job_id not in out])
                 next_squeue = now + SQUEUE_EVERY_S
             for j in jobs:
                 if j.job_id in out:
@@ -191,8 +242,9 @@ def wait(jobs: Sequence[Any]) -> dict[str, str | None]:
                 time.sleep(1.0)
     except KeyboardInterrupt:
         pending = " ".join(j.job_id for j in jobs if j.job_id not in out)
+        look = f"python -m hsbcala.status {Path(sweep_dir).resolve()}; " if sweep_dir else ""
         raise HsbcalaError(
-            f"stopped waiting; the jobs go on (squeue -j {pending.replace(' ', ',')}; "
+            f"stopped waiting; the jobs go on ({look}squeue -j {pending.replace(' ', ',')}; "
             f"scancel {pending} to stop them)",
             exit_code=130,
         ) from None

@@ -1,5 +1,7 @@
 """Registers ``hydra/launcher: hsbcala_slurm``: the released plugin's own Slurm config (same keys, same defaults),
-only with the launcher class replaced by :class:`~hydra_plugins.hsbcala_launcher.launcher.HsbcalaSlurmLauncher`."""
+only with the launcher class replaced by :class:`~hydra_plugins.hsbcala_launcher.launcher.HsbcalaSlurmLauncher`
+and one key of hsbcala's own: ``wait`` (false: submit the sweep and return at once; ``python -m hsbcala.status
+<sweep dir>`` shows how it goes)."""
 
 from dataclasses import dataclass
 
@@ -10,6 +12,8 @@ from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 @dataclass
 class HsbcalaSlurmQueueConf(SlurmQueueConf):
     _target_: str = "hydra_plugins.hsbcala_launcher.launcher.HsbcalaSlurmLauncher"
+    # hsbcala's: wait for the jobs (true) or submit and return at once (false); not passed to submitit/sbatch
+    wait: bool = True
 
 
 ConfigStore.instance().store(

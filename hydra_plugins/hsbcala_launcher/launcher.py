@@ -13,7 +13,10 @@ plugin's and submitit's (the plugin's ``__call__`` runs the Hydra job on the nod
   - a new sqlite MLflow store is created before a job array is submitted (its jobs would race to create it);
   - waiting that also notices a job that ended without a result: without Slurm accounting (``sacct``),
     submitit cannot tell, and the plugin would wait forever;
-  - a report per failed job: its id, state or exit code, the paths of its stdout/stderr and their last lines.
+  - a report per failed job: its id, state or exit code, the paths of its stdout/stderr and their last lines;
+  - what was submitted, recorded in ``<sweep dir>/hsbcala-submitted.json`` (job ids, each point's overrides and
+    model directory, the submitit logs) for ``python -m hsbcala.status``; with ``hydra.launcher.wait=false``
+    the launcher returns right after submitting (the plugin's ``launch()`` always waits).
 - ``__call__`` (in the job): registers hsbcala's config resolvers (the job never imports ``train.py``), makes a
   walltime without a requeue left an interruption (run KILLED, not FAILED), and turns hsbcala's clean exit
   (``SystemExit`` with its code) into a failed ``JobReturn``, so that submitit writes a result the launcher can
@@ -38,6 +41,7 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher as plugin
 from omegaconf import OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
+OWN_KEYS = {"wait"}  # hsbcala's launcher keys (config.py), not submitit's: never passed to the executor
 
 
 class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
@@ -87,7 +91,7 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
         init_params.update(
             **{f"{self._EXECUTOR}_{x}": y for x, y in params.items() if x in specific_init_keys}
         )
-        init_keys = specific_init_keys | {"submitit_folder"}
+        init_keys = specific_init_keys | {"submitit_folder"} | OWN_KEYS
         executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init_params)
         baseparams = set(OmegaConf.structured(plugin.BaseQueueConf).keys())
         executor.update_parameters(
@@ -106,8 +110,8 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
         from hsbcala.slurm import launch
 
         assert self.config is not None
-        for overrides in job_overrides:  # each point's data step here, before any job waits in the queue
-            self._preflight(overrides)
+        # each point's data step here, before any job waits in the queue; its model directory as the job will have it
+        points = [self._preflight(overrides) for overrides in job_overrides]
         try:
             executor = self._executor()
         except (
@@ -131,8 +135,13 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
         if len(job_params) > 1:  # the jobs of an array start together: create a new store before they race to
             launch.prepare_store(self.config)
         jobs = launch.submit(executor, self, job_params)
-        say(launch.submitted_message(jobs, executor))
-        outcomes = launch.wait(jobs)
+        waiting = bool(self.params.get("wait", True))
+        record = launch.write_record(sweep_dir, jobs, [list(o) for o in job_overrides], points)
+        say(launch.submitted_message(jobs, executor, wait=waiting, sweep_dir=sweep_dir))
+        if not waiting:
+            print(launch.returned_message(jobs, sweep_dir, record), flush=True)
+            return []  # Hydra's sweeper reads nothing more; the multirun ends with exit 0
+        outcomes = launch.wait(jobs, sweep_dir=sweep_dir)
 
         returns: list[JobReturn] = []
         failures: list[launch.Failure] = []
@@ -147,9 +156,10 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
             sys.exit(max(f.exit_code for f in failures))
         return returns
 
-    def _preflight(self, overrides: Sequence[str]) -> None:
+    def _preflight(self, overrides: Sequence[str]) -> dict[str, str]:
         """A point's checks and data step on the login node (hsbcala.trainplan.preflight), in the point's Hydra
-        context as its job will have it (the model directory's sweep name needs it)."""
+        context as its job will have it (the model directory's sweep name needs it); returns the point's model
+        directory (absolute, as the job resolves it) and version, for the record of what was submitted."""
         import copy
 
         from hydra.core.hydra_config import HydraConfig
@@ -166,6 +176,10 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
         HydraConfig.instance().set_config(sweep_config)
         try:
             trainplan.preflight(task_cfg)
+            return {
+                "model_dir": str(Path(str(task_cfg.model_dir)).resolve()),
+                "version": str(task_cfg.version.name),
+            }
         finally:
             HydraConfig.instance().cfg = previous
 

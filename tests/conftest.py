@@ -97,14 +97,15 @@ def run_inprocess(entry: str, overrides: Sequence[str], cwd: Path) -> Result:
 
     Saves the 1.5-2 s of a new interpreter and Hydra's start-up per run. Exit code, stdout and stderr are
     those of the real entry point: hsbcala's clean exit (``hsbcala: error: …``, the error's code), and a
-    failure while composing (bad key, option or value) goes through Hydra's own reporting (the same lines
-    on stderr, exit code 1), as does any other exception (its traceback on stderr, exit code 1). Hydra's
-    global state is cleared before and after. Tests of the entry point itself, of signals, of -m (multirun
-    and launchers) and of Slurm keep starting the real process.
+    failure while composing (bad key, option or value) or any other exception goes through the reporting
+    @hydra.main uses, Hydra's ``run_and_report`` as ``hsbcala.cli.install()`` replaced it (called by train.py,
+    evaluate.py and this module): one ``hsbcala: error: …`` line and exit 2 for a bad command line, a
+    traceback and exit 1 for anything else. (test_config's and test_bad_input's kept subprocess tests check
+    that both give the same.) Hydra's global state is cleared before and after. Tests of the entry point
+    itself, of signals, of -m (multirun and launchers) and of Slurm keep starting the real process.
     """
-    from hydra._internal.utils import (
-        run_and_report,
-    )  # @hydra.main's error reporting (private, hydra-core 1.3)
+    # looked up at each call, so that it is the reporter hsbcala.cli.install() put in place (private API)
+    from hydra._internal.utils import run_and_report
 
     out, err = io.StringIO(), io.StringIO()
     code = 0

@@ -24,6 +24,7 @@ def _lines(root: Path, books: int, per_book: int) -> None:
             (d / f"l{i:04d}.gt.txt").write_text("x")
 
 
+@pytest.mark.slow  # 60,000 files to create: seconds on a quiet disk, half a minute on a busy one
 def test_a_split_of_30000_lines_is_a_short_command_line(tmp_path):
     _lines(tmp_path / "gt", books=30, per_book=1000)
     proc = run_inprocess(  # train.py, in this process

@@ -127,7 +127,7 @@ class ClusterConf:
     slurm: bool = False
     stage: StageConf = field(default_factory=StageConf)
     # The command that runs Python in each Slurm job (submitit's `python`; null: the interpreter that submits,
-    # which must then exist at the same path on the nodes). Not yet passed on by the launcher (issue 11 (b)).
+    # which must then exist at the same path on the nodes); hydra.launcher.python takes it to submitit.
     python: str | None = None
 
 

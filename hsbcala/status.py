@@ -8,7 +8,7 @@ whether it waits or not; a model directory: its one training), from what is ther
 - requeues so far: the launches of the newest Slurm job in ``hsbcala-state.json``'s history, minus one;
 - the newest checkpoint's stage and epoch (Calamari 2) or iteration (Calamari 1), and its age;
 - the best validation CER: ``hsbcala-state.json`` once a launch has ended; while a launch runs, and for the trend
-  (the last validation CERs), the MLflow run the state names (:func:`mlflow_val_cer_history`; ``--no-mlflow``
+  (the last validation CERs), the MLflow run the state names (:func:`hsbcala.tracking.metric_history`; ``--no-mlflow``
   skips it, it costs seconds);
 - the owner record (``.hsbcala-owner.json``, :mod:`hsbcala.modeldir`): a live launch, or one that died and left it;
 - for a failed job: its stderr's path and last line (its ``hsbcala: error:`` line where there is one).
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hsbcala import engines, fsutil, modeldir
+from hsbcala import engines, fsutil, modeldir, tracking
 from hsbcala.errors import ConfigError, clean_exit
 from hsbcala.slurm import launch
 
@@ -130,24 +130,6 @@ def _pid_alive(pid: Any) -> bool:
     return True
 
 
-def mlflow_val_cer_history(tracking_uri: str, run_id: str) -> list[float]:
-    """The run's ``val_cer`` values in step order, [] when the store cannot be read.
-
-    hsbcala.tracking has no reader of metric histories yet; this is one, kept here behind its own name (mlflow
-    imported lazily, only when the state names a run) until tracking.py offers it.
-    """
-    from hsbcala import trackinfo
-
-    trackinfo.bound_http()
-    try:
-        import mlflow
-
-        hist = mlflow.MlflowClient(tracking_uri=tracking_uri).get_metric_history(run_id, "val_cer")
-    except Exception:  # noqa: BLE001 - a status display must not fail on an unreachable store
-        return []
-    return [m.value for m in sorted(hist, key=lambda m: (m.step, m.timestamp))]
-
-
 def fill_from_model_dir(row: Row, version: str | None, *, use_mlflow: bool = True) -> None:
     """What the model directory says: hsbcala's state, the newest checkpoint, the owner record, MLflow."""
     path = Path(row.model_dir)
@@ -180,7 +162,7 @@ def fill_from_model_dir(row: Row, version: str | None, *, use_mlflow: bool = Tru
                 pass
     row.owner, row.owner_detail = owner_liveness(path)
     if use_mlflow and state is not None and state.run_id and state.tracking_uri:
-        history = mlflow_val_cer_history(state.tracking_uri, state.run_id)
+        history = tracking.metric_history(state.tracking_uri, state.run_id, "val_cer")
         row.val_cer_trend = history[-TREND_N:]
         if row.best_val_cer is None and history and state.status != "finished":
             row.best_val_cer = min(history)  # while the launch runs (the state has it once a launch ends)

@@ -242,6 +242,18 @@ class Tracker:
                 self._failed(f"ending the run as {status}", exc)
 
 
+def metric_history(uri: str, run_id: str, key: str) -> list[float]:
+    """A run's values of ``key`` in step order; [] when the store cannot be read (for status displays)."""
+    bound_http()
+    try:
+        from mlflow.tracking import MlflowClient
+
+        hist = MlflowClient(tracking_uri=uri).get_metric_history(run_id, key)
+    except Exception:  # noqa: BLE001 - a status display must not fail on an unreachable store
+        return []
+    return [m.value for m in sorted(hist, key=lambda m: (m.step, m.timestamp))]
+
+
 # ---- Slurm: accounting and store preparation (called by hsbcala/slurm/)
 def log_accounting(
     uri: str | None, run_id: str, metrics: dict[str, float], tags: dict[str, str], step: int = 0

@@ -62,7 +62,7 @@ def sbatch_params(launcher: dict) -> dict:
     names = SlurmExecutor._equivalence_dict()
     out = {}
     for key, value in launcher.items():
-        if key in ("_target_", "submitit_folder", "max_num_timeout", "wait") or value is None:
+        if key in ("_target_", "submitit_folder", "max_num_timeout", "wait", "python") or value is None:
             continue
         key = names.get(key, key)
         out[key] = _convert_mem(value) if key == "mem" else value
@@ -74,7 +74,8 @@ def sbatch_preview(launcher: dict, n_jobs: int, note: str | None = None) -> str:
     from submitit.slurm.slurm import _make_sbatch_string
 
     folder = str(launcher["submitit_folder"])
-    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(folder)])
+    python = launcher.get("python") or sys.executable  # cluster.python: the node's interpreter
+    command = " ".join([shlex.quote(str(python)), "-u -m submitit.core._submit", shlex.quote(folder)])
     text = _make_sbatch_string(
         command=command, folder=folder, map_count=n_jobs if n_jobs > 1 else None, **sbatch_params(launcher)
     )

@@ -14,6 +14,9 @@ class HsbcalaSlurmQueueConf(SlurmQueueConf):
     _target_: str = "hydra_plugins.hsbcala_launcher.launcher.HsbcalaSlurmLauncher"
     # hsbcala's: wait for the jobs (true) or submit and return at once (false); not passed to submitit/sbatch
     wait: bool = True
+    # the Python that runs the job on the node (submitit's executor `python`): a node of another architecture
+    # (ppc64le) needs its own venv; null: the interpreter that submits
+    python: str | None = "${cluster.python}"
 
 
 ConfigStore.instance().store(

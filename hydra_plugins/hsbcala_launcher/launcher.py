@@ -87,9 +87,13 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
 
         params = self.params
         init_params = {"folder": params["submitit_folder"]}
-        specific_init_keys = {"max_num_timeout"}
+        specific_init_keys = {"max_num_timeout", "python"}  # executor arguments, not sbatch parameters
         init_params.update(
-            **{f"{self._EXECUTOR}_{x}": y for x, y in params.items() if x in specific_init_keys}
+            **{
+                f"{self._EXECUTOR}_{x}": y
+                for x, y in params.items()
+                if x in specific_init_keys and not (x == "python" and y is None)
+            }
         )
         init_keys = specific_init_keys | {"submitit_folder"} | OWN_KEYS
         executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init_params)

@@ -9,6 +9,7 @@ with ``wait=false``, and the status of a failed job and of a model directory a d
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import socket
 import subprocess
@@ -25,7 +26,10 @@ from tests.test_slurm_train import gt, launch, tiny  # noqa: F401 - gt is a fixt
 NOT_ENDED = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
 
 
-def status(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+def status(*args: str, timeout: float = 180, slurm: bool = True) -> subprocess.CompletedProcess:
+    """``python -m hsbcala.status``; ``slurm=False``: without Slurm's commands on PATH (a machine without
+    Slurm; also spares the quick tier squeue's 18 s of retries when no controller runs)."""
+    env = None if slurm else {**os.environ, "PATH": os.path.dirname(sys.executable)}
     return subprocess.run(
         [sys.executable, "-m", "hsbcala.status", *args],
         capture_output=True,
@@ -33,11 +37,12 @@ def status(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
         cwd=ROOT,
         timeout=timeout,
         check=False,
+        env=env,
     )
 
 
-def status_json(*args: str) -> list[dict]:
-    proc = status("--json", *args)
+def status_json(*args: str, slurm: bool = True) -> list[dict]:
+    proc = status("--json", *args, slurm=slurm)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 
@@ -153,12 +158,12 @@ def test_status_shows_a_failed_job_and_a_dead_launchs_owner_record(tmp_path):
         "result": str(logs / "999990_0_result.pkl"),
     }
     (tmp_path / "sweep" / slurm_launch.RECORD).write_text(json.dumps({"jobs": [job]}))
-    (row,) = status_json(str(tmp_path / "sweep"))
+    (row,) = status_json(str(tmp_path / "sweep"), slurm=False)
     assert row["slurm"] == "ended" and row["outcome"] == "failed" and row["requeues"] == 1, row
     assert row["log"] == job["stderr"] and row["last_line"] == "hsbcala: error: model_dir m is in use", row
     assert row["owner"] == "stale" and row["stage"] is None, row
-    text = status(str(tmp_path / "sweep"))
+    text = status(str(tmp_path / "sweep"), slurm=False)
     assert "job 999990 failed: hsbcala: error: model_dir m is in use" in text.stdout, text.stdout
     assert f"log: {job['stderr']}" in text.stdout and "a launch that died" in text.stdout
-    bad = status(str(tmp_path))
+    bad = status(str(tmp_path), slurm=False)
     assert bad.returncode == 2 and "neither a sweep directory" in bad.stderr

@@ -499,3 +499,39 @@ def test_bad_data_is_refused_on_the_login_node_before_anything_is_submitted(tmp_
     assert f"data.train: pattern '{tmp_path}/nowhere/*.png' matches no file" in errors[0]
     assert "submitted" not in proc.stderr and not (tmp_path / "multirun" / ".submitit").exists()
     assert not list((tmp_path / "models").rglob("*")) if (tmp_path / "models").exists() else True
+
+
+SITE_CONFIGS = ("zih_capella", "zih_power9", "slurm_generic")
+
+
+@pytest.mark.slurm  # a dry run only (nothing is submitted); in the Slurm tier because it is about Slurm
+@pytest.mark.parametrize("cluster,version", list(itertools.product(SITE_CONFIGS, ("cala1", "cala2"))))
+def test_site_sbatch_script_matches_golden(tmp_path, gt, cluster, version):
+    """The sbatch script each site config renders (resources, partition, signal, Python on the node), as a
+    user of that site would submit it; regenerate with HSBCALA_REGEN_GOLDEN=1 after a deliberate change."""
+    from tests.test_commands import GOLDEN
+
+    proc = launch(
+        tmp_path,
+        [
+            f"cluster={cluster}",
+            f"version={version}",
+            "dry_run=true",
+            "warmstart.model=null",
+            f"paths.root={tmp_path}",
+            f"cluster.stage.archive={gt / 'gt.tar.gz'}",
+        ],
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    start = lines.index("#!/bin/bash")
+    end = next(i for i, x in enumerate(lines) if x.startswith("# on walltime"))
+    text = "\n".join(lines[start : end + 1]) + "\n"
+    import tempfile
+
+    text = text.replace(str(tmp_path), "$ROOT").replace(sys.executable, "$PYTHON")
+    text = text.replace(tempfile.gettempdir() + "/hsbcala-dry-run", "$TMP/hsbcala-dry-run")
+    path = GOLDEN / f"sbatch-{cluster}-{version}.txt"
+    if os.environ.get("HSBCALA_REGEN_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text(), f"sbatch script changed; if on purpose, regenerate ({path})"

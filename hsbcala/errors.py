@@ -9,6 +9,7 @@ code: never a traceback wall for bad input.
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 from collections.abc import Iterator
 
@@ -64,6 +65,9 @@ def clean_exit() -> Iterator[None]:
     try:
         yield
     except HsbcalaError as exc:
+        if isinstance(exc, Interrupted):  # stopping already: a second Ctrl-C/SIGTERM must not kill the exit
+            for s in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(s, signal.SIG_IGN)
         print(f"hsbcala: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(exc.exit_code)
     except OSError as exc:

@@ -208,6 +208,8 @@ class Owner:
 
 
 def _alive(pid: int | None) -> bool:
+    """Whether process ``pid`` runs on this host (a zombie, dead but not yet reaped, does not count: in a
+    container whose first process reaps nothing, a dead engine stays one)."""
     if not pid:
         return False
     try:
@@ -216,7 +218,11 @@ def _alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except OSError:
+        return True  # no /proc (not Linux): trust kill(0)
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 def _refuse_live(path: Path, previous: dict) -> None:

@@ -62,6 +62,9 @@ def bound_http() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    # MLflow configures its own logger at import (INFO: database set-up, system metrics start/stop), which
+    # would undo conf/config.yaml's level; its warnings still show
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
 def check_store(cfg: Any) -> None:

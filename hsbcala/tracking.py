@@ -38,6 +38,8 @@ from hsbcala.trackinfo import (
     tracking_uri,
 )
 
+bound_http()  # before any mlflow import: bounded HTTP retries, MLflow's own logger at WARNING
+
 if TYPE_CHECKING:
     from hsbcala.evaluate import Plan
 
@@ -114,7 +116,6 @@ class Tracker:
         spool: Path | None = None,
         previous: dict | None = None,
     ) -> None:
-        bound_http()
         import mlflow  # lazy: ~3 s, and only needed once training really starts
 
         self._mlflow = mlflow
@@ -244,7 +245,6 @@ class Tracker:
 
 def metric_history(uri: str, run_id: str, key: str) -> list[float]:
     """A run's values of ``key`` in step order; [] when the store cannot be read (for status displays)."""
-    bound_http()
     try:
         from mlflow.tracking import MlflowClient
 

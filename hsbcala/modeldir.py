@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hsbcala import engines, fsutil
 from hsbcala.engines.base import Engine
@@ -207,14 +208,14 @@ class Owner:
         return f"pid {p.get('pid')} on {p.get('host')}{job}, started {when}"
 
 
-def _alive(pid: int | None) -> bool:
+def process_alive(pid: Any) -> bool:
     """Whether process ``pid`` runs on this host (a zombie, dead but not yet reaped, does not count: in a
     container whose first process reaps nothing, a dead engine stays one)."""
     if not pid:
         return False
     try:
         os.kill(int(pid), 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError, ValueError):
         return False
     except PermissionError:
         return True
@@ -229,7 +230,7 @@ def _refuse_live(path: Path, previous: dict) -> None:
     """A record left by another launch: refuse while its engine (this host) or heartbeat (elsewhere) lives."""
     host = socket.gethostname()
     if previous.get("host") == host:
-        if previous.get("pid") != os.getpid() and _alive(previous.get("engine_pid")):
+        if previous.get("pid") != os.getpid() and process_alive(previous.get("engine_pid")):
             raise ConfigError(
                 f"model_dir {path}: the engine (pid {previous['engine_pid']}) of an earlier launch that died "
                 f"still writes to it; wait for it to end or stop it (kill {previous['engine_pid']})"

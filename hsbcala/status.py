@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pickle
 import socket
 import subprocess
@@ -29,7 +28,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from hsbcala import engines, fsutil, modeldir, tracking
 from hsbcala.errors import ConfigError, clean_exit
@@ -112,22 +110,10 @@ def owner_liveness(path: Path) -> tuple[str, str | None]:
     job = f", Slurm job {rec['slurm_job_id']}" if rec.get("slurm_job_id") else ""
     detail = f"pid {rec.get('pid')} on {rec.get('host')}{job}, heartbeat {age:.0f} s ago"
     if rec.get("host") == socket.gethostname():
-        alive = _pid_alive(rec.get("pid")) or _pid_alive(rec.get("engine_pid"))
+        alive = modeldir.process_alive(rec.get("pid")) or modeldir.process_alive(rec.get("engine_pid"))
     else:
         alive = age < modeldir.STALE_S
     return ("alive" if alive else "stale"), detail
-
-
-def _pid_alive(pid: Any) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return isinstance(pid, int)
-    return True
 
 
 def fill_from_model_dir(row: Row, version: str | None, *, use_mlflow: bool = True) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 from hsbcala.console import say
 from hsbcala.errors import ConfigError, DataError
 from hsbcala.fsutil import atomic_write_json, locked, read_json
+from hsbcala.modeldir import process_alive
 
 STAGE_STAMP = ".hsbcala-stage.json"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -183,7 +184,7 @@ class Staged:
         """This job is done with the data: remove it unless another job on this node still uses it."""
         with locked(_lock(self.dir)):
             stamp = read_json(self.dir / STAGE_STAMP)
-            users = [p for p in stamp.get("users", []) if p != os.getpid() and _alive(p)]
+            users = [p for p in stamp.get("users", []) if p != os.getpid() and process_alive(p)]
             if users or not self.cleanup:
                 if stamp:
                     stamp["users"] = users
@@ -226,7 +227,7 @@ def stage(cfg: Any) -> Staged | None:
     ident = _identity(archive)
     with locked(_lock(target)):
         stamp = read_json(target / STAGE_STAMP)
-        users = [p for p in stamp.get("users", []) if _alive(p)]
+        users = [p for p in stamp.get("users", []) if process_alive(p)]
         if stamp and all(stamp.get(k) == v for k, v in ident.items()):
             say(f"{archive.name} is already unpacked in {target}")
         else:
@@ -283,16 +284,6 @@ def dry_run_count(cfg: Any) -> int | None:
     if not count:
         raise DataError(f"data.train: no image in {archive} would match {patterns} once unpacked to {target}")
     return count
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --- accounting at the end of each job ------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import contextlib
 import os
 import shlex
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,10 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                         tracker.log(update.step, update.metrics)
                         progress.update(parser.stage, parser.epoch_of(update.step), update.metrics)
                 code = proc.wait()
+                if code in (-signal.SIGTERM, -signal.SIGINT):
+                    # stopped from outside (scancel signals every process of the job, the engine may die
+                    # before the launcher's own SIGTERM arrives): an interruption, not an engine failure
+                    raise Interrupted(INTERRUPTED.format(signal=signal.Signals(-code).name))
                 if (
                     code != 0
                     and p.resume_from is not None

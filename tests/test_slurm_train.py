@@ -285,7 +285,7 @@ def test_tiny_training_through_slurm_with_staged_data(slurm_cluster, tmp_path, g
 
 
 def test_walltime_requeue_resumes_from_checkpoint_in_one_run(slurm_cluster, tmp_path, gt):
-    """A 1-minute limit and ~50 s of training after ~20 s of start-up: requeued at least once, then finished.
+    """A 1-minute limit and 200 epochs (~45 s at least) after ~20 s of start-up: requeued at least once, then finished.
 
     Sized for this 2-core machine: the first job trains for 9-39 s (USR2 comes 29-59 s after its start, the first
     checkpoint 15-20 s after it), every requeued job for ~25 s (USR2 ~45 s after its start). 150 epochs of 0.3-0.5 s
@@ -300,10 +300,12 @@ def test_walltime_requeue_resumes_from_checkpoint_in_one_run(slurm_cluster, tmp_
         "cala2",
         **EVEN_EPOCHS,
         **{
-            "train.epochs": "150",
+            # 150 epochs fitted into one 1-minute job once hsbcala stopped echoing the engine's output (one CI
+            # run: 55 s, no requeue); 200 cannot on an idle machine (~0.23 s an epoch), and 10 jobs allow a busy one
+            "train.epochs": "200",
             "hydra.launcher.timeout_min": "1",
             "hydra.launcher.signal_delay_s": "1",
-            "hydra.launcher.max_num_timeout": "7",
+            "hydra.launcher.max_num_timeout": "9",
         },
     )
     proc = launch(tmp_path, overrides, timeout=900)
@@ -337,7 +339,7 @@ def test_walltime_requeue_resumes_from_checkpoint_in_one_run(slurm_cluster, tmp_
     jobs = client(tmp_path).get_metric_history(state["run_id"], "slurm/elapsed_s")
     assert sorted(m.step for m in jobs) == list(range(len(history)))
     epochs = sorted({m.step for m in client(tmp_path).get_metric_history(state["run_id"], "val_cer")})
-    assert epochs[-1] == 150 and any(e > resumed_at[0] for e in epochs), (resumed_at, epochs)
+    assert epochs[-1] == 200 and any(e > resumed_at[0] for e in epochs), (resumed_at, epochs)
 
 
 def test_sweep_is_one_job_array_with_a_model_dir_and_run_per_point(slurm_cluster, tmp_path, gt):

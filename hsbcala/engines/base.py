@@ -178,9 +178,11 @@ class Engine(ABC):
     ) -> list[str]:
         """``calamari-predict`` of ``files`` (a glob Calamari expands itself) into ``out_dir/<stem>.pred.txt``."""
 
-    @abstractmethod
     def weights_arg(self, model_json: Path) -> str:
         """The warm-start argument for a ``<name>.ckpt.json`` model (checks that its weights are there)."""
+        from hsbcala.engines import modeljson
+
+        return modeljson.weights_arg(model_json, self.major)
 
     # -- the model directory
     @abstractmethod

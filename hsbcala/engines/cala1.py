@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hsbcala.engines import modeljson
 from hsbcala.engines.base import (
     Engine,
     ProgressParser,
@@ -144,9 +143,6 @@ class Cala1(Engine):
             str(batch_size),
             "--no_progress_bars",
         ]
-
-    def weights_arg(self, model_json: Path) -> str:
-        return modeljson.weights_arg(model_json, self.major)
 
     def owns(self, model_dir: Path) -> bool:
         return any(model_dir.glob("model_*.ckpt.h5")) or (model_dir / "best.ckpt.h5").is_file()

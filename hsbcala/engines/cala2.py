@@ -15,7 +15,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from hsbcala.engines import modeljson
 from hsbcala.engines.base import Engine, ProgressParser, TrainInputs, Update, flag, retarget
 from hsbcala.fsutil import read_json
 
@@ -125,9 +124,6 @@ class Cala2(Engine):
             "--predictor.progress_bar",
             "False",
         ]
-
-    def weights_arg(self, model_json: Path) -> str:
-        return modeljson.weights_arg(model_json, self.major)
 
     def owns(self, model_dir: Path) -> bool:
         return (model_dir / "checkpoint").is_dir() or (model_dir / "best.ckpt").is_dir()

@@ -83,6 +83,9 @@ class Alignment:
     deletions: int
     insertions: int
     confusions: tuple[tuple[str, str], ...]  # (GT segment, predicted segment) per run of errors
+    #: the alignment itself, rapidfuzz's opcodes (tag, gt start, gt end, pred start, pred end), for the
+    #: per-character figures of :mod:`hsbcala.charclasses`
+    ops: tuple[tuple[str, int, int, int, int], ...] = ()
 
     @property
     def errors(self) -> int:
@@ -94,9 +97,10 @@ def align(gt: str, pred: str) -> Alignment:
     subs = dels = inss = 0
     confusions: list[tuple[str, str]] = []
     run: tuple[int, int] | None = None  # where the current run of edits starts in (gt, pred)
+    ops = tuple(tuple(op) for op in Levenshtein.opcodes(gt, pred))
     # Ties among optimal paths are broken rapidfuzz's way (deletion, insertion, then diagonal), not the
     # old DP's (diagonal first): same total, but S/D/I split and confusions may differ (see the module doc).
-    for tag, g1, g2, p1, p2 in Levenshtein.opcodes(gt, pred):
+    for tag, g1, g2, p1, p2 in ops:
         if tag == "equal":
             if run is not None:
                 confusions.append((gt[run[0] : g1], pred[run[1] : p1]))
@@ -112,7 +116,7 @@ def align(gt: str, pred: str) -> Alignment:
             inss += p2 - p1
     if run is not None:
         confusions.append((gt[run[0] :], pred[run[1] :]))
-    return Alignment(subs, dels, inss, tuple(confusions))
+    return Alignment(subs, dels, inss, tuple(confusions), ops)
 
 
 def distance(gt: str, pred: str) -> int:

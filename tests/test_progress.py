@@ -41,18 +41,27 @@ def test_cala2_resumed_in_stage_one_keeps_steps():
 
 
 def test_cala1_display_checks_and_stages():
-    parser = engines.get("cala1").Parser(per_stage=60, check_every=20)
+    # the excerpt: 20 iterations per check (batch 8, 160 lines), 60 per stage, a display every 5 iterations
+    parser = engines.get("cala1").Parser(per_stage=60, check_every=20, batch_size=8, lines_per_epoch=160)
     updates = feed_all(parser, (DATA / "cala1-train-excerpt.log").read_text().splitlines())
     train = [u for u in updates if "train_cer" in u.metrics]
-    assert train[0].step == 5 and train[0].metrics["train_loss"] == 1594.35683594
+    assert train[0].metrics["iteration"] == 5 and train[0].metrics["train_loss"] == 1594.35683594
     assert train[0].metrics["train_cer"] == 1.0549618
-    assert any(u.step == 65 and u.metrics["stage"] == 1.0 for u in train)  # stage 1 iteration 5
+    # steps are epochs: iteration 20 is one pass over the 160 lines, 60 (the end of stage 0) three
+    assert [(u.metrics["iteration"], u.step) for u in train[:4]] == [(5, 0), (10, 1), (15, 1), (20, 1)]
+    assert any(u.step == 3 and u.metrics["iteration"] == 60 for u in train)
+    # stage 1 restarts the engine's iterations; its steps continue after stage 0's three epochs
+    stage1 = [u for u in train if u.metrics["stage"] == 1.0]
+    assert (stage1[0].metrics["iteration"], stage1[0].step) == (5, 3)
+    assert [(u.metrics["iteration"], u.step) for u in stage1 if u.metrics["iteration"] == 40] == [(40, 5)]
+    steps = [u.step for u in updates]
+    assert steps == sorted(steps), "epoch steps go back"
     # accuracy 0 means "no valid model yet": no best CER is invented from it
     assert parser.best_val_cer is None
 
 
 def test_cala1_better_model_gives_val_cer_at_its_check():
-    parser = engines.get("cala1").Parser(per_stage=1000, check_every=20)
+    parser = engines.get("cala1").Parser(per_stage=1000, check_every=20, batch_size=5, lines_per_epoch=100)
     lines = [
         "#00000019: loss=10.0 ler=0.5 dt=0.1s",
         "Checking early stopping model",
@@ -63,14 +72,39 @@ def test_cala1_better_model_gives_val_cer_at_its_check():
     ]
     updates = feed_all(parser, lines)
     checks = [u for u in updates if "best_val_cer" in u.metrics]
-    assert [(u.step, round(u.metrics["best_val_cer"], 6)) for u in checks] == [(20, 0.125), (40, 0.125)]
+    assert [(u.step, round(u.metrics["best_val_cer"], 6)) for u in checks] == [(1, 0.125), (2, 0.125)]
+    assert [u.metrics["iteration"] for u in checks] == [20, 40]
     assert round(checks[0].metrics["val_cer"], 6) == 0.125 and "val_cer" not in checks[1].metrics
+    assert [parser.epoch_of(u.step) for u in checks] == [1.0, 2.0]
+
+
+def test_cala1_epochs_are_iterations_times_batch_over_lines():
+    """100 lines, batch 16: a check every ceil(100/16) = 7 iterations, which is 1.12 passes over the lines.
+    The step is the passes (rounded), as Calamari 2 counts epochs; the console still counts checks."""
+    parser = engines.get("cala1").Parser(per_stage=70, check_every=7, batch_size=16, lines_per_epoch=100)
+    updates = feed_all(parser, ["Found better model with accuracy of 50%"] * 10)
+    assert [u.metrics["iteration"] for u in updates] == [7 * k for k in range(1, 11)]
+    assert [u.step for u in updates] == [1, 2, 3, 4, 6, 7, 8, 9, 10, 11]  # 1.12, 2.24, …, 5.6, …, 11.2
+    assert [parser.epoch_of(u.step) for u in updates] == [float(k) for k in range(1, 11)]
+    assert parser.epochs(70) == 11.2
+
+
+def test_cala1_engine_parser_counts_lines_per_epoch_as_calamari2_does():
+    from types import SimpleNamespace
+
+    train = SimpleNamespace(samples_per_epoch=32, batch_size=8, iterations=None, epochs=2)
+    parser = engines.get("cala1").progress_parser(train, 500)
+    assert (parser.batch_size, parser.lines_per_epoch, parser.check_every) == (8, 32, 4)
+    (u,) = parser.feed("Found better model with accuracy of 90%")
+    assert (u.step, u.metrics["iteration"]) == (1, 4)
 
 
 def test_cala1_resume_counts_checks_from_the_checkpoint():
-    parser = engines.get("cala1").Parser(per_stage=1000, check_every=20, start=40)
+    parser = engines.get("cala1").Parser(
+        per_stage=1000, check_every=20, start=40, batch_size=10, lines_per_epoch=200
+    )
     (u,) = parser.feed("Found better model with accuracy of 90%")
-    assert u.step == 60
+    assert u.step == 3 and u.metrics["iteration"] == 60
 
 
 def test_best_is_per_stage_because_the_engines_export_the_last_stages_best():

@@ -110,8 +110,11 @@ class ProgressParser:
     - ``stage``: 0 while training on augmented data, 1 on the original lines only (both engines train twice
       when augmenting, restarting their epoch/iteration count for the second stage).
 
-    Steps continue across stages (``stage * per_stage + position``) and across resumes (``start``), so a
-    resumed training continues the same curve. Subclasses parse their engine's lines in :meth:`parse`.
+    Steps are epochs for both versions, so MLflow draws their curves on one x-axis: Calamari 2 reports
+    epochs; Calamari 1 reports iterations, which its parser converts (iterations x batch size / lines per epoch)
+    and keeps as the metric ``iteration``. Steps continue across stages (``stage * per_stage + position``) and
+    across resumes (``start``), so a resumed training continues the same curve. Subclasses parse their
+    engine's lines in :meth:`parse` and make every update through :meth:`_update`.
     """
 
     per_stage: int  # Calamari 2: epochs per stage; Calamari 1: max iterations per stage
@@ -133,7 +136,7 @@ class ProgressParser:
                 if self.best_val_cer_stage1 is not None:
                     metrics["best_val_cer_stage1"] = self.best_val_cer_stage1
             self.stage = 1
-            return [Update(self._offset(), metrics)]
+            return [self._update(self._offset(), metrics)]
         return self.parse(line)
 
     def parse(self, line: str) -> list[Update]:  # pragma: no cover - abstract
@@ -142,6 +145,10 @@ class ProgressParser:
     def epoch_of(self, step: int) -> float:
         """The epoch (within its stage) an update's step stands for."""
         return float(step - self._offset())
+
+    def _update(self, position: int, metrics: dict[str, float]) -> Update:
+        """The update at the engine's ``position`` (stage offset included; epoch or iteration)."""
+        return Update(position, metrics)
 
     def on_stage_switch(self) -> None:
         """Reset per-stage counters (the engine restarts its numbering)."""

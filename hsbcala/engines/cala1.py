@@ -12,6 +12,7 @@ Currently accuracy of X%`` (so a check's validation CER is printed only when it 
 from __future__ import annotations
 
 import glob as _glob
+import math
 import os
 import re
 import shutil
@@ -37,11 +38,35 @@ _WORSE = re.compile(r"No better model found\. Currently accuracy of (-?[\d.]+)%"
 
 @dataclass
 class Cala1Parser(ProgressParser):
+    """Calamari 1's output in epochs: an iteration is ``batch_size / lines_per_epoch`` of an epoch (a pass
+    over the training lines, or ``train.samples_per_epoch`` lines, as Calamari 2 counts them), so a step is
+    ``round(iterations x batch_size / lines_per_epoch)``, the iterations counted over stages as the engine
+    does (``stage * per_stage + iteration``). The engine's own iteration (of its stage, as in its checkpoint
+    names) is the metric ``iteration``. Without ``batch_size``/``lines_per_epoch`` a check is an epoch."""
+
+    batch_size: int = 0
+    lines_per_epoch: int = 0  # train.samples_per_epoch, else the number of training lines
     _last_iter: int = field(default=0, repr=False)
     _checks: int = field(default=-1, repr=False)
+    _check_of: dict[int, float] = field(default_factory=dict, repr=False)  # step -> checks of its stage
+
+    def epochs(self, iterations: int) -> float:
+        """Epochs (passes over the lines per epoch) that ``iterations`` stand for."""
+        if self.batch_size > 0 and self.lines_per_epoch > 0:
+            return iterations * self.batch_size / self.lines_per_epoch
+        return iterations / self.check_every
 
     def epoch_of(self, step: int) -> float:
-        return (step - self._offset()) / self.check_every  # a check per pass over the lines: an epoch
+        # the console counts checks (one per pass, as early stopping and the epoch budget do), which the
+        # rounded step may pass by a little when batch_size does not divide the lines
+        if step in self._check_of:
+            return self._check_of[step]
+        return step - self.epochs(self._offset())
+
+    def _update(self, position: int, metrics: dict[str, float]) -> Update:
+        step = math.floor(self.epochs(position) + 0.5)  # (round() would round x.5 to even)
+        self._check_of[step] = (position - self._offset()) / self.check_every
+        return Update(step, metrics)
 
     def on_stage_switch(self) -> None:
         if self.stage == 0:
@@ -54,12 +79,13 @@ class Cala1Parser(ProgressParser):
             self.iterations_seen += max(0, it - max(self._last_iter, self.start if self.stage == 0 else 0))
             self._last_iter = it
             return [
-                Update(
+                self._update(
                     self._offset() + it,
                     {
                         "train_loss": float(m.group(2)),
                         "train_cer": float(m.group(3)),
                         "stage": float(self.stage),
+                        "iteration": float(it),
                     },
                 )
             ]
@@ -71,13 +97,15 @@ class Cala1Parser(ProgressParser):
             self._checks = max(self._last_iter, base) // self.check_every
         self._checks += 1
         self.checks_seen += 1
-        step = self._offset() + self._checks * self.check_every
+        it = self._checks * self.check_every
         acc = float((better or worse).group(1)) / 100.0
         if better:
-            return [Update(step, {"val_cer": 1.0 - acc, "best_val_cer": self._best(1.0 - acc)})]
-        if acc <= 0:  # no valid model yet (Calamari 1 starts from accuracy 0)
+            metrics = {"val_cer": 1.0 - acc, "best_val_cer": self._best(1.0 - acc)}
+        elif acc <= 0:  # no valid model yet (Calamari 1 starts from accuracy 0)
             return []
-        return [Update(step, {"best_val_cer": self._best(1.0 - acc)})]
+        else:
+            metrics = {"best_val_cer": self._best(1.0 - acc)}
+        return [self._update(self._offset() + it, {**metrics, "iteration": float(it)})]
 
 
 class Cala1(Engine):
@@ -239,6 +267,8 @@ class Cala1(Engine):
         return self.Parser(
             per_stage=max_iterations(train, n_train),
             check_every=iterations_per_epoch(train, n_train),
+            batch_size=train.batch_size,
+            lines_per_epoch=train.samples_per_epoch or n_train,
             stage=stage,
             start=start,
             best_val_cer=best_val_cer,

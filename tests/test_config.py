@@ -142,3 +142,52 @@ def test_unknown_option_on_the_command_line_is_one_clear_line(tmp_path):
     # the in-process runs of the other tests report a failure while composing exactly as train.py does
     inproc = run_inprocess("train", ["version=cala3"], cwd=tmp_path)
     assert (inproc.returncode, inproc.stdout, inproc.stderr) == (proc.returncode, proc.stdout, proc.stderr)
+
+
+def _help(entry: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / f"{entry}.py"), "--help"],
+        capture_output=True,
+        check=False,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_help_explains_every_group_option_and_names_keys_that_exist():
+    """``--help`` is hsbcala's template (conf/config.yaml, conf/evaluate.yaml: hydra.help), not Hydra's bare config
+    dump: every option of every group in conf/ is described, and every key it names exists in the composed config
+    (on a Slurm cluster, for hydra.launcher.*), so the text cannot go stale silently."""
+    import re
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    key_re = re.compile(
+        r"\b((?:data|train|eval|mlflow|warmstart|hydra)\.[a-z_.]*[a-z_]|model_dir|dry_run|verbose|data_check_only)\b"
+    )
+    for entry, config in (("train", "config"), ("evaluate", "evaluate")):
+        text = _help(entry)
+        assert "== Config ==" not in text and "Powered by Hydra" not in text
+        keys = set(key_re.findall(text.split("== Main keys")[1].split("The whole composed config")[0]))
+        keys -= {"train.py", "evaluate.py"}
+        assert len(keys) >= 8, text
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+            cfg = compose(config, overrides=["cluster=slurm_local"], return_hydra_config=True)
+        for key in keys:
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(cfg, parent) if parent else cfg
+            assert node is not None and leaf in node, (
+                f"--help of {entry}.py names {key}, which does not exist"
+            )
+
+    section = _help("train").split("== Groups")[1].split("== Main keys")[0]
+    for group in (d for d in (ROOT / "conf").iterdir() if d.is_dir()):
+        line = next((ln for ln in section.splitlines() if ln.split()[:1] == [group.name]), "")
+        missing = [p.stem for p in group.glob("*.yaml") if not re.search(rf"\b{p.stem}\b", line)]
+        assert line and not missing, f"--help does not describe {group.name}: {missing or 'the group'}"

@@ -28,6 +28,8 @@ class EvalSet:
     skipped: tuple[tuple[Path, str], ...]
     members: dict[str, tuple[Path, ...]]  # group -> images (in order)
     ungrouped: int
+    documents: dict[Path, str] | None = None  # image -> document, when intervals resample documents
+    unit_note: str = "lines"  # what the intervals resample, and where the documents come from
 
 
 def load_set(
@@ -168,6 +170,36 @@ def config_differs(rec: Recorded, data_conf: Any, base: Path) -> str | None:
             f"on; evaluating on its recorded validation lines ({rec.manifest}); set eval.data to choose others"
         )
     return None
+
+
+def recorded_documents(model_dir: Path | None) -> dict[Path, str]:
+    """Every line's document (book, page) as the model directory's ``manifest.json`` records it (train and
+    validation lines; the split's or the directory's document)."""
+    from hsbcala import fsutil
+
+    if model_dir is None or not (model_dir / "manifest.json").is_file():
+        return {}
+    lines = fsutil.read_json(model_dir / "manifest.json").get("lines") or []
+    return {Path(x["image"]): str(x["document"]) for x in lines if x.get("document") is not None}
+
+
+def assign_documents(s: EvalSet, recorded: dict[Path, str], unit: str) -> str | None:
+    """Decide what the set's intervals resample (``eval.intervals.unit``) and set ``s.documents``; a note when
+    ``documents`` was asked for but some lines' documents had to be taken from their directory."""
+    known = {img: recorded[img] for img in s.images if img in recorded}
+    if unit == "lines" or (unit == "auto" and (len(known) < len(s.images) or not s.images)):
+        s.documents, s.unit_note = None, "lines"
+        return None
+    s.documents = {img: known.get(img, img.parent.name) for img in s.images}
+    n_docs = len(set(s.documents.values()))
+    if len(known) == len(s.images):
+        s.unit_note = f"{n_docs} documents (manifest.json)"
+        return None
+    s.unit_note = f"{n_docs} documents ({len(known)} lines' from manifest.json, the rest by directory)"
+    return (
+        f"eval.intervals.unit=documents: {len(s.images) - len(known)} of {len(s.images)} lines of set "
+        f"'{s.name}' are not in the model's manifest; their document is their directory"
+    )
 
 
 def ensure_demo_lines(synthetic: Any, face: str, patterns: Sequence[str]) -> None:

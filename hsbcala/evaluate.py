@@ -45,7 +45,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from hsbcala import cer, engines, evalsets, fsutil, modeldir, report, schema, scoring, tracking
+from hsbcala import cer, charclasses, engines, evalsets, fsutil, modeldir, report, schema, scoring, tracking
 from hsbcala.console import say
 from hsbcala.engines import envs
 from hsbcala.engines.base import Engine
@@ -98,6 +98,18 @@ def check(cfg: Any) -> None:
         raise ConfigError(f"eval.batch_size must be >= 1, got {ev.batch_size}")
     if ev.confusions < 0:
         raise ConfigError(f"eval.confusions must be >= 0, got {ev.confusions}")
+    if ev.worst_lines < 0:
+        raise ConfigError(f"eval.worst_lines must be >= 0, got {ev.worst_lines}")
+    if ev.intervals.resamples < 1:
+        raise ConfigError(f"eval.intervals.resamples must be >= 1, got {ev.intervals.resamples}")
+    if not 0 < ev.intervals.level < 1:
+        raise ConfigError(
+            f"eval.intervals.level must be between 0 and 1 (0.95 for 95 %), got {ev.intervals.level}"
+        )
+    try:
+        charclasses.letters_of(str(ev.sorbian_letters))
+    except ValueError as exc:
+        raise ConfigError(f"eval.sorbian_letters: {exc}; give the letters as one string, e.g. ěčřšž") from exc
     for kind in ("groups", "extra"):
         for name, patterns in ev[kind].items():
             if not _NAME.match(name):
@@ -203,6 +215,11 @@ def plan(cfg: Any) -> Plan:
         sets.append(s)
         warnings += evalsets.warnings_of(s, groups, only_set=len(specs) == 1)
     warnings += evalsets.training_overlap(recorded.train if recorded else cfg.data, sets, base)
+    documents = evalsets.recorded_documents(model_dir)
+    for s in sets:
+        note = evalsets.assign_documents(s, documents, str(cfg.eval.intervals.unit))
+        if note:
+            warnings.append(note)
     rules = engines.get(version).eval_rules if cfg.eval.normalization == "engine" else cfg.eval.normalization
     return Plan(str(cfg.mlflow.run_name), version, checkpoint, model_dir, env, groups, sets, rules, warnings)
 
@@ -300,6 +317,7 @@ def run(cfg: DictConfig) -> float | None:
         say(f"error: {result['model']}: {exc}")
         return None
     overall = result["sets"][0]["overall"]["cer"]
+    print(report.text_report(result), flush=True)
     if not _is_multirun():
         print(report.markdown([result]), flush=True)
     return overall
@@ -309,7 +327,10 @@ def _print_plan(cfg: Any, p: Plan) -> None:
     print(f"model: {p.checkpoint} ({p.version}); normalisation: {cer.DESCRIPTION[p.rules]}")
     for s in p.sets:
         groups = ", ".join(f"{g}: {len(m)}" for g, m in s.members.items())
-        print(f"set {s.name}: {len(s.images)} lines ({groups or 'no groups'}; {s.ungrouped} in no group)")
+        print(
+            f"set {s.name}: {len(s.images)} lines ({groups or 'no groups'}; {s.ungrouped} in no group); "
+            f"intervals resample {s.unit_note}"
+        )
     argv = predict_argv(
         engines.get(p.version),
         p.env.program("calamari-predict"),
@@ -374,7 +395,7 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
                 f"calamari-predict wrote no prediction into {pred_dir} (log: {log_path}): {tail}"
             )
         result.update(
-            scoring.score_sets(p.sets, p.groups, p.rules, predictions, out_dir, cfg.eval.confusions)
+            scoring.score_sets(p.sets, p.groups, p.rules, predictions, out_dir, scoring.options(cfg.eval))
         )
         result["predict"] = {"argv": argv, "seconds": round(predict_s, 3), "lines": len(images)}
         result["checkpoint"] = str(p.checkpoint)
@@ -416,6 +437,7 @@ def _log(tracker: Any, p: Plan, result: dict, out_dir: Path, table: dict[str, Pa
         files += [
             (out_dir / s.name / "lines.tsv", f"eval/{s.name}"),
             (out_dir / s.name / "confusions.tsv", f"eval/{s.name}"),
+            (out_dir / s.name / "characters.tsv", f"eval/{s.name}"),
         ]
     files += [(table["md"], "eval"), (table["csv"], "eval"), (table["png"], "eval")]
     tags = {

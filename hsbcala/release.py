@@ -79,7 +79,15 @@ def export_release(cfg: Any, p: Plan, result: dict, training_params: dict[str, s
         "evaluation": {
             "normalization": result["normalization_description"],
             "groups": p.groups,
-            "sets": [{k: s[k] for k in ("name", "patterns", "overall", "groups")} for s in result["sets"]],
+            "sets": [
+                {
+                    k: s[k]
+                    for k in ("name", "patterns", "overall", "groups", "wer", "classes", "sorbian_letters")
+                    if k in s
+                }
+                for s in result["sets"]
+            ],
+            "intervals": result.get("intervals"),
         },
         "cer_table": report.markdown([result], footer=False),
         "hsbcala_commit": trackinfo.git_commit(envs.project_root()),

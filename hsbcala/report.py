@@ -1,16 +1,23 @@
-"""The comparison table of evaluated models: Markdown, CSV and a bar chart (PNG), from evaluation results.
+"""The comparison table of evaluated models: Markdown, CSV and a bar chart (PNG), and the printed report.
 
 A result is the dict :mod:`hsbcala.evaluate` writes as ``eval-result.json`` per model (one per Hydra job). One
-row per model: ``model | lines | CER | <group> … | <extra set> CER | <extra set> <group> … | notes``. What
-cannot be given is marked, never replaced by a number: ``n/a`` for a variant group that no line matched, and
-a row of ``missing`` with the reason in *notes* for a model whose evaluation failed (no model, other version,
-bad data, engine failure).
+row per model (and one per evaluated baseline, right below its model): ``model | lines | CER | <group> … | WER |
+Sorbian | <extra set> CER | <extra set> <group> … | notes``, every CER with its confidence interval when the
+result has one. What cannot be given is marked, never replaced by a number: ``n/a`` for a variant group that
+no line matched (and for an interval of a set too small to resample), and a row of ``missing`` with the reason
+in *notes* for a model whose evaluation failed (no model, other version, bad data, engine failure, a baseline
+that cannot be found).
+
+Below the table, the paired differences (:mod:`hsbcala.comparison`): per set and pair of models, CER(A) −
+CER(B) in points with its paired-bootstrap interval and whether that interval excludes zero.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,17 +31,30 @@ class Column:
     title: str  # Markdown header
     key: str  # CSV header
     set_name: str
-    group: str | None  # None: the set's overall CER
+    group: str | None  # None: the set's overall figure
+    kind: str = "cer"  # cer (overall or group) | wer | sorbian (the class CER of the Sorbian letters)
 
 
 def _sets(result: dict) -> list[dict]:
     return list(result.get("sets") or [])
 
 
+def rows(results: list[dict]) -> list[dict]:
+    """The table's rows: every result, each followed by its baseline's (``eval.baseline=true``)."""
+    out = []
+    for r in results:
+        out.append(r)
+        if r.get("baseline"):
+            out.append(r["baseline"])
+    return out
+
+
 def columns(results: list[dict]) -> list[Column]:
-    """CER columns: the first set's overall and per-group CER unlabelled, further sets prefixed by name."""
+    """CER columns: the first set's overall and per-group CER unlabelled, WER and the Sorbian letters' CER
+    when evaluated, then further sets prefixed by name."""
     set_names: list[str] = []
     groups: dict[str, list[str]] = {}
+    extras: dict[str, set[str]] = {}
     for r in results:
         for s in _sets(r):
             if s["name"] not in set_names:
@@ -43,6 +63,10 @@ def columns(results: list[dict]) -> list[Column]:
             for g in s.get("groups", {}):
                 if g not in names:
                     names.append(g)
+            if s.get("wer"):
+                extras.setdefault(s["name"], set()).add("wer")
+            if s.get("classes"):
+                extras.setdefault(s["name"], set()).add("sorbian")
         for g in r.get("groups") or {}:  # a failed model still names the configured groups
             for name in set_names or []:
                 if g not in groups.setdefault(name, []):
@@ -52,18 +76,49 @@ def columns(results: list[dict]) -> list[Column]:
         prefix_t, prefix_k = ("", "") if i == 0 else (f"{name} ", f"{name}_")
         cols.append(Column(f"{prefix_t}CER", f"{prefix_k}cer", name, None))
         cols += [Column(f"{prefix_t}{g}", f"{prefix_k}cer_{g}", name, g) for g in groups.get(name, [])]
+        if "wer" in extras.get(name, ()):
+            cols.append(Column(f"{prefix_t}WER", f"{prefix_k}wer", name, None, "wer"))
+        if "sorbian" in extras.get(name, ()):
+            cols.append(Column(f"{prefix_t}Sorbian letters", f"{prefix_k}cer_sorbian", name, None, "sorbian"))
     if not cols:  # every model failed before its data was known: still one CER column
         cols.append(Column("CER", "cer", "", None))
     return cols
 
 
-def cell(result: dict, col: Column) -> float | None:
-    """The CER of a column, or None where there is no number."""
+def part(result: dict, col: Column) -> dict | None:
+    """The dict behind a cell (``cer``/``wer`` and maybe ``interval``), or None where there is no number."""
     for s in _sets(result):
-        if s["name"] == col.set_name:
-            part = s.get("overall") if col.group is None else (s.get("groups") or {}).get(col.group)
-            return None if part is None else part.get("cer")
+        if s["name"] != col.set_name:
+            continue
+        if col.kind == "wer":
+            w = s.get("wer")
+            return None if w is None else {"cer": w.get("wer"), "interval": w.get("interval")}
+        if col.kind == "sorbian":
+            return (s.get("classes") or {}).get("sorbian")
+        return s.get("overall") if col.group is None else (s.get("groups") or {}).get(col.group)
     return None
+
+
+def cell(result: dict, col: Column) -> float | None:
+    """The figure of a column, or None where there is no number."""
+    p = part(result, col)
+    return None if p is None else p.get("cer")
+
+
+def interval_of(p: dict | None) -> tuple[float, float] | None:
+    iv = (p or {}).get("interval") or {}
+    if iv.get("low") is None or iv.get("high") is None:
+        return None
+    return iv["low"], iv["high"]
+
+
+def interval_text(p: dict | None) -> str:
+    """``[1.23, 4.56]`` (percent), ``[n/a]`` when an interval was asked for but the set is too small, or ``""``
+    when the result has no interval at all (older results, class columns)."""
+    if not p or not p.get("interval"):
+        return ""
+    iv = interval_of(p)
+    return f"[{NA}]" if iv is None else f"[{100 * iv[0]:.2f}, {100 * iv[1]:.2f}]"
 
 
 def lines_of(result: dict) -> int | None:
@@ -75,10 +130,12 @@ def notes(result: dict) -> str:
     if result.get("error"):
         return f"{MISSING}: {result['error']}"
     out = []
+    if result.get("flag"):
+        out.append(result["flag"])
     for s in _sets(result):
         where = "" if s is _sets(result)[0] else f" ({s['name']})"
-        for g, part in (s.get("groups") or {}).items():
-            if part is None:
+        for g, p in (s.get("groups") or {}).items():
+            if p is None:
                 pats = ", ".join((result.get("groups") or {}).get(g, []))
                 out.append(f"{g}{where}: no line matches {pats}")
         if s.get("skipped"):
@@ -87,6 +144,9 @@ def notes(result: dict) -> str:
             out.append(f"{s['missing_predictions']} lines without prediction counted as empty{where}")
         if s.get("ungrouped"):
             out.append(f"{s['ungrouped']} lines in no group{where}")
+        warn = ((s.get("overall") or {}).get("interval") or {}).get("warning")
+        if warn:
+            out.append(f"interval{where}: {warn}")
     return "; ".join(out)
 
 
@@ -114,36 +174,108 @@ def normalisation_note(results: list[dict]) -> str:
     return "; ".join(f"{v} models: {d}" for v, d in sorted(per_version.items()))
 
 
-def markdown(results: list[dict], *, footer: bool = True) -> str:
-    """The table the team publishes: one row per model, CER in percent, n/a / missing where no number is."""
-    cols = columns(results)
+def interval_note(results: list[dict]) -> str:
+    """How the intervals were made, or "" when no result has one."""
+    settings = next((r["intervals"] for r in results if r.get("intervals")), None)
+    if not settings:
+        return ""
+    units = sorted({s.get("interval_unit", "lines").split(" (")[0] for r in results for s in _sets(r)})
+    units = [u.split(" ", 1)[-1] if u[:1].isdigit() else u for u in units]
+    return (
+        f" [a, b]: {100 * settings['level']:g} % bootstrap confidence interval in percent "
+        f"({settings['resamples']} resamples of {' / '.join(sorted(set(units))) or 'lines'}, seed {settings['seed']})."
+    )
+
+
+def _value(r: dict, c: Column) -> str:
+    v = cell(r, c)
+    if v is None:
+        return NA
+    ci = interval_text(part(r, c))
+    return percent(v) + (f" {ci}" if ci else "")
+
+
+def markdown(results: list[dict], *, footer: bool = True, differences: list[dict] | None = None) -> str:
+    """The table the team publishes: one row per model, CER in percent with its interval, n/a / missing where
+    no number is; then the paired differences, when given."""
+    table_rows = rows(results)
+    cols = columns(table_rows)
     head = ["model", "lines", *(c.title for c in cols), "notes"]
-    rows = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(cols) + "---|"]
-    for r, label in zip(results, labels(results), strict=True):
+    out_rows = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(cols) + "---|"]
+    for r, label in zip(table_rows, labels(table_rows), strict=True):
         failed = bool(r.get("error"))
         n = lines_of(r)
-        values = [MISSING if failed else percent(cell(r, c)) for c in cols]
+        values = [MISSING if failed else _value(r, c) for c in cols]
         text = [label, MISSING if failed or n is None else str(n), *values, notes(r)]
-        rows.append("| " + " | ".join(t.replace("|", "\\|") for t in text) + " |")
-    out = "\n".join(rows) + "\n"
+        out_rows.append("| " + " | ".join(t.replace("|", "\\|") for t in text) + " |")
+    out = "\n".join(out_rows) + "\n"
     if footer:
         out += (
             "\nCER = (substitutions + deletions + insertions) / GT characters, summed over all lines of the set"
-            f"; text normalisation: {normalisation_note(results)}. {NA}: no line of that variant group; "
-            f"{MISSING}: the model could not be evaluated (see notes).\n"
+            f"; text normalisation: {normalisation_note(table_rows)}. {NA}: no line of that variant group; "
+            f"{MISSING}: the model could not be evaluated (see notes).{interval_note(table_rows)}\n"
         )
+    if differences:
+        out += "\n" + differences_markdown(differences)
     return out
 
 
+def differences_markdown(differences: list[dict]) -> str:
+    """Per set and pair: CER(A) − CER(B) in points with its paired interval, and whether it excludes zero."""
+    out = [
+        "Paired differences (same lines, paired bootstrap):",
+        "",
+        "| set | A | B | lines | CER(A) − CER(B) | interval | excludes 0 |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for d in differences:
+        iv = d["interval"]
+        if d.get("point") is None:
+            diff, ivt, ex = NA, NA, NA
+        else:
+            diff = f"{100 * d['point']:+.2f} points"
+            ivt = NA if iv.get("low") is None else f"[{100 * iv['low']:+.2f}, {100 * iv['high']:+.2f}]"
+            ex = NA if iv.get("low") is None else ("yes" if iv["low"] > 0 or iv["high"] < 0 else "no")
+        cells = [
+            d["set"],
+            d["a"],
+            d["b"],
+            str(d["lines"]),
+            diff,
+            ivt,
+            ex + (f" ({d['note']})" if d.get("note") else ""),
+        ]
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def csv_text(results: list[dict]) -> str:
-    """The same numbers as fractions (6 decimals); empty cells where there is no number."""
-    cols = columns(results)
+    """The same numbers as fractions (6 decimals), interval bounds after the figures; empty cells where there
+    is no number."""
+    table_rows = rows(results)
+    cols = columns(table_rows)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["model", "script", "version", "lines", *(c.key for c in cols), "status", "notes"])
-    for r, label in zip(results, labels(results), strict=True):
+    bounds = [c for c in cols if c.kind != "sorbian"]
+    w.writerow(
+        [
+            "model",
+            "script",
+            "version",
+            "lines",
+            *(c.key for c in cols),
+            *(f"{c.key}_{b}" for c in bounds for b in ("low", "high")),
+            "status",
+            "notes",
+        ]
+    )
+    for r, label in zip(table_rows, labels(table_rows), strict=True):
         failed = bool(r.get("error"))
         vals = ["" if failed or cell(r, c) is None else f"{cell(r, c):.6f}" for c in cols]
+        ivs = []
+        for c in bounds:
+            iv = None if failed else interval_of(part(r, c))
+            ivs += ["", ""] if iv is None else [f"{iv[0]:.6f}", f"{iv[1]:.6f}"]
         n = lines_of(r)
         w.writerow(
             [
@@ -152,11 +284,39 @@ def csv_text(results: list[dict]) -> str:
                 r.get("version", ""),
                 "" if n is None else n,
                 *vals,
+                *ivs,
                 MISSING if failed else "ok",
                 notes(r),
             ]
         )
     return buf.getvalue()
+
+
+def differences_csv(differences: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["set", "a", "b", "lines", "unit", "difference", "low", "high", "excludes_zero", "note"])
+    for d in differences:
+        iv = d["interval"]
+        has = iv.get("low") is not None
+        w.writerow(
+            [
+                d["set"],
+                d["a"],
+                d["b"],
+                d["lines"],
+                iv.get("unit", ""),
+                "" if d.get("point") is None else f"{d['point']:.6f}",
+                f"{iv['low']:.6f}" if has else "",
+                f"{iv['high']:.6f}" if has else "",
+                ("yes" if iv["low"] > 0 or iv["high"] < 0 else "no") if has else "",
+                d.get("note", ""),
+            ]
+        )
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------ chart
 
 
 def preload() -> None:
@@ -170,59 +330,208 @@ def preload() -> None:
     import matplotlib.pyplot
 
 
+def _tick(label: str, n: int | None, width: int = 22) -> str:
+    """A readable x label: wrapped at ``-``, ``,`` and spaces, with the line count below."""
+    text = label.replace(",", ", ").replace("=", " = ")
+    wrapped = textwrap.fill(text, width=width, break_on_hyphens=True)
+    return wrapped.replace(" = ", "=").replace(", ", ",") + (f"\n({n} lines)" if n is not None else "")
+
+
+def _set_lines(r: dict, set_name: str) -> int | None:
+    for s in _sets(r):
+        if s["name"] == set_name:
+            return s["overall"]["lines"]
+    return None
+
+
 def chart(results: list[dict], path: Path, title: str = "CER per model and variant group") -> Path:
-    """A grouped bar chart (PNG) of the first set's CER and per-group CER; n/a and missing are labelled."""
+    """A grouped bar chart (PNG): one panel per evaluation set, one bar per model and column (overall, each
+    group; a distinct colour each, the same in every panel), 95 % intervals as error bars, each model's line
+    count under its name; n/a and missing are written where a bar would be."""
     preload()
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
-    cols = [c for c in columns(results) if c.set_name == columns(results)[0].set_name]
-    n_models, n_bars = len(results), len(cols)
-    width = 0.8 / max(n_bars, 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * n_models * max(n_bars, 1) * 0.6 + 2), 4.5), dpi=110)
-    top = max([cell(r, c) or 0.0 for r in results for c in cols if not r.get("error")] + [0.01]) * 100
-    for j, col in enumerate(cols):
-        xs, hs = [], []
-        for i, r in enumerate(results):
-            x = i - 0.4 + width * (j + 0.5)
-            value = None if r.get("error") else cell(r, col)
-            if value is None:
-                ax.text(
-                    x,
-                    top * 0.02,
-                    MISSING if r.get("error") else NA,
-                    ha="center",
-                    va="bottom",
-                    rotation=90,
-                    fontsize=8,
-                    color="0.35",
-                )
+    table_rows = rows(results)
+    all_cols = [c for c in columns(table_rows) if c.kind == "cer"]
+    set_names = list(dict.fromkeys(c.set_name for c in all_cols))
+    series = list(dict.fromkeys("overall" if c.group is None else c.group for c in all_cols))
+    cmap = plt.get_cmap("tab10" if len(series) <= 10 else "tab20")
+    colour = {name: cmap(i % cmap.N) for i, name in enumerate(series)}
+    n_models = len(table_rows)
+    width_in = max(6.0, min(40.0, 1.2 + n_models * (0.5 + 0.35 * len(series))))
+    fig, axes = plt.subplots(
+        len(set_names), 1, figsize=(width_in, 3.6 * len(set_names) + 1.0), dpi=110, squeeze=False
+    )
+    for ax, set_name in zip(axes[:, 0], set_names, strict=True):
+        cols = [c for c in all_cols if c.set_name == set_name]
+        width = 0.8 / max(len(cols), 1)
+        tops = [0.01]
+        for r in table_rows:
+            for c in cols:
+                iv = None if r.get("error") else interval_of(part(r, c))
+                v = None if r.get("error") else cell(r, c)
+                tops.append(max(v or 0.0, iv[1] if iv else 0.0))
+        top = max(tops) * 100
+        for j, col in enumerate(cols):
+            name = "overall" if col.group is None else col.group
+            xs, hs, err_lo, err_hi = [], [], [], []
+            for i, r in enumerate(table_rows):
+                x = i - 0.4 + width * (j + 0.5)
+                value = None if r.get("error") else cell(r, col)
+                if value is None:
+                    ax.text(
+                        x,
+                        top * 0.02,
+                        MISSING if r.get("error") else NA,
+                        ha="center",
+                        va="bottom",
+                        rotation=90,
+                        fontsize=8,
+                        color="0.35",
+                    )
+                    continue
+                iv = interval_of(part(r, col))
+                xs.append(x)
+                hs.append(100 * value)
+                err_lo.append(100 * (value - iv[0]) if iv else 0.0)
+                err_hi.append(100 * (iv[1] - value) if iv else 0.0)
+            if not xs:
                 continue
-            xs.append(x)
-            hs.append(100 * value)
-        bars = ax.bar(xs, hs, width * 0.95, label="overall" if col.group is None else col.group)
-        ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
-    ax.set_xticks(range(n_models), labels(results), rotation=15 if n_models > 3 else 0)
-    ax.set_ylabel("CER (%)")
-    ax.set_ylim(0, top * 1.18)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
+            has_err = any(err_lo) or any(err_hi)
+            bars = ax.bar(
+                xs,
+                hs,
+                width * 0.95,
+                color=colour[name],
+                yerr=[err_lo, err_hi] if has_err else None,
+                capsize=3 if has_err else 0,
+                error_kw={"elinewidth": 1, "ecolor": "0.2"},
+            )
+            ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
+        ticks = [
+            _tick(lab, _set_lines(r, set_name)) for lab, r in zip(labels(table_rows), table_rows, strict=True)
+        ]
+        ax.set_xticks(range(n_models), ticks, fontsize=8)
+        ax.set_xlim(-0.6, n_models - 0.4)
+        ax.set_ylabel("CER (%)")
+        ax.set_ylim(0, top * 1.25)
+        ax.set_title(f"set '{set_name}'" if set_name else "", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        handles = [
+            Patch(
+                color=colour["overall" if c.group is None else c.group],
+                label=("overall" if c.group is None else c.group),
+            )
+            for c in cols
+        ]
+        ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    note = (
+        " (error bars: 95 % confidence intervals)"
+        if any(interval_of(part(r, c)) for r in table_rows for c in all_cols if not r.get("error"))
+        else ""
+    )
+    fig.suptitle(title + note, fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def write(results: list[dict], out_dir: Path, stem: str = "cer-table") -> dict[str, Path]:
-    """``<stem>.md``, ``<stem>.csv`` and ``<stem>.png`` in ``out_dir``."""
+def write(
+    results: list[dict], out_dir: Path, stem: str = "cer-table", differences: list[dict] | None = None
+) -> dict[str, Path]:
+    """``<stem>.md``, ``<stem>.csv`` and ``<stem>.png`` in ``out_dir`` (and ``<stem>-differences.csv``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"md": out_dir / f"{stem}.md", "csv": out_dir / f"{stem}.csv", "png": out_dir / f"{stem}.png"}
-    paths["md"].write_text(markdown(results), encoding="utf-8")
+    paths["md"].write_text(markdown(results, differences=differences), encoding="utf-8")
     paths["csv"].write_text(csv_text(results), encoding="utf-8")
+    if differences:
+        paths["differences"] = out_dir / f"{stem}-differences.csv"
+        paths["differences"].write_text(differences_csv(differences), encoding="utf-8")
     chart(results, paths["png"])
     return paths
 
 
 def any_failed(results: list[Any]) -> list[dict]:
     return [r for r in results if r.get("error")]
+
+
+# ------------------------------------------------------------------------------------------------ printed report
+
+
+def _pct(v: float | None, digits: int = 2) -> str:
+    return NA if v is None else f"{100 * v:.{digits}f} %"
+
+
+def _q(text: str, limit: int = 16) -> str:
+    """Quoted (``""`` for nothing), long runs shortened."""
+    return json.dumps(text if len(text) <= limit else text[: limit - 1] + "…", ensure_ascii=False)
+
+
+def text_report(result: dict, differences: list[dict] | None = None) -> str:
+    """A test-style report of one evaluation: per set the overall CER with interval and counts, groups, WER,
+    character classes, the Sorbian letters, the worst lines and the most frequent confusions."""
+    out = [f"=== {result.get('model', '?')} ({result.get('version', '?')}): {result.get('checkpoint', '')}"]
+    if result.get("error"):
+        return "\n".join([*out, f"  {MISSING}: {result['error']}"]) + "\n"
+    for s in _sets(result):
+        o = s["overall"]
+        out.append(
+            f"--- set {s['name']}: {o['lines']} lines, {o['chars']} GT characters; intervals over "
+            f"{s.get('interval_unit', 'lines')}"
+        )
+        out.append(
+            f"  CER {_pct(o['cer'])} {interval_text(o)}  ({o['errors']} errors: {o.get('substitutions', 0)} "
+            f"substitutions, {o.get('deletions', 0)} deletions, {o.get('insertions', 0)} insertions)"
+        )
+        if s.get("wer"):
+            w = s["wer"]
+            out.append(
+                f"  WER {_pct(w['wer'])} {interval_text({'interval': w.get('interval')})}  "
+                f"({w['errors']} word errors / {w['words']} words)"
+            )
+        for g, p in (s.get("groups") or {}).items():
+            out.append(
+                f"  group {g}: {NA} (no line)"
+                if p is None
+                else f"  group {g}: CER {_pct(p['cer'])} {interval_text(p)} ({p['lines']} lines)"
+            )
+        if s.get("classes"):
+            parts = [
+                f"{k} {_pct(v['cer'])} (recall {_pct(v['recall'], 1)}, {v['chars']} chars)"
+                for k, v in s["classes"].items()
+                if v["chars"] or v["errors"]
+            ]
+            out.append("  classes: " + "; ".join(parts))
+        letters = [r for r in s.get("sorbian_letters") or [] if r["gt"]]
+        if letters:
+            out.append("  Sorbian letters (GT count, recall, most frequent misreading):")
+            for r in letters:
+                mis = "" if r["misread"] is None else f", read as {_q(r['misread'])} {r['misread_count']}×"
+                out.append(f"    {r['char']}  {r['gt']:>5}  {_pct(r['recall'], 1):>8}{mis}")
+        if s.get("worst_lines"):
+            out.append("  worst lines:")
+            for x in s["worst_lines"]:
+                out.append(f"    {x['errors']} errors / {x['chars']} chars  {x['image']}")
+                out.append(f"      GT:   {x['gt']}")
+                out.append(f"      pred: {x['prediction']}")
+        if s.get("top_confusions"):
+            out.append(
+                "  most frequent confusions: "
+                + ", ".join(f"{_q(g)} → {_q(p)} {n}×" for g, p, n in s["top_confusions"])
+            )
+    if result.get("baseline"):
+        b = result["baseline"]
+        out.append(
+            f"--- baseline {b.get('model', '?')}: "
+            + (
+                f"{MISSING}: {b['error']}"
+                if b.get("error")
+                else f"CER {_pct(cell(b, Column('', '', _sets(b)[0]['name'], None)))}"
+            )
+        )
+    for d in differences or result.get("differences") or []:
+        out.append(f"  {d.get('sentence') or d['a'] + ' − ' + d['b']}")
+    return "\n".join(out) + "\n"

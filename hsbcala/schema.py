@@ -60,6 +60,17 @@ class EvalRun(StrEnum):
     separate = "separate"
 
 
+class IntervalUnit(StrEnum):
+    auto = "auto"  # documents when every line's document is known (the model's manifest), else lines
+    lines = "lines"
+    documents = "documents"  # the manifest's document, else the line image's directory
+
+
+class EvalCheckpoints(StrEnum):
+    best = "best"
+    all = "all"
+
+
 @dataclass
 class ScriptConf:
     """A script (type face family) the team trains models for."""
@@ -249,6 +260,16 @@ class PathsConf:
 
 
 @dataclass
+class IntervalConf:
+    """The bootstrap confidence intervals of every CER and difference (hsbcala.intervals)."""
+
+    resamples: int = 1000  # bootstrap resamples
+    level: float = 0.95  # confidence level
+    seed: int = 0  # the resampling seed: the same seed gives the same interval
+    unit: IntervalUnit = IntervalUnit.auto  # what is resampled: auto | lines | documents
+
+
+@dataclass
 class EvalConf:
     """What ``python evaluate.py`` does (``conf/evaluate.yaml``; null in a training config). See hsbcala.evaluate.
 
@@ -278,6 +299,11 @@ class EvalConf:
     comparison_experiment: str = "hsbcala-evaluation"  # MLflow experiment of a multirun's comparison table
     export: bool = False  # pack the best model + metadata as a release .tar.gz
     export_dir: str = "${paths.root}/releases"
+    intervals: IntervalConf = field(default_factory=IntervalConf)
+    sorbian_letters: str = "ěčćřšžźłńóĚČĆŘŠŽŹŁŃÓ"  # the class "sorbian" and the per-letter table
+    worst_lines: int = 10  # how many of the worst lines the printed report shows
+    baseline: bool = False  # also evaluate the warm-start model the training started from
+    checkpoints: EvalCheckpoints = EvalCheckpoints.best  # all: score every checkpoint (both stages)
 
 
 @dataclass

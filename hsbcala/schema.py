@@ -247,10 +247,11 @@ class DataConf:
 class MlflowConf:
     tracking_uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite store in the project
     experiment: str = "hsbcala-${script.name}"
-    run_name: str = "${script.name}-${version.name}${sweep_suffix:}"
-    system_metrics: bool = True
+    run_name: str = "${script.name}-${version.name}${sweep_label:}"  # + a sweep point's short label
+    system_metrics: bool = True  # MLflow's machine-wide system/* and the job's own job/* (CPU, RSS)
     system_metrics_interval_s: float = 10.0
-    log_model: bool = True
+    log_model: bool = True  # the best model as the run's MLflow logged model (model/ artifacts too)
+    register: bool = False  # also a version of the registered model ${script.model_name}, with its CER
 
 
 @dataclass
@@ -334,6 +335,13 @@ def _sweep_suffix(sep: str = "-") -> str:
     return sweeps.suffix(sep)
 
 
+def _sweep_label(sep: str = "-") -> str:
+    """``${sweep_label:SEP}``: SEP + the sweep point's short label (:func:`hsbcala.sweeps.label`), or ''."""
+    from hsbcala import sweeps
+
+    return sweeps.label(sep)
+
+
 def _run_dir(dry_run: Any, normal: str) -> str:
     """Hydra's run directory; a dry run, which must create nothing in the project, gets one under /tmp."""
     import tempfile
@@ -351,6 +359,8 @@ def register() -> None:
         OmegaConf.register_new_resolver("run_dir", _run_dir)
     if not OmegaConf.has_resolver("sweep_suffix"):
         OmegaConf.register_new_resolver("sweep_suffix", _sweep_suffix)
+    if not OmegaConf.has_resolver("sweep_label"):
+        OmegaConf.register_new_resolver("sweep_label", _sweep_label)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
 

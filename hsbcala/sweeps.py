@@ -48,6 +48,8 @@ NOT_A_MODEL = (
     "data.archive_max_ratio",
     "warmstart.pretrained_dir",
 )
+# config sections: a key ending in one of these names keeps its section too (``data.train``)
+_SECTIONS = {"train", "data", "warmstart", "mlflow", "eval", "version", "script", "cluster", "paths", "split"}
 _PLAIN = re.compile(r"^[A-Za-z0-9._+-]{1,40}$")
 
 
@@ -88,6 +90,36 @@ def point_name(job_overrides: Sequence[str], keys: Sequence[str]) -> str:
     return ",".join(f"{k}={values[k]}" for k in keys if k in values)
 
 
+def short_keys(keys: Sequence[str]) -> dict[str, str]:
+    """Each key's last component (``train.batch_size`` → ``batch_size``), or more of it where two swept keys
+    would otherwise look the same (``data.train``/``train.x`` stay apart)."""
+    out = {}
+    for k in keys:
+        parts = k.split(".")
+        n = 2 if len(parts) > 1 and parts[-1] in _SECTIONS else 1  # data.train, not "train=…"
+        while n < len(parts) and any(
+            o != k and o.split(".")[-n:] == parts[-n:] for o in keys if len(o.split(".")) >= n
+        ):
+            n += 1
+        out[k] = ".".join(parts[-n:])
+    return out
+
+
+def point_label(job_overrides: Sequence[str], keys: Sequence[str]) -> str:
+    """A sweep point's short name for MLflow's run table and chart legends: ``batch_size=32,seed=2`` (the
+    directory's :func:`point_name` without the keys' sections), so the UI, which cuts long run names, does not
+    show two points alike."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    short = short_keys(keys)
+    values = {}
+    for o in OverridesParser.create().parse_overrides(list(job_overrides)):
+        if o.key_or_group in keys:
+            text = o.input_line.split("=", 1)[1] if "=" in o.input_line else ""
+            values[o.key_or_group] = value_name(text)
+    return ",".join(f"{short[k]}={values[k]}" for k in keys if k in values)
+
+
 def _sweep_command_line(sweep_dir: Path) -> list[str] | None:
     from omegaconf import OmegaConf
 
@@ -97,16 +129,16 @@ def _sweep_command_line(sweep_dir: Path) -> list[str] | None:
         return None
 
 
-def suffix(sep: str) -> str:
-    """The resolver ``${sweep_suffix:SEP}``: ``SEP<point name>`` in a multirun whose sweep varies a model key."""
+def _point() -> tuple[list[str], list[str]] | None:
+    """This multirun job's overrides and the sweep's model keys (None outside a multirun)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized():
-        return ""
+        return None
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN:
-        return ""
+        return None
     job = list(hc.overrides.task)
     command_line = _sweep_command_line(Path(str(hc.sweep.dir)))
     if command_line is None:  # no multirun.yaml (a job composed outside its sweep): its own model keys decide
@@ -115,8 +147,21 @@ def suffix(sep: str) -> str:
         )
     else:
         keys = swept_keys(command_line)
-    name = point_name(job, keys)
+    return job, keys
+
+
+def suffix(sep: str) -> str:
+    """The resolver ``${sweep_suffix:SEP}``: ``SEP<point name>`` in a multirun whose sweep varies a model key."""
+    point = _point()
+    name = point_name(*point) if point else ""
     return sep + name if name else ""
+
+
+def label(sep: str) -> str:
+    """The resolver ``${sweep_label:SEP}``: ``SEP<point label>`` (:func:`point_label`) in such a multirun."""
+    point = _point()
+    text = point_label(*point) if point else ""
+    return sep + text if text else ""
 
 
 class DistinctModelDirs(Callback):

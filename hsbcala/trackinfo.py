@@ -139,8 +139,137 @@ def run_tags(cfg: Any, project: Path, model_dir: Path) -> dict[str, str]:
     }
     if os.environ.get("SLURM_JOB_ID"):
         tags["slurm.job_id"] = os.environ["SLURM_JOB_ID"]
+        tags["slurm.job_name"] = os.environ.get("SLURM_JOB_NAME", "")
         if os.environ.get("SLURM_ARRAY_JOB_ID"):
             tags["slurm.array"] = (
                 f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
             )
     return tags
+
+
+# ---- what a training run is told besides params and tags (no MLflow here: unit-tested on their own)
+
+# MLflow 3's UI opens an experiment in the view its tag ``mlflow.experimentKind`` names (the UI's enum
+# ExperimentKind, mlflow/server/js …/constants: genai_development, custom_model_development, …); without it the
+# UI guesses and shows the GenAI view (traces, prompts). mlflow 3.17 has no Python constant for either.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"  # the UI's "machine learning" view: runs, charts, models
+
+
+def _short(text: str, n: int = 12) -> str:
+    return text[:n] if text else "?"
+
+
+def run_note(
+    cfg: Any,
+    *,
+    totals: dict[str, Any] | None,
+    content_sha256: str | None,
+    warmstart: Path | None,
+    resumed_from: Path | None = None,
+    model_dir: Path | None = None,
+) -> str:
+    """The run's description (MLflow's ``mlflow.note.content``, Markdown): what was trained on which data,
+    from which model. ``totals`` is the manifest's (lines per split)."""
+    v = cfg.version
+    lines = [
+        f"**{cfg.script.name}** (`{cfg.script.model_name}`), `{v.name}` (`{v.package}`), preset `{cfg.preset}`"
+    ]
+    if totals:
+        tr, va = totals.get("train", {}), totals.get("val", {})
+        lines.append(
+            f"- data: {tr.get('lines', '?')} training lines, {va.get('lines', '?')} validation lines "
+            f"(content sha256 `{_short(content_sha256 or '')}`; {totals.get('dropped', 0)} dropped by the checks)"
+        )
+    train_globs = list(cfg.data.train or [])
+    if train_globs:
+        shown = ", ".join(f"`{g}`" for g in train_globs[:3]) + (" …" if len(train_globs) > 3 else "")
+        val = "split by document" if not cfg.data.val else f"{len(cfg.data.val)} glob(s)"
+        lines.append(f"- from: {shown}; validation: {val}")
+    lines.append(f"- warm start: `{warmstart}`" if warmstart else "- warm start: none (from scratch)")
+    t = cfg.train
+    network = t.network or ("the warm-start model's" if warmstart else "Calamari's default")
+    lines.append(
+        f"- network: `{network}`; "
+        f"batch {t.batch_size}, {t.epochs} epochs, {t.augmentations} augmentations, "
+        f"patience {t.early_stopping_patience}"
+    )
+    if model_dir is not None:
+        lines.append(f"- model directory: `{model_dir}`")
+    if resumed_from is not None:
+        lines.append(f"- resumed from `{resumed_from}`")
+    return "\n".join(lines) + "\n"
+
+
+def dataset_rows(manifest: dict[str, Any], split: str) -> list[dict[str, Any]]:
+    """One row per line of ``split`` in the manifest, for an MLflow dataset (its schema and profile)."""
+    return [
+        {
+            "image": r["image"],
+            "text": r.get("text", ""),
+            "chars": float(len(r.get("text") or "")),
+            "width": float(r.get("width") or 0),
+            "height": float(r.get("height") or 0),
+            "document": str(r.get("document") or ""),
+        }
+        for r in manifest.get("lines", [])
+        if r.get("split") == split
+    ]
+
+
+def split_digest(manifest: dict[str, Any], split: str) -> str:
+    """A short, path-independent hash of one split's lines (the manifest's content hash, per split)."""
+    import hashlib
+
+    rows = sorted(
+        f"{r['split']}\t{r.get('image_sha256', '')}\t{r.get('gt_sha256', '')}"
+        for r in manifest.get("lines", [])
+        if r.get("split") == split
+    )
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
+
+
+class JobUsage:
+    """CPU and memory of this process and all its descendants (the engine and its data workers): the job's
+    own share, beside MLflow's machine-wide ``system/*`` metrics. ``sample()`` returns ``job/*`` metrics;
+    CPU is measured between two samples (the first sample has none)."""
+
+    def __init__(self, root: int | None = None) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.root = psutil.Process(root or os.getpid())
+        self._procs: dict[int, Any] = {}
+        try:
+            self.cpus = len(
+                os.sched_getaffinity(0)
+            )  # what this job may use (Slurm's allocation), not the node
+        except (AttributeError, OSError):
+            self.cpus = psutil.cpu_count() or 1
+        self._started = False
+
+    def sample(self) -> dict[str, float]:
+        ps = self._psutil
+        try:
+            tree = [self.root, *self.root.children(recursive=True)]
+        except ps.Error:
+            return {}
+        cpu = rss = 0.0
+        alive = {}
+        for p in tree:
+            p = self._procs.get(p.pid, p)
+            try:
+                with p.oneshot():
+                    c = p.cpu_percent(None)  # since this object's previous call (0.0 at its first)
+                    rss += p.memory_info().rss
+            except ps.Error:  # ended between listing and reading
+                continue
+            cpu += c
+            alive[p.pid] = p
+        self._procs = alive
+        out = {"job/memory_rss_megabytes": rss / 2**20, "job/processes": float(len(alive))}
+        if self._started:
+            out["job/cpu_cores_used"] = cpu / 100.0
+            out["job/cpu_utilization_percentage"] = cpu / self.cpus
+        self._started = True
+        return out

@@ -1,0 +1,111 @@
+"""What a training run tells MLflow besides its metrics (issue 12, item 5): the pure parts, without a store.
+
+The real store is exercised by the tiny trainings in tests/test_train_integration.py (epoch steps for both
+versions, the experiment's training view, the dataset inputs, the logged model, no step-0 best_val_cer)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hsbcala import trackinfo
+from hsbcala.sweeps import point_label, short_keys
+from tests.conftest import compose_cfg
+
+
+def test_sweep_run_labels_are_short_and_keep_points_apart():
+    assert short_keys(["train.batch_size", "train.seed"]) == {
+        "train.batch_size": "batch_size",
+        "train.seed": "seed",
+    }
+    # a key ending in a section's name keeps its section; two keys ending alike keep what tells them apart
+    assert short_keys(["data.train", "train.learning_rate"])["data.train"] == "data.train"
+    assert short_keys(["a.x.model", "b.y.model"]) == {"a.x.model": "x.model", "b.y.model": "y.model"}
+    keys = ["data.train", "train.batch_size"]
+    one = point_label(["train.batch_size=32", "data.train=[/gt/book-a/*.png]", "mlflow.run_name=x"], keys)
+    two = point_label(["train.batch_size=32", "data.train=[/gt/book-b/*.png]"], keys)
+    assert one.startswith("data.train=book-a-") and one.endswith(",batch_size=32") and "/" not in one
+    assert one[:18] != two[:18]  # distinct early: the UI cuts long names at the end
+
+
+def test_run_name_of_a_sweep_point_is_its_short_label(tmp_path):
+    """A point of ``-m train.batch_size=16,32 train.seed=3``: the run is named after what the sweep varies."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf, read_write
+
+    cfg = compose_cfg(["train.batch_size=32", "train.seed=3", f"hydra.sweep.dir={tmp_path}"], hydra_node=True)
+    OmegaConf.save(
+        {"hydra": {"overrides": {"task": ["train.batch_size=16,32", "train.seed=3"]}}},
+        tmp_path / "multirun.yaml",
+    )
+    with read_write(cfg.hydra):
+        cfg.hydra.mode = RunMode.MULTIRUN
+    HydraConfig.instance().set_config(cfg)
+    try:
+        assert cfg.mlflow.run_name == "fraktur-cala2-batch_size=32"
+        assert cfg.model_dir.endswith("/train.batch_size=32")  # the directory keeps the whole key
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+def test_single_run_name_has_no_label():
+    assert compose_cfg([]).mlflow.run_name == "fraktur-cala2"
+
+
+def test_run_note_says_script_version_data_and_warm_start():
+    cfg = compose_cfg(["version=cala1", "data.train=[/gt/hsb/*.png]", "data.val=null", "train.network=null"])
+    totals = {"train": {"lines": 400}, "val": {"lines": 60}, "dropped": 2}
+    note = trackinfo.run_note(
+        cfg,
+        totals=totals,
+        content_sha256="abcdef0123456789",
+        warmstart=Path("/p/pretrained/x/0.ckpt.json"),
+        model_dir=Path("/m/hsbfraktur.cala1"),
+    )
+    assert "**fraktur**" in note and "cala1" in note and "calamari-ocr==1.0.7" in note
+    assert (
+        "400 training lines, 60 validation lines" in note and "abcdef012345" in note and "2 dropped" in note
+    )
+    assert "`/gt/hsb/*.png`" in note and "split by document" in note
+    assert "warm start: `/p/pretrained/x/0.ckpt.json`" in note and "warm-start model's" in note
+    scratch = trackinfo.run_note(cfg, totals=None, content_sha256=None, warmstart=None)
+    assert "from scratch" in scratch and "Calamari's default" in scratch
+
+
+def test_dataset_rows_and_digests_are_per_split():
+    manifest = {
+        "lines": [
+            {"image": "/a/1.png", "text": "abc", "split": "train", "image_sha256": "1", "gt_sha256": "2"},
+            {"image": "/a/2.png", "text": "de", "split": "train", "image_sha256": "3", "gt_sha256": "4"},
+            {"image": "/a/3.png", "text": "f", "split": "val", "image_sha256": "5", "gt_sha256": "6"},
+        ]
+    }
+    rows = trackinfo.dataset_rows(manifest, "train")
+    assert [r["image"] for r in rows] == ["/a/1.png", "/a/2.png"] and rows[0]["chars"] == 3.0
+    assert len(trackinfo.dataset_rows(manifest, "val")) == 1
+    d = trackinfo.split_digest(manifest, "train")
+    assert len(d) == 16 and d != trackinfo.split_digest(manifest, "val")
+    moved = {"lines": [dict(r, image="/elsewhere" + r["image"]) for r in manifest["lines"]]}
+    assert trackinfo.split_digest(moved, "train") == d  # where the lines lie does not change the data
+
+
+def test_job_usage_counts_the_children_cpu_and_memory():
+    """A busy child process: its CPU and memory show in job/*, which sums this process and its descendants."""
+    child = subprocess.Popen([sys.executable, "-c", "x = bytearray(80 * 2**20)\nwhile True: pass"])
+    try:
+        usage = trackinfo.JobUsage(os.getpid())
+        first = usage.sample()
+        assert "job/cpu_cores_used" not in first  # CPU needs two samples
+        time.sleep(1.5)
+        second = usage.sample()
+        assert second["job/processes"] >= 2
+        assert second["job/memory_rss_megabytes"] > 80
+        assert second["job/cpu_cores_used"] > 0.3, second
+        assert 0 < second["job/cpu_utilization_percentage"] <= 100
+    finally:
+        child.kill()
+        child.wait()

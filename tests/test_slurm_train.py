@@ -277,6 +277,7 @@ def test_tiny_training_through_slurm_with_staged_data(slurm_cluster, tmp_path, g
     assert run.info.status == "FINISHED"
     assert 0 <= run.data.metrics["best_val_cer"] <= 2 and "val_cer" in run.data.metrics
     assert run.data.tags["slurm.job_id"] == job and run.data.tags["slurm.node"] == slurm_cluster.hostname
+    assert run.data.tags["slurm.job_name"] == run.info.run_name == "fraktur-cala2"  # not "train" in squeue
     assert run.data.metrics["slurm/elapsed_s"] > 10 and 0 < run.data.metrics["slurm/cpu_efficiency"] < 3
     assert run.data.metrics["slurm/max_rss_mb"] > 100
     err = job_stderr(tmp_path, job)
@@ -357,6 +358,8 @@ def test_sweep_is_one_job_array_with_a_model_dir_and_run_per_point(slurm_cluster
     runs = [client(tmp_path).get_run(s["run_id"]) for s in states]
     assert len({r.info.run_id for r in runs}) == 2 and all(r.info.status == "FINISHED" for r in runs)
     assert {r.data.tags["slurm.array"] for r in runs} == set(ids)  # slurm.job_id: each task's own job id
+    # named after the runs in squeue (one name per array: the part the points share), not "train"
+    assert {r.data.tags["slurm.job_name"] for r in runs} == {"fraktur-cala1-sweep"}
     assert [s["history"][0]["slurm_job_id"] for s in states] == [r.data.tags["slurm.job_id"] for r in runs]
     assert sorted(p.name for p in (tmp_path / "multirun").iterdir() if p.name.isdigit()) == ["0", "1"]
 

@@ -69,6 +69,22 @@ def sbatch_params(launcher: dict) -> dict:
     return out
 
 
+def job_name(run_names: Sequence[str]) -> str:
+    """The Slurm job's name: the run's MLflow name for one job; for a job array (one name for all its tasks) the
+    names' common part, e.g. ``fraktur-cala2-sweep``, ``fraktur-sweep`` for a sweep over versions. Which task is
+    which point: ``<sweep dir>/hsbcala-submitted.json`` and ``python -m hsbcala.status``."""
+    names = list(dict.fromkeys(run_names))
+    if len(names) == 1:
+        return names[0]
+    parts = [n.split("-") for n in names]
+    common = []
+    for column in zip(*parts):
+        if len(set(column)) > 1:
+            break
+        common.append(column[0])
+    return "-".join([*common[:2], "sweep"])
+
+
 def sbatch_preview(launcher: dict, n_jobs: int, note: str | None = None) -> str:
     """The sbatch script submitit would submit (rendered by submitit itself) and what happens on walltime."""
     from submitit.slurm.slurm import _make_sbatch_string

@@ -81,11 +81,11 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
                 return self._dry_run(job_overrides, initial_job_idx)
             return self._submit_and_wait(job_overrides, initial_job_idx)
 
-    def _executor(self) -> Any:
-        """The submitit executor, set up exactly as the plugin's ``launch()`` does."""
+    def _executor(self, job_name: str | None = None) -> Any:
+        """The submitit executor, set up exactly as the plugin's ``launch()`` does (plus the job's name)."""
         import submitit
 
-        params = self.params
+        params = self._params(job_name)
         init_params = {"folder": params["submitit_folder"]}
         specific_init_keys = {"max_num_timeout", "python"}  # executor arguments, not sbatch parameters
         init_params.update(
@@ -107,6 +107,27 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
         )
         return executor
 
+    def _params(self, job_name: str | None) -> dict:
+        """The launcher's parameters, with the Slurm job named after the run(s) rather than the plugin's default,
+        Hydra's job name (``train`` for every job in ``squeue``); a ``hydra.launcher.name`` set by hand is kept."""
+        params = dict(self.params)
+        if job_name and params.get("name") in (None, "", "train", "evaluate"):
+            params["name"] = job_name
+        return params
+
+    def _run_name(self, overrides: Sequence[str]) -> str:
+        """A point's MLflow run name (``mlflow.run_name``, with the sweep point's suffix) in its Hydra context."""
+        from hydra.core.hydra_config import HydraConfig
+
+        assert self.config is not None and self.hydra_context is not None
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        previous = HydraConfig.instance().cfg
+        HydraConfig.instance().set_config(sweep_config)
+        try:
+            return str(sweep_config.mlflow.run_name)
+        finally:
+            HydraConfig.instance().cfg = previous
+
     def _submit_and_wait(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> list[JobReturn]:
@@ -117,7 +138,7 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
         # each point's data step here, before any job waits in the queue; its model directory as the job will have it
         points = [self._preflight(overrides) for overrides in job_overrides]
         try:
-            executor = self._executor()
+            executor = self._executor(launch.job_name([p["run_name"] for p in points]))
         except (
             RuntimeError,
             ValueError,
@@ -183,6 +204,7 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
             return {
                 "model_dir": str(Path(str(task_cfg.model_dir)).resolve()),
                 "version": str(task_cfg.version.name),
+                "run_name": str(task_cfg.mlflow.run_name),
             }
         finally:
             HydraConfig.instance().cfg = previous
@@ -192,7 +214,8 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
         from hsbcala.slurm import launch
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
-        print(launch.sbatch_preview(self.params, n_jobs=len(job_overrides)), flush=True)
+        name = launch.job_name([self._run_name(o) for o in job_overrides])
+        print(launch.sbatch_preview(self._params(name), n_jobs=len(job_overrides)), flush=True)
         setup_globals()
         returns = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):

@@ -158,28 +158,34 @@ def paired_difference(
     chars: Sequence[int],
     units: Sequence | None = None,
     *,
+    chars_b: Sequence[int] | None = None,
     resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
 ) -> Interval:
-    """CER(A) − CER(B) of two models on the same lines (same order, same GT characters), with the paired
-    percentile bootstrap interval: each resample draws the same units for both models."""
+    """CER(A) − CER(B) of two models on the same lines (same order), with the paired percentile bootstrap
+    interval: each resample draws the same units for both models. ``chars_b``: B's GT characters per line
+    when its normalisation counts them differently (default: the same as A's)."""
     _check(resamples, level)
-    if not len(errors_a) == len(errors_b) == len(chars):
-        raise ValueError(f"paired lines differ: {len(errors_a)}, {len(errors_b)}, {len(chars)}")
-    total_c = int(sum(int(c) for c in chars))
-    diff = [int(a) - int(b) for a, b in zip(errors_a, errors_b, strict=True)]
-    point = (
-        (int(sum(int(e) for e in errors_a)) / total_c - int(sum(int(e) for e in errors_b)) / total_c)
-        if total_c
-        else None
-    )
-    index, n, unit = _units(len(diff), units)
+    chars_b = chars if chars_b is None else chars_b
+    if not len(errors_a) == len(errors_b) == len(chars) == len(chars_b):
+        raise ValueError(
+            f"paired lines differ: {len(errors_a)}, {len(errors_b)}, {len(chars)}, {len(chars_b)}"
+        )
+    ca, cb = int(sum(int(c) for c in chars)), int(sum(int(c) for c in chars_b))
+    ea, eb = int(sum(int(e) for e in errors_a)), int(sum(int(e) for e in errors_b))
+    point = ea / ca - eb / cb if ca and cb else None
+    index, n, unit = _units(len(errors_a), units)
     if n < 2 or point is None:
         return _too_few(point, unit, n, resamples, level, seed)
-    if not any(diff):  # identical errors on every line: exactly 0, whatever is resampled
-        return Interval(0.0, 0.0, 0.0, unit, n, resamples, level, seed)
-    d_sum, c_sum = _resample_sums([_per_unit(diff, index, n), _per_unit(chars, index, n)], resamples, seed)
+    same_chars = chars_b is chars or list(chars_b) == list(chars)
+    if same_chars and all(int(a) == int(b) for a, b in zip(errors_a, errors_b, strict=True)):
+        return Interval(0.0, 0.0, 0.0, unit, n, resamples, level, seed)  # exactly 0, whatever is resampled
+    arrays = [_per_unit(errors_a, index, n), _per_unit(chars, index, n), _per_unit(errors_b, index, n)]
+    if not same_chars:
+        arrays.append(_per_unit(chars_b, index, n))
+    sums = _resample_sums(arrays, resamples, seed)
+    cb_sum = sums[3] if not same_chars else sums[1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        low, high = _percentiles(d_sum / c_sum, level)
+        low, high = _percentiles(sums[0] / sums[1] - sums[2] / cb_sum, level)
     return Interval(point, low, high, unit, n, resamples, level, seed)

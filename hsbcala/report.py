@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import textwrap
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -331,10 +331,15 @@ def preload() -> None:
 
 
 def _tick(label: str, n: int | None, width: int = 22) -> str:
-    """A readable x label: wrapped at ``-``, ``,`` and spaces, with the line count below."""
-    text = label.replace(",", ", ").replace("=", " = ")
-    wrapped = textwrap.fill(text, width=width, break_on_hyphens=True)
-    return wrapped.replace(" = ", "=").replace(", ", ",") + (f"\n({n} lines)" if n is not None else "")
+    """A readable x label: broken into lines of at most ``width`` characters after ``-``, ``,``, ``/`` or a
+    space (never inside a ``key=value``), with the line count below."""
+    lines: list[str] = []
+    for token in re.split(r"(?<=[-,/ (])", label):
+        if lines and len(lines[-1]) + len(token) <= width:
+            lines[-1] += token
+        else:
+            lines.append(token)
+    return "\n".join(x.strip() for x in lines) + (f"\n({n} lines)" if n is not None else "")
 
 
 def _set_lines(r: dict, set_name: str) -> int | None:

@@ -369,9 +369,15 @@ class EvalTracker:
 
 
 def log_comparison(
-    results: list[dict], paths: dict[str, Path], sweep_dir: Path, experiment: str, uri: str
+    results: list[dict],
+    paths: dict[str, Path],
+    sweep_dir: Path,
+    experiment: str,
+    uri: str,
+    metrics: dict[str, float] | None = None,
 ) -> str | None:
-    """A run holding a multirun's comparison table in the experiment ``eval.comparison_experiment``."""
+    """A run holding a multirun's comparison table in the experiment ``eval.comparison_experiment``, with the
+    ``metrics`` given (names already acceptable to MLflow: :func:`hsbcala.comparison.comparison_metrics`)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
@@ -399,18 +405,10 @@ def log_comparison(
             client.log_artifact(run.info.run_id, str(path))
         from mlflow.entities import Metric
 
-        from hsbcala import scoring
-
         ts = int(time.time() * 1000)
-        metrics = []
-        for r in results:
-            if r.get("error") or not r.get("sets"):
-                continue
-            for k, v in scoring.metrics_of(r).items():
-                if "/cer" in k:
-                    metrics.append(Metric(f"{r['model']}/{k}"[:250], v, ts, 0))
-        if metrics:
-            client.log_batch(run.info.run_id, metrics=metrics)
+        batch = [Metric(k, float(v), ts, 0) for k, v in (metrics or {}).items()]
+        for i in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics per batch
+            client.log_batch(run.info.run_id, metrics=batch[i : i + 1000])
         client.set_terminated(run.info.run_id, "FINISHED")
     except Exception:
         client.set_terminated(run.info.run_id, "FAILED")

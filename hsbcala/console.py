@@ -67,9 +67,9 @@ class Progress:
         self.done = 0
         self._stage = -1
 
-    def start(self, model_dir: Any, engine: str, n_train: int, n_val: int, train: Any) -> None:
+    def start(self, model_dir: Any, engine: str, device: str, n_train: int, n_val: int, train: Any) -> None:
         say(
-            f"training {model_dir} with {engine} on {_device()}: {n_train:,} training + {n_val:,} validation lines, "
+            f"training {model_dir} with {engine} on {device}: {n_train:,} training + {n_val:,} validation lines, "
             f"{self.epochs} epochs per stage{' x 2 stages (augmented, then original lines)' if self.stages == 2 else ''}, "
             f"batch {train.batch_size}, {train.workers} worker(s); engine output: {model_dir}/engine.log"
         )
@@ -108,20 +108,3 @@ class Progress:
 def _clock(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-def _device() -> str:
-    """What the engine will train on: the GPUs CUDA_VISIBLE_DEVICES / nvidia-smi show, else the CPU's cores."""
-    import os
-    import shutil
-    import subprocess
-
-    if shutil.which("nvidia-smi") and os.environ.get("CUDA_VISIBLE_DEVICES", "0") not in ("", "-1"):
-        try:
-            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=5, check=False)
-            gpus = [x for x in out.stdout.splitlines() if x.startswith("GPU")]
-            if gpus:
-                return f"{len(gpus)} GPU(s) ({gpus[0].split(':', 1)[1].split('(')[0].strip()})"
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return f"the CPU ({os.cpu_count()} cores)"

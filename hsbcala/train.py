@@ -105,7 +105,8 @@ def _execute(cfg: Any, p: Plan) -> float | None:
     parser.best_val_cer_stage1 = state.best_val_cer_stage1
     tracker = None
     status = "FAILED"
-    say(("resuming from " + str(p.resume_from)) if p.resume_from else f"training {md.path}")
+    if p.resume_from:
+        say(f"resuming from {p.resume_from}")  # a fresh start is announced by progress.start's line
     t0 = time.monotonic()
     with interruptible(INTERRUPTED), md.lock() as owner:
         held = True
@@ -133,7 +134,10 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                 patience=cfg.train.early_stopping_patience,
                 lines_per_epoch=cfg.train.samples_per_epoch or p.inputs.n_train,
             )
-            progress.start(md.path, engine.name, p.inputs.n_train, p.n_val, cfg.train)
+            device = envs.device(p.env)
+            progress.start(md.path, engine.name, device, p.inputs.n_train, p.n_val, cfg.train)
+            # a GPU expected: TensorFlow's fallback to the CPU is said on the console, once
+            expect_gpu = "GPU(s)" in device
             with EngineProcess(p.argv, md.engine_log, echo=bool(cfg.get("verbose"))) as proc:
                 owner.engine_started(proc.pid)
                 # MLflow starts while the engine imports TensorFlow; the reader thread keeps draining meanwhile.
@@ -172,6 +176,11 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                 for line in proc.lines():
                     owner.heartbeat()
                     for update in parser.feed(line):
+                    if expect_gpu and envs.gpu_fallback(line):
+                        say(
+                            f"warning: TensorFlow will not use the GPU ({line.strip()[-120:]}); training on the CPU"
+                        )
+                        expect_gpu = False
                         tracker.log(update.step, update.metrics)
                         progress.update(parser.stage, parser.epoch_of(update.step), update.metrics)
                 code = proc.wait()

@@ -10,6 +10,11 @@ environment, so each engine gets its own:
 - ``kind: venv``: an existing virtualenv, e.g. one the HPC site built against its TensorFlow module.
 - ``kind: path``: commands as found on PATH.
 
+On a machine with a GPU, ``kind: uv`` builds from the version's ``cuda_lock`` instead (the same pins plus
+TensorFlow's CUDA libraries, ``tensorflow[and-cuda]``: without them TensorFlow trains on the CPU and says so only in
+a warning): ``device: auto`` (default) when ``nvidia-smi`` lists a GPU this process may use, ``gpu``/``cpu`` to
+choose. :func:`device` names what the engine will train on, for the start line.
+
 ``modules`` are loaded through a login shell before the command starts (``module`` is a shell function of
 Lmod/Environment Modules, so it cannot be exec'd directly); the command itself is still passed as an argument
 list (``exec "$@"``), never spliced into the shell string.
@@ -55,6 +60,9 @@ class EngineEnv:
     lock: Path | None
     python: str
     modules: tuple[str, ...] = ()
+    cuda: bool = (
+        False  # built with TensorFlow's CUDA libraries (kind=uv); venv/path: whatever the site installed
+    )
 
     @property
     def ready(self) -> bool:
@@ -138,19 +146,58 @@ def resolve(cfg: Any, project_root: Path) -> EngineEnv:
     if spec.kind == "uv":
         if not spec.lock:
             raise ConfigError(f"{key}.lock is required for kind=uv")
-        lock = Path(spec.lock)
+        want = str(spec.get("device", "auto"))
+        cuda = bool(spec.get("cuda_lock")) and (want == "gpu" or (want == "auto" and bool(visible_gpus())))
+        field = "cuda_lock" if cuda else "lock"
+        lock = Path(spec[field])
         lock = lock if lock.is_absolute() else project_root / lock
         if not lock.is_file():
-            raise ConfigError(f"{key}.lock: no such file {lock}")
+            raise ConfigError(f"{key}.{field}: no such file {lock}")
         digest = hashlib.sha256(lock.read_bytes() + spec.python.encode()).hexdigest()[:12]
-        return EngineEnv(
-            name, "uv", Path(spec.root).expanduser() / f"{name}-{digest}", lock, spec.python, modules
-        )
+        prefix = Path(spec.root).expanduser() / f"{name}{'-cuda' if cuda else ''}-{digest}"
+        return EngineEnv(name, "uv", prefix, lock, spec.python, modules, cuda)
     if spec.kind == "venv":
         if not spec.venv:
             raise ConfigError(f"{key}.venv is required for kind=venv")
         return EngineEnv(name, "venv", Path(spec.venv).expanduser(), None, spec.python, modules)
     return EngineEnv(name, "path", None, None, spec.python, modules)
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use: ``nvidia-smi -L``'s names, none when CUDA_VISIBLE_DEVICES hides them all."""
+    import os
+
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip() in ("", "-1") or not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [x.split(":", 1)[1].split("(")[0].strip() for x in out.stdout.splitlines() if x.startswith("GPU")]
+
+
+def device(env: EngineEnv, gpus: list[str] | None = None) -> str:
+    """What the engine will train on, as the start line says it: the GPUs when it can use them, else the CPU,
+    with the reason when a GPU is there but this environment has no CUDA libraries."""
+    import os
+
+    gpus = visible_gpus() if gpus is None else gpus
+    cpu = f"the CPU ({os.cpu_count()} cores)"
+    if not gpus:
+        return cpu
+    if env.kind == "uv" and not env.cuda:
+        return f"{cpu}, not the GPU {gpus[0]}: its engine env has no CUDA libraries (version.env.device=cpu)"
+    return f"{len(gpus)} GPU(s) ({gpus[0]})"
+
+
+# TensorFlow's own words when it falls back to the CPU (tensorflow/core/common_runtime/gpu/gpu_device.cc,
+# tsl/cuda/cudart_stub.cc in 2.15): a warning among hundreds of engine lines, so the launcher repeats it.
+TF_NO_GPU = ("Cannot dlopen some GPU libraries", "Could not find cuda drivers", "CUDA_ERROR_NO_DEVICE")
+
+
+def gpu_fallback(line: str) -> bool:
+    """Whether an engine line is TensorFlow saying it will not use the GPU."""
+    return any(x in line for x in TF_NO_GPU)
 
 
 def project_root() -> Path:

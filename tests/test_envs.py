@@ -1,0 +1,68 @@
+"""Engine environments: the CPU and CUDA lock variants, which one a machine gets, and what the start line says.
+
+The CUDA environment itself (2.5 GB of NVIDIA wheels) is not built here: this machine has no GPU. What is
+checked is the choice, the locks' agreement, and the words TensorFlow uses when it falls back to the CPU."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from hsbcala.engines import envs
+from tests.conftest import ROOT, compose_cfg
+
+PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)", re.MULTILINE)
+
+
+def _pins(path) -> dict[str, str]:
+    return dict(PIN.findall(path.read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize("version", ["cala1", "cala2"])
+def test_cuda_lock_is_the_cpu_lock_plus_nvidias_libraries(version):
+    """The two variants train with the same packages: the CUDA lock (uv pip compile -c <cpu lock>) adds only
+    TensorFlow's nvidia-* libraries, so a GPU run and a CPU run of one version are comparable."""
+    cpu = _pins(ROOT / "envs" / f"{version}.lock.txt")
+    cuda = _pins(ROOT / "envs" / f"{version}-cuda.lock.txt")
+    added = {k for k in cuda if k not in cpu}
+    assert added and all(k.startswith("nvidia-") for k in added), added
+    assert {k: cuda[k] for k in cpu} == cpu
+
+
+@pytest.mark.parametrize(
+    "device,visible,cuda", [("auto", "", False), ("gpu", "", True), ("cpu", "0", False), ("auto", "0", None)]
+)
+def test_the_lock_variant_follows_the_setting_and_the_machine(monkeypatch, device, visible, cuda):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    cfg = compose_cfg(["version=cala2", f"version.env.device={device}"])
+    env = envs.resolve(cfg, ROOT)
+    if cuda is None:  # auto on a visible device: a GPU only if nvidia-smi lists one (none on this machine)
+        cuda = bool(envs.visible_gpus())
+    assert env.cuda is cuda
+    assert env.lock == ROOT / "envs" / ("cala2-cuda.lock.txt" if cuda else "cala2.lock.txt")
+    assert ("-cuda-" in env.prefix.name) is cuda  # a separate directory: switching never rebuilds the other
+
+
+def test_the_start_line_names_the_device_and_why_not_the_gpu(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    cpu_env = envs.resolve(compose_cfg(["version=cala2", "version.env.device=cpu"]), ROOT)
+    cuda_env = envs.resolve(compose_cfg(["version=cala2", "version.env.device=gpu"]), ROOT)
+    assert envs.visible_gpus() == []  # CUDA_VISIBLE_DEVICES="" hides every GPU
+    assert re.fullmatch(r"the CPU \(\d+ cores\)", envs.device(cpu_env))
+    v100 = ["Tesla V100-SXM2-32GB"]
+    assert envs.device(cuda_env, v100) == "1 GPU(s) (Tesla V100-SXM2-32GB)"
+    said = envs.device(cpu_env, v100)
+    assert said.startswith("the CPU") and "no CUDA libraries" in said and "version.env.device" in said
+
+
+def test_tensorflows_fallback_to_the_cpu_is_recognised():
+    # TensorFlow 2.15's lines (gpu_device.cc, cudart_stub.cc) as a GPU machine without CUDA libraries prints them
+    assert envs.gpu_fallback(
+        "W tensorflow/core/common_runtime/gpu/gpu_device.cc:2256] Cannot dlopen some GPU libraries. Please make "
+        "sure the missing libraries mentioned above are installed properly"
+    )
+    assert envs.gpu_fallback(
+        "I external/local_tsl/tsl/cuda/cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used."
+    )
+    assert not envs.gpu_fallback("Epoch 1/10")

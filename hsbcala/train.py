@@ -175,12 +175,12 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                 provenance.log(tracker, p.env, envs.project_root())  # environment/: freeze, modules, git
                 for line in proc.lines():
                     owner.heartbeat()
-                    for update in parser.feed(line):
                     if expect_gpu and envs.gpu_fallback(line):
                         say(
                             f"warning: TensorFlow will not use the GPU ({line.strip()[-120:]}); training on the CPU"
                         )
                         expect_gpu = False
+                    for update in parser.feed(line):
                         tracker.log(update.step, update.metrics)
                         progress.update(parser.stage, parser.epoch_of(update.step), update.metrics)
                 code = proc.wait()

@@ -31,6 +31,11 @@ class Codec(StrEnum):
     keep_loaded = "keep_loaded"  # keep every character of the model's codec, add new ones
 
 
+class NewCharsInit(StrEnum):
+    random = "random"  # the engine's own fresh rows for characters the warm-start model lacks
+    base = "base"  # a copy of the base letter's row (ě ← e; hsbcala/newchars.py)
+
+
 class IfMissing(StrEnum):
     error = "error"
     warn = "warn"
@@ -184,6 +189,12 @@ class TrainConf:
     skip_invalid: bool = True  # Calamari skips invalid lines; hsbcala counts and reports them
     codec: Codec = Codec.recompute  # recompute: keep shared characters, add new ones | keep_loaded: keep all
     network: str | None = None  # null: from the warm-start model, else Calamari's default network
+    # A warm start whose codec grows: each new character's output row starts as a copy of its base letter's
+    # (base: new_chars_table, else Unicode decomposition) or random (Calamari's own); hsbcala/newchars.py.
+    new_chars_init: NewCharsInit = NewCharsInit.random
+    # "CHAR=BASE" entries for letters that do not decompose (used before decomposition); a list, since Hydra's
+    # command line takes no non-ASCII dict keys: train.new_chars_table='[ł=l,Ł=L,đ=d]'
+    new_chars_table: list[str] = field(default_factory=lambda: ["ł=l", "Ł=L"])
     extra_args: list[str] = field(default_factory=list)  # appended verbatim to the engine command
 
 

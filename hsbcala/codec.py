@@ -9,8 +9,9 @@ with ``train.codec=recompute`` (Calamari 2 ``--codec.keep_loaded False``, Calama
 characters the GT never uses are DROPPED: the fine-tuned model can no longer output them.
 ``train.codec=keep_loaded`` keeps them all.
 
-Fine-tuning Upper Sorbian on a German Fraktur model, the report shows ě č ć ř ł ń ź … as additions: their
-output weights start from scratch, which is why a few hundred lines with each are needed.
+Fine-tuning Upper Sorbian on a German Fraktur model, the report shows ě č ć ř ł ń ź … as additions. Their
+output weights start from scratch (``train.new_chars_init=random``) or as a copy of their base letter's
+(``base``: ě ← e, ł ← l; :mod:`hsbcala.newchars`); :func:`annotate` records which, per added character.
 """
 
 from __future__ import annotations
@@ -86,6 +87,31 @@ def report(
     }
 
 
+def annotate(r: dict[str, Any], found: Iterable[Any], mode: str) -> None:
+    """Record where each added character's output weights start (``found``: :class:`hsbcala.newchars.Origin`)."""
+    by_char = {o.char: o for o in found}
+    r["new_chars_init"] = mode
+    for e in r["added"]:
+        o = by_char.get(e["char"])
+        if o is not None:
+            e["weights"] = o.describe()
+            e["base"] = o.base
+
+
+def _origins_line(r: dict[str, Any], width: int) -> str | None:
+    if "new_chars_init" not in r or not r["added"]:
+        return None
+    copied = [e for e in r["added"] if e.get("base")]
+    random_ = [show(e["char"]) for e in r["added"] if not e.get("base")]
+    shown = "  ".join(f"{show(e['char'])}←{show(e['base'])}" for e in copied[:width])
+    more = f"  … (+{len(copied) - width})" if len(copied) > width else ""
+    line = f"  rows train.new_chars_init={r['new_chars_init']}: "
+    if r["new_chars_init"] == "random":
+        return line + "all new characters start random (Calamari's own initialisation)"
+    line += f"copied {len(copied)}: {shown or '-'}{more}"
+    return line + (f"; random (no base in the model's codec): {' '.join(random_)}" if random_ else "")
+
+
 def short_table(r: dict[str, Any], width: int = 12) -> list[str]:
     """A few lines for the console, before training."""
 
@@ -100,6 +126,9 @@ def short_table(r: dict[str, Any], width: int = 12) -> list[str]:
     )
     out = [head]
     out.append(f"  new  {len(r['added']):>4}  {chars(r['added'], True) if r['added'] else '-'}")
+    origins = _origins_line(r, width)
+    if origins:
+        out.append(origins)
     verb = "drop" if r["policy"] == "recompute" else "keep"
     unused = chars(r["unused"], False) if r["unused"] else "-"
     out.append(f"  {verb} {len(r['unused']):>4}  unused by the GT: {unused}")
@@ -109,8 +138,13 @@ def short_table(r: dict[str, Any], width: int = 12) -> list[str]:
 
 def full_text(r: dict[str, Any]) -> str:
     lines = short_table(r, width=8)
+    added = (
+        "added (new outputs; weights: see each line)"
+        if r.get("new_chars_init") == "base"
+        else "added (new outputs, trained from scratch)"
+    )
     for title, key in (
-        ("added (new outputs, trained from scratch)", "added"),
+        (added, "added"),
         (
             "in the model, unused by the GT" + (" (DROPPED)" if r["policy"] == "recompute" else " (kept)"),
             "unused",
@@ -120,7 +154,8 @@ def full_text(r: dict[str, Any]) -> str:
         lines += ["", f"{title}: {len(r[key])}"]
         for e in r[key]:
             count = f"{e['count']:>9,}" if "count" in e else " " * 9
-            lines.append(f"  {show(e['char']):<8} {e['codepoint']:<9} {count}  {e['name']}")
+            weights = f"  weights: {e['weights']}" if "weights" in e else ""
+            lines.append(f"  {show(e['char']):<8} {e['codepoint']:<9} {count}  {e['name']}{weights}")
     return "\n".join(lines) + "\n"
 
 

@@ -5,19 +5,22 @@
   command line (``train_argv`` of the version's :mod:`hsbcala.engines` module, wrapped in nsys and module
   loads when configured). ``dry_run=true`` prints that command; nothing exists yet.
 - what :mod:`hsbcala.train` creates from a plan once it holds the model directory's lock: the copy of the
-  warm-start model (:func:`copy_warmstart`) and the links of a long file list (:func:`make_links`);
+  warm-start model (:func:`copy_warmstart`; with ``train.new_chars_init=base`` prepared so that each new
+  character's output row is a copy of its base letter's, :mod:`hsbcala.newchars`) and the links of a long
+  file list (:func:`make_links`);
 - :func:`preflight`: the same checks on a Slurm login node before a job is submitted.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hsbcala import engines, schema
+from hsbcala import codec, engines, newchars, schema
 from hsbcala.console import say
 from hsbcala.engines import envs
 from hsbcala.engines.base import Engine, TrainInputs
@@ -148,10 +151,34 @@ def make_links(links: LineLinks) -> None:
 WARMSTART_DIR = "warmstart"  # <model_dir>/warmstart/: the copy of the model a training starts from
 
 
+@dataclass(frozen=True)
+class NewChars:
+    """How to prepare the warm-start copy for ``train.new_chars_init=base`` (run by :func:`copy_warmstart`)."""
+
+    version: int  # Calamari major version of the model
+    python: str  # the engine environment's Python (h5py, TensorFlow, Calamari)
+    wrap: Any  # the environment's module loads (EngineEnv.wrap)
+    origins: tuple[newchars.Origin, ...]
+    record: dict[str, Any]
+
+
+class WarmstartSource(type(Path())):  # type: ignore[misc]
+    """The pretrained model's JSON, carrying what to do to its copy (``new_chars``; None: copy only).
+
+    A path, so that the runner hands it to :func:`copy_warmstart` as before; the preparation travels with it."""
+
+    new_chars: NewChars | None = None
+
+
 def copy_warmstart(source: Path, target_dir: Path) -> None:
     """Copy one ensemble member (``X.ckpt.json`` and its weights ``X.ckpt/`` or ``X.ckpt.h5``) into the model
     directory. The engine warm-starts from the copy: Calamari 2 upgrades an older model version in place,
-    and the points of a sweep would race on it, so ``pretrained/`` is never written by a training."""
+    and the points of a sweep would race on it, so ``pretrained/`` is never written by a training.
+
+    With ``source.new_chars`` (``train.new_chars_init=base``) the copy is prepared before it is put in place:
+    the new characters appended to its codec, each output row a copy of its base letter's, and the record
+    ``warmstart/new-chars.json`` written. Only a fresh training prepares: a resume never gets here, and a
+    relaunch before the first checkpoint finds the prepared copy in place."""
     if target_dir.is_dir():
         return  # a relaunch of a fresh training that died before its first checkpoint
     stem = source.name[: -len(".json")]  # X.ckpt
@@ -161,12 +188,50 @@ def copy_warmstart(source: Path, target_dir: Path) -> None:
     for f in source.parent.iterdir():
         if f.name == source.name or f.name.startswith(stem + ".") or f.name == stem:
             (shutil.copytree if f.is_dir() else shutil.copy2)(f, tmp / f.name)
+    prep = getattr(source, "new_chars", None)
+    if prep is not None:
+        copied = [o for o in prep.origins if o.base is not None]
+        if copied:
+            say(
+                f"warm start: copying the output rows of {len(copied)} new characters from their base letters"
+            )
+            summary = newchars.prepare(prep.python, prep.version, tmp / source.name, copied, prep.wrap)
+            record = {**prep.record, "prepared": summary}
+        else:
+            record = {**prep.record, "prepared": None}
+        (tmp / newchars.RECORD).write_text(json.dumps(record, ensure_ascii=False, indent=1) + "\n", "utf-8")
     os.replace(tmp, target_dir)
+
+
+def _new_chars(
+    cfg: Any, engine: Engine, env: envs.EngineEnv, source: Path | None, data_plan: Any
+) -> Path | None:
+    """``train.new_chars_init``: check it, annotate the codec report and the manifest, and return the warm-start
+    source carrying the preparation (``base`` on a fresh warm start whose codec grows)."""
+    mode = str(cfg.train.new_chars_init)
+    table = newchars.check_table(list(cfg.train.new_chars_table or []))
+    report = data_plan.codec_report if data_plan is not None else None
+    if source is None or report is None:
+        return source  # from scratch, a resume, or a dry run (no codec report)
+    from hsbcala.engines import modeljson
+
+    info = modeljson.read_model(source)
+    found = newchars.origins([e["char"] for e in report["added"]], info.charset, table, mode)
+    codec.annotate(report, found, mode)
+    if mode != "base" or not found:
+        return source
+    record = newchars.record(info.path, found)
+    if data_plan.manifest is not None:
+        data_plan.manifest["warmstart_new_chars"] = record
+    out = WarmstartSource(source)
+    out.new_chars = NewChars(engine.major, env.program("python"), env.wrap, tuple(found), record)
+    return out
 
 
 def plan(cfg: Any) -> Plan:
     """Steps 1-4 of :func:`run`: decide everything, create nothing."""
     schema.check(cfg)
+    newchars.check_config(cfg.train, cfg.warmstart)
     engine = engines.get(cfg.version.name)
     base = Path(cfg.paths.root)
     md = ModelDir(Path(cfg.model_dir).resolve(), engine)
@@ -196,6 +261,7 @@ def plan(cfg: Any) -> Plan:
         raise _explain_staging(cfg, exc) from None
 
     warm, network, warm_source = _warmstart(cfg.warmstart, cfg.train.network, engine, resume_from is not None)
+    warm_source = _new_chars(cfg, engine, env, warm_source, data_plan)
     if warm_source is not None:  # the engine starts from the copy in the model directory (_copy_warmstart)
         warm = str(md.path / WARMSTART_DIR / Path(warm).relative_to(warm_source.parent))
     on_ramdisk = bool(cfg.cluster.ramdisk) and all(
@@ -242,6 +308,7 @@ def preflight(cfg: Any) -> None:
         plan(cfg)
         return
     schema.check(cfg)
+    newchars.check_config(cfg.train, cfg.warmstart)
     engine = engines.get(cfg.version.name)
     md = ModelDir(Path(cfg.model_dir).resolve(), engine)
     md.check_usable()

@@ -319,7 +319,7 @@ def run(cfg: DictConfig) -> float | None:
     overall = result["sets"][0]["overall"]["cer"]
     print(report.text_report(result), flush=True)
     if not _is_multirun():
-        print(report.markdown([result]), flush=True)
+        print(report.markdown([result], differences=result.get("baseline_differences")), flush=True)
     return overall
 
 
@@ -406,6 +406,10 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
             "training_run_id": tracker.training_run_id,
             "separate_run": tracker.separate,
         }
+        if cfg.eval.baseline:  # the warm-start model on the same staged lines (hsbcala/baseline.py)
+            from hsbcala import baseline
+
+            baseline.evaluate(cfg, p, result, out_dir, images, links)
         shutil.rmtree(work, ignore_errors=True)  # the predictions are kept in lines.tsv
         if cfg.eval.export:
             from hsbcala import release
@@ -413,7 +417,9 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
             result["export"] = str(release.export_release(cfg, p, result, tracker.training_params))
         result["seconds"] = round(time.monotonic() - t0, 3)
         fsutil.atomic_write_json(out_dir / RESULT_FILE, result)
-        table = report.write([result], out_dir, stem="cer-table")
+        table = report.write(
+            [result], out_dir, stem="cer-table", differences=result.get("baseline_differences")
+        )
         _log(tracker, p, result, out_dir, table)
         status = "FINISHED"
         say(
@@ -439,7 +445,9 @@ def _log(tracker: Any, p: Plan, result: dict, out_dir: Path, table: dict[str, Pa
             (out_dir / s.name / "confusions.tsv", f"eval/{s.name}"),
             (out_dir / s.name / "characters.tsv", f"eval/{s.name}"),
         ]
-    files += [(table["md"], "eval"), (table["csv"], "eval"), (table["png"], "eval")]
+    if (result.get("baseline") or {}).get("sets"):
+        files += [(out_dir / "baseline" / s.name / "lines.tsv", f"eval/baseline/{s.name}") for s in p.sets]
+    files += [(path, "eval") for path in table.values()]
     tags = {
         "hsbcala.eval.time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "hsbcala.eval.normalization": result["normalization"],

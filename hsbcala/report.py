@@ -529,14 +529,13 @@ def text_report(result: dict, differences: list[dict] | None = None) -> str:
             )
     if result.get("baseline"):
         b = result["baseline"]
-        out.append(
-            f"--- baseline {b.get('model', '?')}: "
-            + (
-                f"{MISSING}: {b['error']}"
-                if b.get("error")
-                else f"CER {_pct(cell(b, Column('', '', _sets(b)[0]['name'], None)))}"
-            )
-        )
-    for d in differences or result.get("differences") or []:
+        if b.get("error"):
+            out.append(f"--- baseline: {MISSING}: {b['error']}")
+        for s in _sets(b):
+            o = s["overall"]
+            out.append(f"--- baseline {b['model']} on {s['name']}: CER {_pct(o['cer'])} {interval_text(o)}")
+    for d in differences if differences is not None else result.get("baseline_differences") or []:
         out.append(f"  {d.get('sentence') or d['a'] + ' − ' + d['b']}")
+    if result.get("flag"):
+        out.append(f"  FLAG: {result['flag']}")
     return "\n".join(out) + "\n"

@@ -302,4 +302,10 @@ def metrics_of(result: dict) -> dict[str, float]:
             put(f"{base}/recall_class_{c}", v["recall"])
         for r in s.get("sorbian_letters") or []:
             put(f"{base}/recall_{r['char']}", r["recall"])
+    for s in (result.get("baseline") or {}).get("sets") or []:  # eval.baseline=true
+        put(f"eval/{s['name']}/baseline_cer", s["overall"]["cer"])
+    for d in result.get("baseline_differences") or []:
+        put(f"eval/{d['set']}/finetune_change", d["point"])
+        put(f"eval/{d['set']}/finetune_change_low", d["interval"].get("low"))
+        put(f"eval/{d['set']}/finetune_change_high", d["interval"].get("high"))
     return out

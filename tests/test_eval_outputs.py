@@ -200,3 +200,18 @@ def test_intervals_text_and_missing_rows_in_the_table():
     assert "| m | 3 | 10.00 % [n/a] |" in md and "interval: 1 document: too few" in md
     assert "| x | missing | missing |" in md
     assert intervals.Interval(0.1, None, None, "lines", 1, 10, 0.95, 0).text() == "n/a"
+
+
+def test_baseline_is_the_warm_start_copy_else_the_recorded_model_else_missing_with_the_reason(tmp_path):
+    from hsbcala import baseline, engines
+
+    engine = engines.get("cala1")
+    md = tmp_path / "model"
+    md.mkdir()
+    ckpt, why = baseline.find(md, engine)
+    assert ckpt is None and "records no warm start" in why and "trained from scratch" in why
+    gone = tmp_path / "pretrained" / "fraktur_19th_century" / "0.ckpt.json"
+    (md / "codec-report.json").write_text(json.dumps({"model": str(gone)}), encoding="utf-8")
+    ckpt, why = baseline.find(md, engine)
+    assert ckpt is None and "the warm-start model is gone" in why and f"{gone} (recorded" in why
+    assert baseline.find(None, engine)[0] is None

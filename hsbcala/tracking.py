@@ -6,8 +6,15 @@
 - One experiment per script (``hsbcala-fraktur``, ``hsbcala-antiqua``); the run name says script, version and
   sweep point, so the UI's run table compares versions and sweep points directly.
 - A resumed training re-opens the run whose id the model directory keeps, so curves continue.
+- The experiment opens in MLflow's model-training view (tag ``mlflow.experimentKind``), not the GenAI one.
+- Steps are epochs for both versions (Calamari 1's iterations converted by its progress parser); figures known
+  only at the end go to the last epoch, never to a step 0 of their own.
+- Each run has a description (``mlflow.note.content``), its training and validation lines as MLflow dataset
+  inputs (digest: the lines' content hash; rows: the lines) and, when it finished, its best model as an MLflow
+  logged model with its files and CER (a Model Registry version too with ``mlflow.register=true``).
 - Resource metrics come from MLflow's own system-metrics monitor (CPU, RAM, disk, network; GPU utilisation and
-  memory through pynvml when there is a GPU), sampled in the launcher process for the whole machine.
+  memory through pynvml when there is a GPU), sampled in the launcher process for the whole machine, and from
+  hsbcala's ``job/*`` metrics: CPU and RSS of the launcher and the engine's process tree, at the same interval.
 - Every run ends FINISHED, FAILED or KILLED: :meth:`Tracker.end` is called from the runner's ``finally``.
 
 Every MLflow call of hsbcala is in this module: training runs (:class:`Tracker`), evaluation runs
@@ -20,6 +27,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,11 +40,17 @@ from hsbcala.console import say
 from hsbcala.engines.envs import project_root
 from hsbcala.errors import ConfigError
 from hsbcala.trackinfo import (
+    EXPERIMENT_KIND_TAG,
+    MODEL_TRAINING_KIND,
+    JobUsage,
     bound_http,
+    dataset_rows,
     default_artifact_root,
     flatten,
     git_commit,
     masked,
+    run_note,
+    split_digest,
     tracking_uri,
 )
 
@@ -53,6 +69,46 @@ def _create_experiment(client: Any, name: str, artifact_location: str | None) ->
         if exp is None:
             raise
         return exp.experiment_id
+
+
+def _training_view(client: Any, exp_id: str, tags: dict[str, str]) -> None:
+    """Let MLflow's UI open the experiment in its model-training view (runs, charts, models) instead of the
+    GenAI one it guesses without the tag; a view someone chose in the UI is kept."""
+    if EXPERIMENT_KIND_TAG not in tags:
+        with contextlib.suppress(Exception):  # a view is a convenience: never a reason to stop
+            client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+
+
+class _JobSampler:
+    """The job's own CPU and RSS (:class:`hsbcala.trackinfo.JobUsage`) as ``job/*`` metrics, every
+    ``interval`` seconds like MLflow's system metrics, numbered like them (0, 1, …; a resumed run goes on)."""
+
+    KEY = "job/memory_rss_megabytes"
+
+    def __init__(self, tracker: Tracker, interval: float) -> None:
+        self.tracker, self.interval = tracker, max(0.5, float(interval))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hsbcala-job-metrics", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            usage = JobUsage()
+            hist = self.tracker._mlflow.MlflowClient().get_metric_history(self.tracker.run_id, self.KEY)
+            step = max((m.step for m in hist), default=-1) + 1
+        except Exception:  # noqa: BLE001 - no psutil view of this process, or no store: no job metrics
+            return
+        usage.sample()  # CPU is measured from here
+        while not self._stop.wait(self.interval):
+            metrics = usage.sample()
+            if metrics:
+                self.tracker.log(step, metrics, curve=False)
+                self.tracker.flush()
+                step += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 def _spool(spool: Path | None, run_id: str, metrics: list[Any]) -> None:
@@ -129,6 +185,7 @@ class Tracker:
                 )
             else:
                 exp_id = exp.experiment_id
+            _training_view(mlflow.MlflowClient(), exp_id, dict(exp.tags) if exp else {})
         except Exception as exc:
             raise ConfigError(
                 f"mlflow.tracking_uri={masked(uri)}: cannot use the tracking store: {str(exc).splitlines()[0]}"
@@ -160,6 +217,10 @@ class Tracker:
         if not resumed:
             mlflow.log_params(params)
         self._pending: list[Any] = []
+        self._lock = threading.RLock()  # the job-metrics thread logs too
+        self._last: dict[str, float] = {}  # each curve's last value logged by this launch
+        self._step: int | None = None  # the last epoch logged by this launch
+        self._datasets: dict[str, tuple[str, str]] = {}  # split -> (dataset name, digest)
         self._last_flush = time.monotonic()
         self._ended = False
         self.spool = spool
@@ -168,6 +229,9 @@ class Tracker:
             n = replay(spool, self.run_id)
             if n:
                 say(f"sent {n} metric values spooled while the tracking store was unreachable")
+        self._sampler = (
+            _JobSampler(self, cfg.mlflow.system_metrics_interval_s) if cfg.mlflow.system_metrics else None
+        )
 
     def _failed(self, what: str, exc: Exception) -> None:
         if not self.degraded:
@@ -177,34 +241,176 @@ class Tracker:
             )
         self.degraded = True
 
-    def log(self, step: int, metrics: dict[str, float]) -> None:
+    def log(self, step: int, metrics: dict[str, float], *, curve: bool = True) -> None:
+        """Metrics at ``step`` (an epoch; ``curve=False``: a sample number, e.g. the job's resources)."""
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        self._pending += [Metric(k, float(v), ts, int(step)) for k, v in metrics.items()]
+        with self._lock:
+            self._pending += [Metric(k, float(v), ts, int(step)) for k, v in metrics.items()]
+            if curve:
+                self._last.update((k, float(v)) for k, v in metrics.items())
+                self._step = int(step) if self._step is None else max(self._step, int(step))
         if time.monotonic() - self._last_flush > 5:
             self.flush()
 
     def flush(self) -> None:
-        self._last_flush = time.monotonic()
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, []
-        try:
-            if self.degraded and self.spool is not None and self.spool.is_file():
-                replay(self.spool, self.run_id)  # the store is back: older values first
-            self._mlflow.MlflowClient().log_batch(self.run_id, metrics=batch)
-        except Exception as exc:  # noqa: BLE001 - tracking is best-effort once the run is open
-            self._failed("logging metrics", exc)
-            _spool(self.spool, self.run_id, batch)
+        with self._lock:
+            self._last_flush = time.monotonic()
+            if not self._pending:
+                return
+            batch, self._pending = self._pending, []
+            try:
+                if self.degraded and self.spool is not None and self.spool.is_file():
+                    replay(self.spool, self.run_id)  # the store is back: older values first
+                self._mlflow.MlflowClient().log_batch(self.run_id, metrics=batch)
+            except Exception as exc:  # noqa: BLE001 - tracking is best-effort once the run is open
+                self._failed("logging metrics", exc)
+                _spool(self.spool, self.run_id, batch)
+
+    def _final_step(self) -> int:
+        """The last epoch of the run: this launch's, else (a resumed launch that logged none) the run's."""
+        if self._step is not None:
+            return self._step
+        with contextlib.suppress(Exception):
+            hist = self._mlflow.MlflowClient().get_metric_history(
+                self.run_id, "stage"
+            )  # logged at every epoch
+            return max((m.step for m in hist), default=0)
+        return 0
 
     def log_final(self, metrics: dict[str, float]) -> None:
-        """The end-of-training figures (step 0, as ``mlflow.log_metrics`` would log them)."""
+        """The end-of-training figures, at the last epoch (a step 0 would add a point at the start of a curve
+        such as ``best_val_cer``); a curve that already ends with the same value gets no second point."""
         from mlflow.entities import Metric
 
-        ts = int(time.time() * 1000)
-        self._pending += [Metric(k, float(v), ts, 0) for k, v in metrics.items() if v is not None]
+        ts, step = int(time.time() * 1000), self._final_step()
+        with self._lock:
+            self._pending += [
+                Metric(k, float(v), ts, step)
+                for k, v in metrics.items()
+                if v is not None and self._last.get(k) != float(v)
+            ]
         self.flush()
+
+    def describe(self, cfg: Any, plan: Any) -> None:
+        """The run's description (``mlflow.note.content``: script, version, data, warm start) and its data as
+        MLflow dataset inputs: the training and the validation lines of the manifest, each named
+        ``<model>-train``/``-val`` with the lines' content hash as digest, one row per line (the dataset's
+        profile counts them), the manifest as source. Best-effort, like every call after the run opened."""
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
+        manifest = getattr(plan.data, "manifest", None)
+        note = run_note(
+            cfg,
+            totals=manifest.get("totals") if manifest else None,
+            content_sha256=manifest.get("content_sha256") if manifest else None,
+            warmstart=plan.warmstart_source,
+            resumed_from=plan.resume_from,
+            model_dir=plan.model_dir.path,
+        )
+        self.set_tags({MLFLOW_RUN_NOTE: note})
+        if not manifest:
+            return
+        try:
+            import warnings
+
+            import pandas as pd
+
+            source = str(
+                getattr(plan.data, "written", {}).get("manifest") or plan.model_dir.path / "manifest.json"
+            )
+            for split, context in (("train", "training"), ("val", "validation")):
+                rows = dataset_rows(manifest, split)
+                if not rows:
+                    continue
+                name, digest = f"{cfg.script.model_name}-{split}", split_digest(manifest, split)
+                with warnings.catch_warnings():  # a local path is two kinds of source to MLflow; it says so
+                    warnings.simplefilter("ignore")
+                    ds = self._mlflow.data.from_pandas(
+                        pd.DataFrame(rows), source=source, name=name, digest=digest
+                    )
+                self._mlflow.log_input(ds, context=context, tags={"lines": str(len(rows))})
+                self._datasets[split] = (name, digest)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("logging the dataset inputs", exc)
+
+    def log_model(self, files: list[Path], cfg: Any, best_val_cer: float | None) -> str | None:
+        """The best model as the run's MLflow logged model (MLflow 3 lists it in the run and the experiment's
+        Models tab): its files as they are (Calamari's own format; TensorFlow lives in the engine's
+        environment and is not imported here), its ``best_val_cer`` as the model's metric (on the validation
+        dataset). With ``mlflow.register=true`` also a new version of the registered model
+        ``<script.model_name>`` (hsbfraktur, hsblatin) tagged with that CER. Returns the model id."""
+        from mlflow.entities import LoggedModelOutput, Metric
+
+        if not files:
+            return None
+        try:
+            client = self._mlflow.MlflowClient()
+            exp_id = client.get_run(self.run_id).info.experiment_id
+            tags = {
+                "script": cfg.script.name,
+                "version": cfg.version.name,
+                "calamari": cfg.version.package,
+                "hsbcala.git_commit": git_commit(project_root()),
+            }
+            params = {"network": str(cfg.train.network), "warmstart": str(cfg.warmstart.model)}
+            model = client.create_logged_model(
+                exp_id,
+                name=f"{cfg.script.model_name}-{cfg.version.name}",
+                source_run_id=self.run_id,
+                tags=tags,
+                params=params,
+                model_type="calamari-ocr",
+            )
+            with tempfile.TemporaryDirectory(prefix="hsbcala-model-") as tmp:
+                for f in files:
+                    (shutil.copytree if f.is_dir() else shutil.copy2)(f, Path(tmp) / f.name)
+                client.log_model_artifacts(model.model_id, tmp)
+            step = self._final_step()
+            if best_val_cer is not None:
+                name, digest = self._datasets.get("val", (None, None))
+                metric = Metric(
+                    "best_val_cer",
+                    float(best_val_cer),
+                    int(time.time() * 1000),
+                    step,
+                    model_id=model.model_id,
+                    dataset_name=name,
+                    dataset_digest=digest,
+                )
+                client.log_batch(self.run_id, metrics=[metric])
+            client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step)])
+            client.finalize_logged_model(model.model_id, "READY")
+            self.set_tags({"hsbcala.logged_model": model.model_id})
+        except Exception as exc:  # noqa: BLE001
+            self._failed("logging the model", exc)
+            return None
+        if cfg.mlflow.get("register"):
+            self._register(client, model.model_id, cfg, best_val_cer)
+        return model.model_id
+
+    def _register(self, client: Any, model_id: str, cfg: Any, cer: float | None) -> None:
+        name = cfg.script.model_name
+        shown = "n/a" if cer is None else f"{cer:.4f}"
+        try:
+            if not client.search_registered_models(filter_string=f"name = '{name}'"):
+                client.create_registered_model(
+                    name, description=f"hsbcala's Upper Sorbian {cfg.script.name} models (Calamari)"
+                )
+            mv = client.create_model_version(
+                name,
+                source=f"models:/{model_id}",
+                run_id=self.run_id,
+                tags={"val_cer": shown, "version": cfg.version.name, "calamari": cfg.version.package},
+                description=f"{cfg.version.name}, best validation CER {shown} (the engine's own, while training)",
+                model_id=model_id,
+            )
+            say(f"registered as {name} version {mv.version} (validation CER {shown})")
+        except Exception as exc:  # noqa: BLE001 - the training and its run are complete; say what is missing
+            say(
+                f"warning: MLflow ({self.uri}): registering the model as {name} failed: {str(exc).splitlines()[0]}"
+            )
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         try:
@@ -234,6 +440,8 @@ class Tracker:
         if self._ended:
             return
         self._ended = True
+        if self._sampler is not None:
+            self._sampler.stop()
         try:
             self.flush()
         finally:

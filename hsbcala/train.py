@@ -170,6 +170,7 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                 if p.skipped:
                     tracker.log(0, {"skipped_lines": p.skipped})
                 p.data.track(tracker)  # data/ artifacts, data.* tags (hsbcala.datastep)
+                tracker.describe(cfg, p)  # the run's note; the lines as MLflow dataset inputs
                 from hsbcala import provenance
 
                 provenance.log(tracker, p.env, envs.project_root())  # environment/: freeze, modules, git
@@ -228,6 +229,7 @@ def _execute(cfg: Any, p: Plan) -> float | None:
             elif cfg.mlflow.log_model:
                 for f in md.best_model():
                     tracker.log_artifact(f, "model")
+                tracker.log_model(md.best_model(), cfg, parser.best_val_cer)  # (+ registry: mlflow.register)
             if p.profile_report is not None:
                 tracker.log_artifact(p.profile_report, "profile")
             tracker.log_artifact(md.engine_log, "logs")
@@ -293,6 +295,10 @@ def _end(
         if status != "FINISHED":
             with contextlib.suppress(Exception):  # the run is ending anyway; the log stays in the model dir
                 tracker.log_artifact(md.engine_log, "logs")
+        own_log = console.log_file()  # hsbcala's lines beside the engine's, up to the end line
+        if own_log is not None and own_log.is_file():
+            with contextlib.suppress(Exception):
+                tracker.log_artifact(own_log, "logs")
         tracker.end(status)
     if status == "FAILED" and fresh and held and md.exists() and md.latest_checkpoint() is None:
         shutil.rmtree(md.path, ignore_errors=True)  # nothing worth resuming: leave nothing behind

@@ -65,7 +65,7 @@ def state_of(model_dir: Path) -> dict:
 @pytest.mark.parametrize("version", ["cala2", "cala1"])
 def test_tiny_training_is_tracked(tmp_path, fraktur_books, version):
     train_books, val_books = fraktur_books
-    proc = launch(tiny(tmp_path, train_books, val_books, version))
+    proc = launch(tiny(tmp_path, train_books, val_books, version, **{"mlflow.register": "true"}))
     assert proc.returncode == 0, proc.stderr[-3000:]
     model_dir = tmp_path / f"model-{version}"
     state = state_of(model_dir)
@@ -81,10 +81,64 @@ def test_tiny_training_is_tracked(tmp_path, fraktur_books, version):
     assert history, "no per-epoch/per-check training metrics were logged"
     arts = {a.path for a in client(tmp_path).list_artifacts(run.info.run_id, "model")}
     assert "model/best.ckpt.json" in arts
-    assert {a.path for a in client(tmp_path).list_artifacts(run.info.run_id, "logs")} == {"logs/engine.log"}
+    logs = {a.path for a in client(tmp_path).list_artifacts(run.info.run_id, "logs")}
+    assert logs == {"logs/engine.log", "logs/hsbcala.log"}  # the engine's log and hsbcala's own, separate
+    own = Path(
+        client(tmp_path).download_artifacts(run.info.run_id, "logs/hsbcala.log", str(tmp_path / "art"))
+    )
+    assert "finished" in own.read_text(encoding="utf-8") and "Epoch" not in own.read_text(encoding="utf-8")
+    _compares_what_matters(client(tmp_path), run, model_dir, version)
     # a finished model is not retrained
     again = launch(tiny(tmp_path, train_books, val_books, version))
     assert again.returncode == 0 and "not retraining" in again.stderr
+
+
+def _compares_what_matters(c, run, model_dir: Path, version: str) -> None:
+    """Issue 12, item 5: what the MLflow UI needs to compare the two versions (2 epochs of 32 lines, batch 8:
+    Calamari 1 checks every 4 iterations)."""
+    run_id = run.info.run_id
+    # one x-axis: epochs for both versions (Calamari 1's iterations converted, and kept as a metric)
+    val = c.get_metric_history(run_id, "val_cer")
+    assert val and {m.step for m in val} <= {1, 2}, [(m.step, m.value) for m in val]
+    assert {m.step for m in c.get_metric_history(run_id, "train_cer")} == {1, 2}
+    if version == "cala1":
+        iterations = {m.step: m.value for m in c.get_metric_history(run_id, "iteration")}
+        assert iterations == {1: 4, 2: 8}, iterations
+    # no step-0 point: the final best is the curve's last epoch, not a point before the first
+    best = c.get_metric_history(run_id, "best_val_cer")
+    assert best and min(m.step for m in best) >= 1, [(m.step, m.value) for m in best]
+    assert max(best, key=lambda m: (m.step, m.timestamp)).value == run.data.metrics["best_val_cer"]
+    assert all(
+        m.step >= 1 for k in ("lines_per_second", "wall_time_s") for m in c.get_metric_history(run_id, k)
+    )
+    # the experiment opens in the model-training view
+    exp = c.get_experiment(run.info.experiment_id)
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development", exp.tags
+    # the run's description and its data as dataset inputs (digest: the lines' hash; rows: the lines)
+    note = run.data.tags["mlflow.note.content"]
+    assert version in note and "training lines" in note and "from scratch" in note, note
+    totals = json.loads((model_dir / "manifest.json").read_text())["totals"]
+    inputs = {
+        {t.key: t.value for t in i.tags}["mlflow.data.context"]: i.dataset for i in run.inputs.dataset_inputs
+    }
+    assert set(inputs) == {"training", "validation"}, inputs
+    for context, split in (("training", "train"), ("validation", "val")):
+        ds = inputs[context]
+        assert ds.name == f"hsbfraktur-{split}" and len(ds.digest) == 16
+        assert json.loads(ds.profile)["num_rows"] == totals[split]["lines"]
+    # the best model is a logged model with its files and CER, and (mlflow.register=true) a registry version
+    (model,) = c.search_logged_models([run.info.experiment_id])
+    assert model.source_run_id == run_id and str(model.status) in ("READY", "LoggedModelStatus.READY")
+    files = {a.path for a in c.list_logged_model_artifacts(model.model_id)}
+    assert "best.ckpt.json" in files, files
+    assert [m.value for m in model.metrics if m.key == "best_val_cer"] == [run.data.metrics["best_val_cer"]]
+    assert [o.model_id for o in run.outputs.model_outputs] == [model.model_id]
+    mv = c.get_model_version("hsbfraktur", "1")
+    assert mv.source == f"models:/{model.model_id}" and mv.run_id == run_id and mv.tags["version"] == version
+    assert float(mv.tags["val_cer"]) == pytest.approx(run.data.metrics["best_val_cer"], abs=1e-4)
+    # the job's own resources beside MLflow's machine-wide ones
+    assert run.data.metrics["job/memory_rss_megabytes"] > 100  # the engine's TensorFlow
+    assert c.get_metric_history(run_id, "job/cpu_cores_used"), "no job CPU samples"
 
 
 def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
@@ -137,8 +191,11 @@ def test_killed_training_resumes_in_the_same_run(tmp_path, fraktur_books, versio
     run = client(tmp_path).get_run(run_id)
     assert run.info.status == "FINISHED"
     assert state["history"][1]["resumed_from"] == str(resume_from)
-    history = client(tmp_path).get_metric_history(run_id, "train_cer")
-    steps_after = sorted(m.step for m in history if m.timestamp >= t_second)
+    # (Calamari 2's steps are its epochs; Calamari 1's are epochs too, its iteration is the metric "iteration")
+    history = client(tmp_path).get_metric_history(run_id, "train_cer" if version == "cala2" else "iteration")
+    steps_after = sorted(
+        m.step if version == "cala2" else m.value for m in history if m.timestamp >= t_second
+    )
     assert steps_after, "the resumed launch logged no metrics into the same run"
     # the first training metric of the relaunch comes after the checkpoint it resumed (a restart from zero
     # would log epoch 1 / the first display iteration again)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("hsbcala")
@@ -44,6 +45,15 @@ def say(msg: str) -> None:
     """One line for the user: ``hsbcala: <msg>`` on the console (and in Hydra's job log)."""
     _ensure_handler()
     log.info(msg)
+
+
+def log_file() -> Path | None:
+    """hsbcala's own log of this run (Hydra's job log, ``<run dir>/hsbcala.log``), flushed; None without one."""
+    for handler in log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.flush()
+            return Path(handler.baseFilename)
+    return None
 
 
 def warn(msg: str) -> None:

@@ -295,6 +295,10 @@ def _end(
         if status != "FINISHED":
             with contextlib.suppress(Exception):  # the run is ending anyway; the log stays in the model dir
                 tracker.log_artifact(md.engine_log, "logs")
+        own_log = console.log_file()  # hsbcala's lines beside the engine's, up to the end line
+        if own_log is not None and own_log.is_file():
+            with contextlib.suppress(Exception):
+                tracker.log_artifact(own_log, "logs")
         tracker.end(status)
     if status == "FAILED" and fresh and held and md.exists() and md.latest_checkpoint() is None:
         shutil.rmtree(md.path, ignore_errors=True)  # nothing worth resuming: leave nothing behind

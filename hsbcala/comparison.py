@@ -157,17 +157,26 @@ def differences(results: list[dict]) -> list[dict]:
     for set_name in set_names:
         having = [r for r in ok if _set_of(r, set_name) and lines(r, set_name) is not None]
         for ra, rb in combinations(having, 2):
-            out.append(
-                paired(
-                    lines(ra, set_name),
-                    lines(rb, set_name),
-                    set_name=set_name,
-                    a=names[id(ra)],
-                    b=names[id(rb)],
-                    by_documents=_by_documents(_set_of(ra, set_name), _set_of(rb, set_name)),
-                    settings=settings,
-                )
+            d = paired(
+                lines(ra, set_name),
+                lines(rb, set_name),
+                set_name=set_name,
+                a=names[id(ra)],
+                b=names[id(rb)],
+                by_documents=_by_documents(_set_of(ra, set_name), _set_of(rb, set_name)),
+                settings=settings,
             )
+            if ra.get("normalization") != rb.get("normalization"):
+                d["note"] = "; ".join(
+                    filter(
+                        None,
+                        [
+                            d["note"],
+                            f"text normalised as {ra.get('normalization')} vs {rb.get('normalization')}",
+                        ],
+                    )
+                )
+            out.append(d)
     for r in ok:  # each model against its own baseline, as evaluated in its job
         out += r.get("baseline_differences") or []
     return out

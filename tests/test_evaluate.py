@@ -50,17 +50,43 @@ def test_edit_distance_matches_an_independent_levenshtein():
         b = "".join(rng.choice("aeſ ß") for _ in range(rng.randint(0, 14)))
         al = cer.align(a, b)
         assert al.errors == _reference_distance(a, b), (a, b)
-        # the confusions account for every edit: GT side = S + D characters, predicted side = S + I
-        assert sum(len(g) for g, _ in al.confusions) == al.substitutions + al.deletions
-        assert sum(len(p) for _, p in al.confusions) == al.substitutions + al.insertions
+        # the confusions cover every edit: what they leave is matched, the same characters on both sides,
+        # and each pair takes at most max(len) edits (calamari-eval's "sync errors" >= the edit distance)
+        gt_side, pred_side = sum(len(g) for g, _ in al.confusions), sum(len(p) for _, p in al.confusions)
+        assert len(a) - gt_side == len(b) - pred_side >= 0
+        assert sum(max(len(g), len(p)) for g, p in al.confusions) >= al.errors
+        assert bool(al.confusions) == bool(al.errors)
 
 
-def test_confusions_are_runs_of_edits_between_matches():
+#: (GT, prediction) -> the confusions calamari-eval's synchronize gives, recorded from Calamari 2.3.1 and 1.0.7
+#: (identical); the first three differ from the runs of edits along the Levenshtein path (shown after #)
+CALAMARI_CONFUSIONS = {
+    ("nennen Mann der und", "nnen Mann der ud"): (("ne", ""), ("n", "")),  # ("e",""), ("n",""), ("n","")
+    ("Mann wird der der", "Mnn wirder der"): (("a", ""), (" d", "")),  # ("a",""), ("d ","")
+    ("Sonne und wird Hornjoserbšćina", "Sonne  wrdHroešći"): (
+        ("und", ""),
+        ("i", ""),
+        (" ", ""),
+        ("", "r"),
+        ("rnjos", ""),
+        ("rb", ""),
+        ("na", ""),
+    ),  # … ("o",""), ("nj",""), ("s","") …
+    ("Wurm und", "Wnrm vnd"): (("u", "n"), ("u", "v")),
+    ("rn", "m"): (("rn", "m"),),
+    ("ab", "ba"): (("", "b"), ("b", "")),
+    ("abc", ""): (("abc", ""),),
+    ("", "x"): (("", "x"),),
+    ("Hornjoserbšćina", "Hornjoserbscina"): (("šć", "sc"),),
+}
+
+
+def test_confusions_are_grouped_as_calamari_eval_groups_them():
+    for (gt, pred), expected in CALAMARI_CONFUSIONS.items():
+        assert cer.align(gt, pred).confusions == expected, (gt, pred)
     al = cer.align("Wurm und", "Wnrm vnd")
     assert (al.substitutions, al.deletions, al.insertions) == (2, 0, 0)
-    assert al.confusions == (("u", "n"), ("u", "v"))
-    assert cer.align("rn", "m").confusions == (("rn", "m"),)
-    assert cer.align("abc", "").confusions == (("abc", ""),) and cer.align("", "x").errors == 1
+    assert cer.align("same", "same").confusions == () and cer.align("", "x").errors == 1
 
 
 def test_cer_sums_errors_over_characters_not_per_line_rates():
@@ -285,19 +311,23 @@ def _ok(multirun, version):
     return result, job_dir
 
 
-def calamari_eval(version: str, gt_dir: Path) -> tuple[int, int, float]:
-    """(errors, GT characters, printed percent) of the version's own calamari-eval."""
+def calamari_eval(version: str, gt_dir: Path) -> tuple[int, int, float, dict[tuple[str, str], int]]:
+    """(errors, GT characters, printed percent, printed confusions) of the version's own calamari-eval."""
     cfg = compose_cfg([f"version={version}"])
     program = envs.resolve(cfg, ROOT).program("calamari-eval")
     argv = (
-        [program, "--gt.texts", f"{gt_dir}/*.gt.txt"]
+        [program, "--gt.texts", f"{gt_dir}/*.gt.txt", "--n_confusions", "20"]
         if version == "cala2"
-        else [program, "--gt", f"{gt_dir}/*.gt.txt", "--no_progress_bars"]
+        else [program, "--gt", f"{gt_dir}/*.gt.txt", "--no_progress_bars", "--n_confusions", "20"]
     )
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
     m = re.search(r"error rate of ([\d.]+)% \((\d+) errs, (\d+) total chars", proc.stdout + proc.stderr)
     assert m, (proc.stdout + proc.stderr)[-3000:]
-    return int(m.group(2)), int(m.group(3)), float(m.group(1))
+    confusions = {
+        (c.group(1), c.group(2)): int(c.group(3))
+        for c in re.finditer(r"^\{(.*)\}\s+\{(.*)\}\s+(\d+)\s+[\d.]+%$", proc.stdout, re.MULTILINE)
+    }
+    return int(m.group(2)), int(m.group(3)), float(m.group(1)), confusions
 
 
 @pytest.mark.slow
@@ -312,10 +342,18 @@ def test_cer_agrees_with_calamari_eval_on_the_same_predictions(multirun, version
         image = Path(row["image"])
         shutil.copy(image.with_suffix(".gt.txt"), tmp_path / f"{k:04d}.gt.txt")
         (tmp_path / f"{k:04d}.pred.txt").write_text(row["prediction"], encoding="utf-8")
-    errs, chars, percent = calamari_eval(version, tmp_path)
+    errs, chars, percent, printed = calamari_eval(version, tmp_path)
     overall = result["sets"][0]["overall"]
     assert (overall["errors"], overall["chars"]) == (errs, chars)
     assert abs(100 * overall["cer"] - percent) <= 0.01
+    # confusions.tsv groups the errors as calamari-eval does: the same count for each confusion it prints
+    with open(job_dir / "eval" / "confusions.tsv", encoding="utf-8") as f:
+        ours = {
+            (json.loads(g), json.loads(p)): int(n)
+            for n, g, p in (x.rstrip("\n").split("\t") for x in list(f)[1:])
+        }
+    assert len(printed) >= 5, printed
+    assert {k: ours.get(k) for k in printed} == printed
     assert result["normalization"] == {"cala1": "calamari1", "cala2": "calamari2"}[version]
 
 
@@ -354,7 +392,11 @@ def test_mlflow_training_run_carries_metrics_and_artifacts(multirun, version):
     assert {a.path for a in client.list_artifacts(run.info.run_id, "eval/eval")} == {
         "eval/eval/lines.tsv",
         "eval/eval/confusions.tsv",
+        "eval/eval/characters.tsv",
     }
+    lo, hi = m["eval/eval/cer_low"], m["eval/eval/cer_high"]
+    assert lo <= m["eval/eval/cer"] <= hi and lo < hi  # 97 lines: a real interval
+    assert "eval/eval/wer" in m and "eval/eval/cer_class_letters" in m
     conf = Path(client.download_artifacts(run.info.run_id, "eval/eval/confusions.tsv"))
     assert 1 < len(conf.read_text(encoding="utf-8").splitlines()) <= 51
 
@@ -390,6 +432,9 @@ def test_multirun_table_has_one_row_per_model_and_marks_the_missing_ones(multiru
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert "cer-table.md" in {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    # the two evaluated models, paired on the same lines (run names with '/' from the model dirs are fine)
+    assert "Paired differences" in md and "text normalised as calamari1 vs calamari2" in md
+    assert [k for k in runs[0].data.metrics if k.startswith("diff/eval/")]
 
 
 @pytest.mark.slow
@@ -475,3 +520,58 @@ def test_recorded_lines_that_are_gone_say_how_to_point_elsewhere(tiny_models, tm
     errors = [x for x in proc.stderr.splitlines() if x.startswith("hsbcala: error:")]
     assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
     assert "staged for the job" in errors[0] and "eval.data=[GLOBS]" in errors[0]
+
+
+@pytest.mark.slow
+def test_baseline_row_and_paired_change_with_the_models_own_engine(tiny_models, variant_lines, tmp_path):
+    """The tiny Calamari 1 model, with its first checkpoint standing in as the model it warm-started from (no
+    extra training: a real, different model of the same version in ``warmstart/``, where a training keeps
+    its copy)."""
+    import mlflow
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_models / "model-cala1", model)
+    first = min(model.glob("model_0*.ckpt.json"))
+    (model / "warmstart").mkdir()
+    shutil.copy(first, model / "warmstart" / "0.ckpt.json")
+    shutil.copy(first.with_suffix(".h5"), model / "warmstart" / "0.ckpt.h5")
+    proc = run_evaluate(
+        *base_overrides(tiny_models, variant_lines),
+        "version=cala1",
+        f"model_dir={model}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "eval.baseline=true",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "run" / "eval-result.json").read_text(encoding="utf-8"))
+    b = result["baseline"]
+    assert b["error"] is None and b["checkpoint"] == str(model / "warmstart" / "0.ckpt.json")
+    assert b["sets"][0]["overall"]["lines"] == result["sets"][0]["overall"]["lines"] == 97
+    d = result["baseline_differences"][0]
+    change = result["sets"][0]["overall"]["cer"] - b["sets"][0]["overall"]["cer"]
+    assert (
+        d["point"] == pytest.approx(change, abs=1e-12)
+        and d["interval"]["low"] <= d["point"] <= d["interval"]["high"]
+    )
+    assert "fine-tuning changed CER on 'eval' by" in proc.stderr
+    assert ("WORSE than its baseline" in (result.get("flag") or "")) == (change > 0)
+    md = (tmp_path / "run" / "cer-table.md").read_text(encoding="utf-8")
+    assert "| fraktur-cala1 baseline (warm start 0.ckpt.json) | 97 |" in md and "Paired differences" in md
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tiny_models / 'mlruns.db'}")
+    m = client.get_run(result["mlflow"]["run_id"]).data.metrics
+    assert m["eval/eval/baseline_cer"] == pytest.approx(b["sets"][0]["overall"]["cer"])
+    assert m["eval/eval/finetune_change"] == pytest.approx(d["point"])
+    # the same model directory without its warm start: a missing row with the reason, not a number
+    shutil.rmtree(model / "warmstart")
+    proc = run_evaluate(
+        *base_overrides(tiny_models, variant_lines),
+        "version=cala1",
+        f"model_dir={model}",
+        f"hydra.run.dir={tmp_path / 'run2'}",
+        "eval.baseline=true",
+        "eval.intervals.resamples=10",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = (tmp_path / "run2" / "cer-table.md").read_text(encoding="utf-8")
+    row = next(r for r in md.splitlines() if r.startswith("| fraktur-cala1 baseline"))
+    assert "| missing | missing |" in row and "records no warm start" in row

@@ -157,6 +157,24 @@ def test_cala1_iterations_are_derived_from_epochs():
     assert argv[argv.index("--checkpoint_frequency") + 1] == "10"
 
 
+def test_learning_rate_reaches_both_engines():
+    """train.learning_rate: Calamari 2's --learning_rate.lr; Calamari 1 takes it inside the network string (of the
+    warm-start model, or its own default network when none is given); unset, neither command names it."""
+    two = build(["version=cala2", "train.learning_rate=0.002"])
+    assert two[two.index("--learning_rate.lr") + 1] == "0.002"
+    one = build(["version=cala1", "train.learning_rate=0.002", "train.network=null"], network=None)
+    assert (
+        one[one.index("--network") + 1]
+        == "cnn=40:3x3,pool=2x2,cnn=60:3x3,pool=2x2,lstm=200,dropout=0.5,learning_rate=0.002"
+    )
+    warm = build(
+        ["version=cala1", "preset=full", "data.train=[x]", "data.val=[y]", "train.learning_rate=0.0005"]
+    )
+    assert warm[warm.index("--network") + 1] == "cnn=40:3x3,pool=2x2,lstm=200,learning_rate=0.0005"
+    for version in ("cala1", "cala2"):
+        assert "learning_rate" not in " ".join(build([f"version={version}"]))
+
+
 def test_nsys_wraps_the_engine_when_present(tmp_path, monkeypatch):
     fake = (
         tmp_path / "nsys"

@@ -30,6 +30,8 @@ codec=recompute             --codec.keep_loaded False              (default)
 codec=keep_loaded           --codec.keep_loaded True               --keep_loaded_codec
 warm start                  --warmstart.model M.ckpt.json          --weights M.ckpt
 network                     --network N                            --network N
+learning_rate R             --learning_rate.lr R                   --network N,learning_rate=R (N: the
+                                                                     default network when none is given)
 cluster.gpus > 1            --device.gpus 0 … --device.dist_strategy mirror   (one GPU, no flag)
 ==========================  =====================================  =========================================
 

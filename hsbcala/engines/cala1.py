@@ -31,6 +31,8 @@ from hsbcala.engines.base import (
 )
 from hsbcala.fsutil import read_json
 
+# Calamari 1.0.7's network when --network is not given (calamari_ocr/scripts/train.py: --network default)
+DEFAULT_NETWORK = "cnn=40:3x3,pool=2x2,cnn=60:3x3,pool=2x2,lstm=200,dropout=0.5"
 _DISPLAY = re.compile(r"^#(\d+): loss=(-?[\d.]+) ler=(-?[\d.]+) dt=([\d.]+)s")
 _BETTER = re.compile(r"Found better model with accuracy of (-?[\d.]+)%")
 _WORSE = re.compile(r"No better model found\. Currently accuracy of (-?[\d.]+)%")
@@ -150,8 +152,12 @@ class Cala1(Engine):
             argv.append("--keep_loaded_codec")
         if not train.preload or inp.on_ramdisk:
             argv += ["--train_data_on_the_fly", "--validation_data_on_the_fly"]
-        if inp.network:
-            argv += ["--network", inp.network]
+        if inp.network or train.get("learning_rate") is not None:
+            # Calamari 1 takes the learning rate inside the network string (proto/converters.py: learning_rate=)
+            network = inp.network or DEFAULT_NETWORK
+            if train.get("learning_rate") is not None:
+                network += f",learning_rate={train.learning_rate}"
+            argv += ["--network", network]
         if inp.warmstart:
             argv += ["--weights", inp.warmstart]
         return argv + skip + data + list(train.extra_args)

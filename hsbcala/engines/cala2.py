@@ -97,6 +97,8 @@ class Cala2(Engine):
             argv += ["--train.preload", "False", "--val.preload", "False"]
         if inp.network:
             argv += ["--network", inp.network]
+        if train.get("learning_rate") is not None:
+            argv += ["--learning_rate.lr", str(train.learning_rate)]
         if inp.warmstart:
             argv += ["--warmstart.model", inp.warmstart]
         if inp.gpus > 1:

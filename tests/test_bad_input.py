@@ -130,8 +130,8 @@ def test_missing_warmstart_model_says_where_to_put_it(tmp_path, lines):
 
 
 def test_unknown_config_option(tmp_path, lines):
-    proc = run_train(tmp_path, "train.learning_rate=0.1")
-    assert_clean_failure(proc, tmp_path, "train.learning_rate")
+    proc = run_train(tmp_path, "train.learning_rat=0.1")
+    assert_clean_failure(proc, tmp_path, "train.learning_rat")
 
 
 def test_model_dir_of_the_other_version(tmp_path, lines):

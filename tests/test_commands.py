@@ -151,7 +151,9 @@ def test_zih_power9_has_every_original_flag(script, version):
 
 
 def test_cala1_iterations_are_derived_from_epochs():
-    argv = build(["version=cala1", "train.epochs=3", "train.batch_size=10"], n_train=95)
+    argv = build(
+        ["version=cala1", "train.epochs=3", "train.batch_size=10", "train.samples_per_epoch=null"], n_train=95
+    )
     assert argv[argv.index("--max_iters") + 1] == str(3 * 10)  # 3 epochs x ceil(95 / 10)
     assert argv[argv.index("--early_stopping_frequency") + 1] == "10"
     assert argv[argv.index("--checkpoint_frequency") + 1] == "10"
@@ -172,7 +174,7 @@ def test_learning_rate_reaches_both_engines():
     )
     assert warm[warm.index("--network") + 1] == "cnn=40:3x3,pool=2x2,lstm=200,learning_rate=0.0005"
     for version in ("cala1", "cala2"):
-        assert "learning_rate" not in " ".join(build([f"version={version}"]))
+        assert "learning_rate" not in " ".join(build([f"version={version}", "train.learning_rate=null"]))
 
 
 def test_nsys_wraps_the_engine_when_present(tmp_path, monkeypatch):

@@ -1,6 +1,13 @@
 """Benchmark: evaluating N lines costs one prediction pass, not one per variant group. Run on demand:
 
     .venv/bin/python bench/evaluate_speed.py [--version cala2] [--lines 1000] [--runs 3] [--model-dir DIR]
+    .venv/bin/python bench/evaluate_speed.py --scoring-only [--scoring-lines 10000]
+
+First, scoring alone (no prediction): :func:`hsbcala.scoring.score_sets` on 10,000 real GT lines of ../shared
+against a seeded corruption of themselves (about 5 % of characters substituted, deleted or inserted), in 3
+variant groups and ~N/25 documents, with everything evaluate.py computes: CER per set and group, confidence
+intervals (1,000 resamples, over documents), character classes, the Sorbian letters, WER, confusions grouped
+as calamari-eval does, and the files (lines.tsv, confusions.tsv, characters.tsv). Target: under 5 s.
 
 Wall time of ``python evaluate.py`` (Hydra, data checks, staging, calamari-predict, CER per set and group,
 files, table + chart, MLflow logging) on N real Fraktur lines sorted into 3 variant groups by their file names
@@ -59,8 +66,62 @@ def variant_lines(books: list[Path], n: int, out: Path) -> list[Path]:
     return links
 
 
+def scoring_only(n: int, resamples: int = 1000) -> float:
+    """Seconds :func:`hsbcala.scoring.score_sets` takes for ``n`` (GT, corrupted GT) lines (see the doc)."""
+    import random
+
+    from hsbcala import evalsets, scoring
+
+    files = sorted((ROOT.parent / "shared" / "data").rglob("*.gt.txt"))
+    if not files:
+        sys.exit("needs the shared GT lines under ../shared/data")
+    rng = random.Random(1)
+    noise = "aeinrstuſßfmhbcdlkvwz .,ěčćřłńóžšź"
+    gt, preds, docs = {}, {}, {}
+    for i in range(n):
+        f = files[i % len(files)]
+        text = f.read_text(encoding="utf-8")
+        img = Path(f"/bench/{f.parent.name}/{i:06d}_{VARIANTS[i % len(VARIANTS)]}.png")
+        out = []
+        for c in text:
+            r = rng.random()
+            out.append(
+                c
+                if r > 0.05
+                else rng.choice(noise)
+                if r > 0.033
+                else ""
+                if r > 0.016
+                else c + rng.choice(noise)
+            )
+        gt[img], preds[img], docs[img] = text, "".join(out), f"doc{i // 25}"
+    images = tuple(gt)
+    groups = {v[2:].lower(): [f"*_{v}*"] for v in VARIANTS}
+    members = {
+        g: tuple(img for img in images if v in img.name) for g, v in zip(groups, VARIANTS, strict=True)
+    }
+    s = evalsets.EvalSet("bench", "bench", [], images, gt, (), members, 0, docs, f"{n // 25} documents")
+    out_dir = Path(tempfile.mkdtemp(prefix="hsbcala-bench-scoring-"))
+    t0 = time.perf_counter()
+    result = scoring.score_sets(
+        [s], groups, "calamari2", preds, out_dir, scoring.Options(resamples=resamples)
+    )
+    seconds = time.perf_counter() - t0
+    o = result["sets"][0]["overall"]
+    print(
+        f"scoring only: {n} lines ({o['chars']} GT characters, 3 groups, {n // 25} documents), CER "
+        f"{100 * o['cer']:.2f} % [{100 * o['interval']['low']:.2f}, {100 * o['interval']['high']:.2f}], "
+        f"WER {100 * result['sets'][0]['wer']['wer']:.2f} %, {resamples} resamples: {seconds:.2f} s "
+        f"(target < 5 s: {'OK' if seconds < 5 else 'TOO SLOW'})",
+        flush=True,
+    )
+    return seconds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scoring-only", action="store_true", help="time scoring alone (no engine) and stop")
+    ap.add_argument("--scoring-lines", type=int, default=10_000)
     ap.add_argument("--version", default="cala2", choices=["cala1", "cala2"])
     ap.add_argument("--lines", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=3)
@@ -68,6 +129,9 @@ def main() -> None:
         "--model-dir", type=Path, help="a trained model directory of --version (default: train one)"
     )
     args = ap.parse_args()
+    scoring_only(args.scoring_lines)
+    if args.scoring_only:
+        return
     if not BOOKS.is_dir():
         sys.exit(f"needs the shared Fraktur lines at {BOOKS}")
 

@@ -98,6 +98,10 @@ def check(cfg: Any) -> None:
         raise ConfigError(f"eval.batch_size must be >= 1, got {ev.batch_size}")
     if ev.confusions < 0:
         raise ConfigError(f"eval.confusions must be >= 0, got {ev.confusions}")
+    if ev.checkpoints == "all":
+        from hsbcala import evalcheckpoints
+
+        evalcheckpoints.check(str(cfg.version.name))
     if ev.worst_lines < 0:
         raise ConfigError(f"eval.worst_lines must be >= 0, got {ev.worst_lines}")
     if ev.intervals.resamples < 1:
@@ -410,6 +414,11 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
             from hsbcala import baseline
 
             baseline.evaluate(cfg, p, result, out_dir, images, links)
+        curve = []
+        if cfg.eval.checkpoints == "all":  # every checkpoint on the same staged lines
+            from hsbcala import evalcheckpoints
+
+            curve = evalcheckpoints.evaluate(cfg, p, result, images, links, out_dir)
         shutil.rmtree(work, ignore_errors=True)  # the predictions are kept in lines.tsv
         if cfg.eval.export:
             from hsbcala import release
@@ -420,7 +429,7 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
         table = report.write(
             [result], out_dir, stem="cer-table", differences=result.get("baseline_differences")
         )
-        _log(tracker, p, result, out_dir, table)
+        _log(tracker, p, result, out_dir, table, curve)
         status = "FINISHED"
         say(
             scoring.summary(result)
@@ -437,7 +446,7 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
                 tracker.end(status)
 
 
-def _log(tracker: Any, p: Plan, result: dict, out_dir: Path, table: dict[str, Path]) -> None:
+def _log(tracker: Any, p: Plan, result: dict, out_dir: Path, table: dict[str, Path], curve: list) -> None:
     files = [(out_dir / RESULT_FILE, "eval")]
     for s in p.sets:
         files += [
@@ -455,6 +464,8 @@ def _log(tracker: Any, p: Plan, result: dict, out_dir: Path, table: dict[str, Pa
     }
     try:
         tracker.log(scoring.metrics_of(result), tags, files)
+        if curve:
+            tracker.log_curve(curve)
     except Exception as exc:  # MLflow raises many types; the results are on disk already
         raise ConfigError(
             f"mlflow.tracking_uri={tracker.uri}: could not log the evaluation to run "

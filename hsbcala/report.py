@@ -538,4 +538,15 @@ def text_report(result: dict, differences: list[dict] | None = None) -> str:
         out.append(f"  {d.get('sentence') or d['a'] + ' − ' + d['b']}")
     if result.get("flag"):
         out.append(f"  FLAG: {result['flag']}")
+    if result.get("checkpoints_note"):
+        out.append(f"--- checkpoints: {result['checkpoints_note']}")
+    for r in result.get("checkpoints") or []:
+        cers = ", ".join(f"{n} {_pct(v['cer'])}" for n, v in r["sets"].items())
+        out.append(
+            f"--- checkpoint {Path(r['checkpoint']).name} (stage {r['stage']}, {r['position']}): {cers or r['error']}"
+        )
+    for name, b in (result.get("best_checkpoint") or {}).items():
+        out.append(
+            f"  best checkpoint on '{name}': {Path(b['checkpoint']).name} (stage {b['stage']}, {b['position']}), CER {_pct(b['cer'])}"
+        )
     return "\n".join(out) + "\n"

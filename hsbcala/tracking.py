@@ -571,6 +571,15 @@ class EvalTracker:
         for path, artifact_path in files:
             self.client.log_artifact(self.run_id, str(path), artifact_path=artifact_path)
 
+    def log_curve(self, points: list[tuple[str, float, int]]) -> None:
+        """Metric values at steps (``eval.checkpoints=all``: one point per checkpoint, step = its position)."""
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, int(step)) for k, v, step in points]
+        for i in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics per batch
+            self.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
+
     def end(self, status: str) -> None:
         if self.separate:
             self.client.set_terminated(self.run_id, status)

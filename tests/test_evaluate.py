@@ -575,3 +575,37 @@ def test_baseline_row_and_paired_change_with_the_models_own_engine(tiny_models, 
     md = (tmp_path / "run2" / "cer-table.md").read_text(encoding="utf-8")
     row = next(r for r in md.splitlines() if r.startswith("| fraktur-cala1 baseline"))
     assert "| missing | missing |" in row and "records no warm start" in row
+
+
+@pytest.mark.slow
+def test_every_checkpoint_is_scored_and_logged_as_a_curve(tiny_models, variant_lines, tmp_path):
+    import mlflow
+
+    from hsbcala import engines
+
+    model = tiny_models / "model-cala1"
+    found = sorted(engines.get("cala1").checkpoints(model), key=engines.get("cala1").checkpoint_key)
+    assert found, "the tiny Calamari 1 training wrote no checkpoint"
+    proc = run_evaluate(
+        *base_overrides(tiny_models, variant_lines),
+        "version=cala1",
+        f"model_dir={model}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "eval.checkpoints=all",
+        "eval.intervals.resamples=100",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "run" / "eval-result.json").read_text(encoding="utf-8"))
+    rows = result["checkpoints"]
+    assert [r["checkpoint"] for r in rows] == [str(c) for c in found]
+    assert all(r["error"] is None and r["sets"]["eval"]["cer"] is not None for r in rows)
+    best = result["best_checkpoint"]["eval"]
+    assert best["cer"] == min(r["sets"]["eval"]["cer"] for r in rows)
+    assert f"best checkpoint on 'eval': {Path(best['checkpoint']).name}" in proc.stderr
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tiny_models / 'mlruns.db'}")
+    history = [
+        (m.step, m.value)
+        for k in ("eval/eval/checkpoint_cer_stage1", "eval/eval/checkpoint_cer_stage2")
+        for m in client.get_metric_history(result["mlflow"]["run_id"], k)
+    ]
+    assert sorted(history) == sorted((r["position"], r["sets"]["eval"]["cer"]) for r in rows)

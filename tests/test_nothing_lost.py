@@ -26,6 +26,7 @@ from hsbcala.errors import ConfigError, Interrupted
 from hsbcala.masking import mask
 from hsbcala.modeldir import OWNER_FILE, ModelDir
 from tests.conftest import ROOT, run_inprocess
+from tests.processes import MlflowServer, start_training, wait_until
 
 # ---------------------------------------------------------------------------------------------- quick
 
@@ -239,27 +240,6 @@ def _overrides(tmp: Path, books, version: str, model_dir: Path, uri: str, epochs
     ]
 
 
-def _start(overrides: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *overrides],
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def _wait(predicate, proc: subprocess.Popen, timeout: float = 600) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"training ended before the condition: {proc.stderr.read()[-3000:]}")
-        time.sleep(0.2)
-    raise AssertionError("timed out")
-
-
 def _tree_hashes(d: Path) -> dict[str, str]:
     return {
         str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -288,8 +268,8 @@ def test_killed_launcher_takes_its_engine_and_a_copy_resumes_in_place(tmp_path, 
     resumes there (the original is not touched) and the dead launch's MLflow run is marked and continued."""
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     original = tmp_path / "original"
-    first = _start(_overrides(tmp_path, fraktur_books, "cala2", original, uri))
-    _wait(lambda: any(original.glob("checkpoint/checkpoint_*/trainer_params.json")), first)
+    first = start_training(_overrides(tmp_path, fraktur_books, "cala2", original, uri))
+    wait_until(lambda: any(original.glob("checkpoint/checkpoint_*/trainer_params.json")), first)
     time.sleep(1.0)  # the checkpoint's variables complete
     engine_pid = json.loads((original / OWNER_FILE).read_text())["engine_pid"]
     assert engine_pid and _alive(engine_pid)
@@ -331,8 +311,10 @@ def test_two_sigterms_end_killed_and_calamari1_keeps_its_best_model(tmp_path, fr
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     md = tmp_path / "m"
     ov = _overrides(tmp_path, fraktur_books, "cala1", md, uri, epochs=8)
-    first = _start(ov)
-    _wait(lambda: len(list(md.glob("model_0*.ckpt.json"))) >= 2 and (md / "best.ckpt.h5").is_file(), first)
+    first = start_training(ov)
+    wait_until(
+        lambda: len(list(md.glob("model_0*.ckpt.json"))) >= 2 and (md / "best.ckpt.h5").is_file(), first
+    )
     time.sleep(1.0)
     first.send_signal(signal.SIGTERM)
     time.sleep(0.3)
@@ -345,8 +327,8 @@ def test_two_sigterms_end_killed_and_calamari1_keeps_its_best_model(tmp_path, fr
 
     best = (md / "best.ckpt.h5").read_bytes()
     mtime = (md / "best.ckpt.h5").stat().st_mtime_ns
-    second = _start(ov)  # Calamari 1 writes its resume point as "best" at once; stop it right then
-    _wait(lambda: (md / "best.ckpt.h5").stat().st_mtime_ns != mtime, second, timeout=300)
+    second = start_training(ov)  # Calamari 1 writes its resume point as "best" at once; stop it right then
+    wait_until(lambda: (md / "best.ckpt.h5").stat().st_mtime_ns != mtime, second, timeout=300)
     time.sleep(1.0)
     second.send_signal(signal.SIGTERM)
     err = second.communicate(timeout=120)[1]
@@ -368,64 +350,17 @@ def test_two_sigterms_end_killed_and_calamari1_keeps_its_best_model(tmp_path, fr
     assert json.loads((md / "hsbcala-state.json").read_text())["status"] == "finished"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _mlflow_server(tmp: Path, port: int) -> subprocess.Popen:
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp / "art"),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    import urllib.request
-
-    end = time.monotonic() + 120
-    while time.monotonic() < end:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return server
-        except OSError:
-            time.sleep(0.5)
-    os.killpg(server.pid, signal.SIGKILL)
-    raise AssertionError("mlflow server did not come up")
-
-
-def _stop(server: subprocess.Popen) -> None:
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
-
-
 @pytest.mark.slow
 def test_tracking_server_outage_does_not_ruin_a_finished_training(tmp_path, fraktur_books):
-    port = _free_port()
-    uri = f"http://127.0.0.1:{port}"
-    server = _mlflow_server(tmp_path, port)
+    server = MlflowServer(tmp_path / "server").start()
+    uri = server.uri
     md = tmp_path / "m"
     try:
-        proc = _start(_overrides(tmp_path, fraktur_books, "cala2", md, uri, epochs=4))
-        _wait(lambda: (md / "hsbcala-state.json").is_file() and any(md.glob("checkpoint/checkpoint_*")), proc)
-        _stop(server)  # the store goes away while the engine trains
+        proc = start_training(_overrides(tmp_path, fraktur_books, "cala2", md, uri, epochs=4))
+        wait_until(
+            lambda: (md / "hsbcala-state.json").is_file() and any(md.glob("checkpoint/checkpoint_*")), proc
+        )
+        server.stop()  # the store goes away while the engine trains
         t0 = time.monotonic()
         err = proc.communicate(timeout=900)[1]
         assert proc.returncode == 0, err[-3000:]
@@ -438,7 +373,7 @@ def test_tracking_server_outage_does_not_ruin_a_finished_training(tmp_path, frak
         spooled = {json.loads(x)["key"] for x in spool.read_text().splitlines()}
         assert "val_cer" in spooled or "best_val_cer" in spooled
 
-        server = _mlflow_server(tmp_path, port)
+        server.start()  # the same port, store and artifacts
         replay = subprocess.run(
             [sys.executable, "-m", "hsbcala.tracking", "replay", str(md)],
             capture_output=True,
@@ -451,8 +386,7 @@ def test_tracking_server_outage_does_not_ruin_a_finished_training(tmp_path, frak
         metrics = _client(uri).get_run(state["run_id"]).data.metrics
         assert "best_val_cer" in metrics and "wall_time_s" in metrics
     finally:
-        if server.poll() is None:
-            _stop(server)
+        server.stop()
 
 
 @pytest.fixture

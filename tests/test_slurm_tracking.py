@@ -9,81 +9,24 @@ the server (``--artifacts-destination``), in the one experiment.
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.processes import MlflowServer
 from tests.test_slurm_train import gt, launch, state_of, submitted_ids, tiny  # noqa: F401 - gt: fixture
 
-MLFLOW = Path(sys.executable).parent / "mlflow"
-
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def mlflow_server(tmp_path):
     """``mlflow server`` on 127.0.0.1 with a sqlite backend and proxied artifacts in tmp; yields its URI."""
-    port = _free_port()
-    root = tmp_path / "server"
-    root.mkdir()
-    log = open(root / "server.log", "w")  # noqa: SIM115 - closed below, after the server stops
-    server = subprocess.Popen(
-        [
-            str(MLFLOW),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{root / 'server.db'}",
-            "--artifacts-destination",
-            str(root / "art"),
-            "--workers",
-            "1",
-        ],
-        cwd=root,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its workers go with it
-    )
-    uri = f"http://127.0.0.1:{port}"
+    server = MlflowServer(tmp_path / "server").start()
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, (root / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server not healthy after 180 s"
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            time.sleep(0.5)
-        yield uri
+        yield server.uri
     finally:
-        import os
-        import signal
-
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
-        log.close()
+        server.stop()
 
 
 def test_job_array_tracks_both_points_to_a_server(slurm_cluster, tmp_path, gt, mlflow_server):  # noqa: F811

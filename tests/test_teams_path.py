@@ -28,6 +28,7 @@ import pytest
 from hsbcala import engines
 from hsbcala.engines import modeljson
 from tests.conftest import ROOT
+from tests.processes import start_training, wait_until
 from tests.test_evaluate import shared_books, tiny_models  # noqa: F401 - session fixtures, trained once
 
 pytestmark = pytest.mark.slow
@@ -132,20 +133,13 @@ def test_the_teams_path(version, tiny_models, served, tmp_path):  # noqa: F811
     ]
     if version == "cala2":  # Calamari 2 counts epochs for early stopping only below CER 0.9 (scenario.py)
         overrides.append("train.extra_args=[--early_stopping.upper_threshold,1.5]")
-    first = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *overrides],
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    first = start_training(overrides)
+    wait_until(
+        lambda: any(k[0] == 1 for k, _ in _checkpoints(engine, model_dir).values()),
+        first,
+        timeout=900,
+        what="a second-stage checkpoint",
     )
-    end = time.monotonic() + 900
-    while not any(
-        k[0] == 1 for k, _ in _checkpoints(engine, model_dir).values()
-    ):  # a second-stage checkpoint
-        assert first.poll() is None, f"ended before the second stage: {first.stderr.read()[-3000:]}"
-        assert time.monotonic() < end, "no second-stage checkpoint in time"
-        time.sleep(0.3)
     time.sleep(1.0)
     before = _checkpoints(engine, model_dir)
     resumed_key = max(k for k, _ in before.values())

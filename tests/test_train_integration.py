@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.processes import start_training, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -141,31 +142,14 @@ def _compares_what_matters(c, run, model_dir: Path, version: str) -> None:
     assert c.get_metric_history(run_id, "job/cpu_cores_used"), "no job CPU samples"
 
 
-def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"training ended before the condition: {proc.stderr.read()[-3000:]}")
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting for a checkpoint")
-
-
 @pytest.mark.parametrize("version", ["cala2", "cala1"])
 def test_killed_training_resumes_in_the_same_run(tmp_path, fraktur_books, version):
     train_books, val_books = fraktur_books
     overrides = tiny(tmp_path, train_books, val_books, version, **{"train.epochs": "6"})
     model_dir = tmp_path / f"model-{version}"
     pattern = "checkpoint/checkpoint_*/trainer_params.json" if version == "cala2" else "model_0*.ckpt.json"
-    first = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *overrides],
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    _wait_for(lambda: any(model_dir.glob(pattern)), 600, first)
+    first = start_training(overrides)
+    wait_until(lambda: any(model_dir.glob(pattern)), first, timeout=600, what="a checkpoint")
     time.sleep(0.5)  # let the checkpoint's files be complete
     first.send_signal(signal.SIGTERM)
     err = first.communicate(timeout=120)[1]

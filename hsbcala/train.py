@@ -39,7 +39,7 @@ from hsbcala.console import say
 from hsbcala.engines import envs
 from hsbcala.engines.base import Engine
 from hsbcala.engines.process import EngineProcess, deferred, interruptible
-from hsbcala.errors import EngineError, Interrupted, RestoreFailed
+from hsbcala.errors import ConfigError, EngineError, Interrupted, RestoreFailed
 from hsbcala.modeldir import ModelDir, State
 from hsbcala.trainplan import WARMSTART_DIR, Plan, copy_warmstart, make_links, plan
 
@@ -55,6 +55,21 @@ def run(cfg: DictConfig) -> float | None:
         return _run(cfg)
 
 
+def _refuse_other_data(p: Plan) -> None:
+    """A finished model directory asked to train on other lines than its manifest's: an error (exit 2), not "not
+    retraining" with exit 0, which would leave the user believing the new data was trained on."""
+    from hsbcala import manifest
+
+    before = manifest.previous_content_sha256(p.model_dir.path)
+    now = (p.data.manifest or {}).get("content_sha256")
+    if before and now and before != now:
+        raise ConfigError(
+            f"{p.model_dir.path} has finished training on other data (its manifest.json: data {before[:12]}, "
+            f"this command: data {now[:12]}); give this training its own model_dir=…, or move that directory "
+            f"away to train there afresh"
+        )
+
+
 def _run(cfg: DictConfig) -> float | None:
     p = plan(cfg)
     if cfg.dry_run:
@@ -66,6 +81,7 @@ def _run(cfg: DictConfig) -> float | None:
         datastep.check_only(p.data, p.model_dir.path, say)
         return None
     if p.state is not None and p.state.status == "finished":
+        _refuse_other_data(p)
         say(
             f"{p.model_dir.path} has finished training (the engine's best validation CER {p.state.best_val_cer}); "
             f"not retraining. "

@@ -92,6 +92,11 @@ def test_tiny_training_is_tracked(tmp_path, fraktur_books, version):
     # a finished model is not retrained
     again = launch(tiny(tmp_path, train_books, val_books, version))
     assert again.returncode == 0 and "not retraining" in again.stderr
+    # ... but asked to train on other lines, it says so and fails (exit 2), it does not pretend to have trained
+    other = launch(tiny(tmp_path, val_books, train_books, version))
+    assert other.returncode == 2, other.stderr[-2000:]
+    assert "has finished training on other data" in other.stderr and "model_dir" in other.stderr
+    assert state_of(model_dir)["status"] == "finished" and state_of(model_dir)["run_id"] == run.info.run_id
 
 
 def _compares_what_matters(c, run, model_dir: Path, version: str) -> None:

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -346,14 +347,18 @@ def test_cer_agrees_with_calamari_eval_on_the_same_predictions(multirun, version
     overall = result["sets"][0]["overall"]
     assert (overall["errors"], overall["chars"]) == (errs, chars)
     assert abs(100 * overall["cer"] - percent) <= 0.01
-    # confusions.tsv groups the errors as calamari-eval does: the same count for each confusion it prints
-    with open(job_dir / "eval" / "confusions.tsv", encoding="utf-8") as f:
-        ours = {
-            (json.loads(g), json.loads(p)): int(n)
-            for n, g, p in (x.rstrip("\n").split("\t") for x in list(f)[1:])
-        }
+    # the confusions are grouped as calamari-eval groups them: the same count for each confusion it prints (the
+    # tiny models' many ties at count 1 make its top 20 partly arbitrary, so every line's confusions are summed)
+    counts = Counter(c for row in rows for c in cer.align(row["gt"], row["prediction"]).confusions)
     assert len(printed) >= 5, printed
-    assert {k: ours.get(k) for k in printed} == printed
+    assert {k: counts[k] for k in printed} == printed
+    with open(job_dir / "eval" / "confusions.tsv", encoding="utf-8") as f:
+        top = [
+            (json.loads(g), json.loads(p), int(n))
+            for n, g, p in (x.rstrip("\n").split("\t") for x in list(f)[1:])
+        ]
+    assert [n for *_, n in top] == [n for _, n in counts.most_common(len(top))]
+    assert all(counts[(g, p)] == n for g, p, n in top)
     assert result["normalization"] == {"cala1": "calamari1", "cala2": "calamari2"}[version]
 
 
@@ -408,7 +413,8 @@ def test_multirun_table_has_one_row_per_model_and_marks_the_missing_ones(multiru
     assert "Traceback" not in proc.stderr
     assert len(results) == 6
     md = (sweep / "cer-table.md").read_text(encoding="utf-8")
-    rows = [r for r in md.splitlines() if r.startswith("| ") and not r.startswith("| model")]
+    table = md.split("\n\n")[0]  # the models' table; the paired differences follow
+    rows = [r for r in table.splitlines() if r.startswith("| ") and not r.startswith("| model")]
     assert len(rows) == 6
     assert all(
         r.startswith(("| fraktur-cala1 (", "| fraktur-cala2 (")) for r in rows

@@ -7,8 +7,11 @@ Hydra job (``python -m hsbcala.…``, tests) :func:`say` installs the same conso
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +70,6 @@ class Progress:
     ``<model_dir>/engine.log`` (``verbose=true`` streams it too)."""
 
     def __init__(self, *, epochs: int, stages: int, patience: int, lines_per_epoch: int) -> None:
-        import time
-
         self.epochs, self.stages, self.patience = epochs, stages, patience
         self.lines_per_epoch = lines_per_epoch
         self.t0 = time.monotonic()
@@ -76,6 +77,7 @@ class Progress:
         self.since_best = 0
         self.done = 0
         self._stage = -1
+        self._bar: LiveBar | None = None
 
     def start(self, model_dir: Any, engine: str, device: str, n_train: int, n_val: int, train: Any) -> None:
         say(
@@ -85,8 +87,6 @@ class Progress:
         )
 
     def update(self, stage: int, epoch: float, metrics: dict[str, float]) -> None:
-        import time
-
         if stage != self._stage:
             if self._stage != -1:
                 self.best, self.since_best = None, 0  # the engines start "best" afresh in a new stage
@@ -113,6 +113,98 @@ class Progress:
             f"{_clock(elapsed)} elapsed, ~{_clock(left)} left in this stage",
         ]
         say(" | ".join(x for x in parts if x))
+        if self._bar is not None:
+            self._bar.next_epoch(ep + 1, self.epochs)
+
+    @contextlib.contextmanager
+    def bar(self, stream: Any = None, interval: float = 0.5) -> Iterator[LiveBar | None]:
+        """While the engine trains: on a terminal, a bar redrawn in place between the epoch lines; in a file or
+        pipe nothing (plain lines only)."""
+        stream = stream if stream is not None else sys.stderr
+        if not _isatty(stream):
+            yield None
+            return
+        self._bar = LiveBar(stream, interval, self.epochs)
+        self._bar.start()
+        try:
+            yield self._bar
+        finally:
+            self._bar.stop()
+            self._bar = None
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+class LiveBar(logging.Filter):
+    """A progress bar within the current epoch, redrawn in place (``\r``) on a terminal.
+
+    The engines say nothing between epochs (Calamari 2 runs with ``progress_bar_mode 2``, one line per epoch, because
+    its redrawn bar fills a log file with thousands of lines; Calamari 1 prints only its display lines), so the
+    fraction is estimated from the time the previous epoch took, and marked ``~``. Before the first epoch ends
+    there is no estimate: the bar shows the elapsed time only. It is also a logging filter on hsbcala's logger:
+    any message first clears the bar's line, so lines never run into it."""
+
+    def __init__(self, stream: Any, interval: float, epochs: int) -> None:
+        super().__init__()
+        import threading
+
+        self.stream, self.interval, self.epochs = stream, interval, epochs
+        self.epoch = 1
+        self.epoch_started = time.monotonic()
+        self.last_epoch_s: float | None = None
+        self._drawn = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hsbcala-bar", daemon=True)
+
+    def start(self) -> None:
+        log.addFilter(self)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        log.removeFilter(self)
+        self.clear()
+
+    def next_epoch(self, epoch: int, epochs: int) -> None:
+        now = time.monotonic()
+        self.last_epoch_s = now - self.epoch_started
+        self.epoch, self.epochs, self.epoch_started = epoch, epochs, now
+
+    def text(self, width: int = 24) -> str:
+        elapsed = time.monotonic() - self.epoch_started
+        if self.epoch > self.epochs:
+            return f"the last epoch is done; the engine finishes (export, next stage) {_clock(elapsed)}"
+        head = f"epoch {self.epoch}/{self.epochs} "
+        if not self.last_epoch_s:
+            return f"{head}[{'?' * width}] {_clock(elapsed)} (no estimate before the first epoch ends)"
+        frac = min(elapsed / self.last_epoch_s, 0.99)
+        done = int(frac * width)
+        return f"{head}[{'=' * done}>{' ' * (width - done - 1)}] ~{frac:.0%} {_clock(elapsed)}"
+
+    def clear(self) -> None:
+        with self._lock:
+            if self._drawn:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+                self._drawn = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.clear()
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                self.stream.write("\r\x1b[K" + self.text())
+                self.stream.flush()
+                self._drawn = True
 
 
 def _clock(seconds: float) -> str:

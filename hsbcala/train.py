@@ -154,7 +154,11 @@ def _execute(cfg: Any, p: Plan) -> float | None:
             progress.start(md.path, engine.name, device, p.inputs.n_train, p.n_val, cfg.train)
             # a GPU expected: TensorFlow's fallback to the CPU is said on the console, once
             expect_gpu = "GPU(s)" in device
-            with EngineProcess(p.argv, md.engine_log, echo=bool(cfg.get("verbose"))) as proc:
+            with (
+                EngineProcess(p.argv, md.engine_log, echo=bool(cfg.get("verbose"))) as proc,
+                # a terminal gets a bar within the epoch (not with verbose: the engine's lines go there too)
+                contextlib.nullcontext() if cfg.get("verbose") else progress.bar(),
+            ):
                 owner.engine_started(proc.pid)
                 # MLflow starts while the engine imports TensorFlow; the reader thread keeps draining meanwhile.
                 with deferred():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import sys
+import time
 from pathlib import Path
 
 from hsbcala import engines
@@ -138,3 +141,41 @@ def test_calamari1_without_any_better_model_says_its_best_is_untrained():
     assert parser.best_val_cer is None and "not a trained one" in e.no_best_model(parser)
     feed_all(parser, ["Found better model with accuracy of 12.5%"])
     assert parser.best_val_cer == 0.875 and e.no_best_model(parser) is None
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_a_bar_within_the_epoch_and_lines_never_run_into_it(monkeypatch):
+    from hsbcala import console
+
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    progress = console.Progress(epochs=3, stages=1, patience=2, lines_per_epoch=100)
+    with progress.bar(interval=0.05) as bar:
+        assert bar is not None
+        time.sleep(0.3)
+        assert "no estimate before the first epoch ends" in term.getvalue()
+        bar.epoch_started -= 10  # the first epoch took 10 s
+        progress.update(0, 1, {"train_cer": 0.5, "val_cer": 0.4, "best_val_cer": 0.4})
+        time.sleep(0.3)
+    out = term.getvalue()
+    assert "epoch 2/3 [" in out and "~" in out  # estimated from the first epoch's time
+    before = out.split("hsbcala: stage 1/1 epoch 1/3")[0]
+    assert before.endswith("\r\x1b[K"), repr(before[-60:])
+    assert out.endswith("\r\x1b[K")  # and the bar is gone when training ends
+
+
+def test_a_file_or_pipe_gets_plain_lines_only(monkeypatch):
+    from hsbcala import console
+
+    plain = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", plain)
+    progress = console.Progress(epochs=3, stages=1, patience=2, lines_per_epoch=100)
+    with progress.bar(interval=0.05) as bar:
+        assert bar is None
+        time.sleep(0.2)
+        progress.update(0, 1, {"val_cer": 0.4, "best_val_cer": 0.4})
+    assert "\r" not in plain.getvalue() and plain.getvalue().count("\n") == 1

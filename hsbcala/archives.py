@@ -41,6 +41,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from hsbcala.errors import DataError
 from hsbcala.fsutil import locked
@@ -59,6 +60,11 @@ class Limits:
     max_ratio: float = MAX_RATIO
     bytes_key: str = "data.archive_max_bytes"
     ratio_key: str = "data.archive_max_ratio"
+
+    @classmethod
+    def of(cls, data: Any) -> Limits:
+        """The caps a config's ``data`` node sets (``data.archive_max_bytes``, ``data.archive_max_ratio``)."""
+        return cls(int(data.archive_max_bytes), float(data.archive_max_ratio))
 
 
 def is_archive(path: str | os.PathLike) -> bool:
@@ -115,7 +121,7 @@ class _Budget:
             )
 
 
-def _extract(archive: Path, target: Path, key: str, limits: Limits) -> None:
+def extract(archive: Path, target: Path, key: str, limits: Limits) -> None:
     """Extract ``archive`` into the (empty) directory ``target``; DataError on an unsafe, broken or too large
     archive, raised before the first member is written (every member checked, the sizes summed first)."""
     where = f"{key}: archive {archive}"
@@ -195,7 +201,7 @@ def unpack(
         _remove_stale(base, name)
         tmp = Path(tempfile.mkdtemp(dir=base, prefix=f".tmp-{name}-"))
         try:
-            _extract(archive, tmp, key, limits or Limits())
+            extract(archive, tmp, key, limits or Limits())
             os.rename(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

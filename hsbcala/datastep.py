@@ -166,10 +166,6 @@ def _engine(patterns: list[str], base: Path, kept: list[Path], as_files: bool) -
     )
 
 
-def _limits(cfg: Any) -> archives.Limits:
-    return archives.Limits(int(cfg.data.archive_max_bytes), float(cfg.data.archive_max_ratio))
-
-
 def _split(cfg: Any, images: tuple[Path, ...], model_dir: Path) -> split.Split:
     s = cfg.data.split
     kw = {"seed": int(s.seed), "fraction": float(s.val_fraction), "by": str(s.by), "pattern": s.pattern}
@@ -199,7 +195,12 @@ def _codec_report(cfg: Any, kept: list[checks.Line], resuming: bool) -> dict[str
 def _dry(cfg: Any, base: Path, model_dir: Path, dry_count: int | None, cache: HashCache) -> DataPlan:
     """The fast path of ``dry_run``: resolve (and split), read no line."""
     train_p, val_p = list(cfg.data.train), list(cfg.data.val or [])
-    kw = {"base": base, "archive_root": cfg.data.cache_dir, "cache": cache, "limits": _limits(cfg)}
+    kw = {
+        "base": base,
+        "archive_root": cfg.data.cache_dir,
+        "cache": cache,
+        "limits": archives.Limits.of(cfg.data),
+    }
     if not val_p:
         sp = _split(cfg, data.resolve(train_p, key="data.train", **kw), model_dir)
         return DataPlan(
@@ -242,7 +243,12 @@ def prepare(
     try:
         if cfg.dry_run:
             return _dry(cfg, base, model_dir, dry_count, cache)
-        kw = {"base": base, "archive_root": cfg.data.cache_dir, "cache": cache, "limits": _limits(cfg)}
+        kw = {
+            "base": base,
+            "archive_root": cfg.data.cache_dir,
+            "cache": cache,
+            "limits": archives.Limits.of(cfg.data),
+        }
         train_p, val_p = list(cfg.data.train), list(cfg.data.val or [])
         train_images = data.resolve(train_p, key="data.train", **kw)
         sp = None

@@ -248,6 +248,31 @@ def test_stage_unpacks_once_shares_and_cleans_up(tmp_path, gt):
         slurm_job.stage(compose_cfg([f"paths.root={tmp_path}", "cluster.stage.archive=missing.tar.gz"]))
 
 
+def test_staging_on_the_node_keeps_the_data_steps_archive_caps(tmp_path):
+    """The job's unpacking to the RAM disk refuses what the login node's data step would: here 50 MB of zeros
+    (packed ~50 kB, ratio ~1000) against data.archive_max_ratio, before a byte is written to the stage dir."""
+    import io
+    import tarfile
+
+    bomb = tmp_path / "gt.tar.gz"
+    with tarfile.open(bomb, "w:gz") as tar:
+        info = tarfile.TarInfo("train/zeros.png")
+        info.size = 50_000_000
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    target = tmp_path / "shm" / "fraktur"
+    overrides = [f"paths.root={tmp_path}", f"cluster.stage.archive={bomb}", f"cluster.stage.dir={target}"]
+    with pytest.raises(slurm_job.DataError, match=r"data.archive_max_ratio.*a zip bomb"):
+        slurm_job.stage(compose_cfg(overrides))
+    assert not target.exists() and not any(
+        p.name.startswith(".fraktur.unpacking") for p in target.parent.iterdir()
+    )
+    trusted = slurm_job.stage(
+        compose_cfg([*overrides, "data.archive_max_ratio=0"])
+    )  # the cap's key turns it off
+    assert (target / "train" / "zeros.png").stat().st_size == 50_000_000
+    trusted.release()
+
+
 # --- against the local Slurm cluster -------------------------------------------------------------------------------
 def test_tiny_training_through_slurm_with_staged_data(slurm_cluster, tmp_path, gt):
     """cala2, data unpacked from gt.tar.gz to a RAM disk directory by the job, removed at its end."""

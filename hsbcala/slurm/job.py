@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hsbcala.archives import Limits, extract
 from hsbcala.console import say
 from hsbcala.errors import ConfigError, DataError
 from hsbcala.fsutil import atomic_write_json, locked, read_json
@@ -237,25 +238,21 @@ def stage(cfg: Any) -> Staged | None:
                     f"{users} on this node; set cluster.stage.dir to another directory"
                 )
             t0 = time.monotonic()
-            _unpack(archive, target)
+            _unpack(archive, target, Limits.of(cfg.data))
             say(f"unpacked {archive} to {target} in {time.monotonic() - t0:.1f} s")
             users = []
         atomic_write_json(target / STAGE_STAMP, {**ident, "users": [*users, os.getpid()]})
     return Staged(target, bool(s.cleanup))
 
 
-def _unpack(archive: Path, target: Path) -> None:
+def _unpack(archive: Path, target: Path, caps: Limits) -> None:
+    """Unpack into a temporary sibling, then rename: as the data step unpacks GT archives (safe members only, and
+    the data.archive_max_bytes/_ratio caps checked on the headers before anything is written to the RAM disk)."""
     tmp = target.parent / f".{target.name}.unpacking-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        try:
-            with tarfile.open(archive) as tar:  # gzip, bzip2, xz or plain, detected
-                tar.extractall(tmp, filter="data")  # no absolute paths, no '..', no device files
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise DataError(
-                f"cluster.stage.archive {archive}: cannot unpack it to {target.parent}: {exc}"
-            ) from None
+        extract(archive, tmp, "cluster.stage.archive", caps)
         if target.exists():
             shutil.rmtree(target)
         os.rename(tmp, target)

@@ -229,3 +229,24 @@ def test_checkpoints_all_is_refused_for_calamari_2_with_one_line():
         evaluate.check(compose_eval(["eval.intervals.level=1.5", "eval.data=[x/*.png]"]))
     with pytest.raises(ConfigError, match="eval.sorbian_letters: ' ' is not one character"):
         evaluate.check(compose_eval(["eval.sorbian_letters='ě č'", "eval.data=[x/*.png]"]))
+
+
+def test_finetune_sentence_says_by_how_much_and_flags_a_worse_model(tmp_path):
+    from hsbcala import baseline
+
+    a = _score(tmp_path, name="tuned")
+    worse = dict(PRED, **{"b1/l2.png": "Won je tu"})
+    b = _score(tmp_path, pred=worse, name="base")
+    lines = [scoring.read_lines(Path(r[comparison.JOB_DIR]) / "val" / scoring.LINES_FILE) for r in (a, b)]
+    settings = {"resamples": 200, "level": 0.95, "seed": 0}
+    better = comparison.paired(
+        *lines, set_name="val", a="m", b="m baseline", by_documents=False, settings=settings
+    )
+    text = baseline.finetune_sentence(better)
+    assert text.startswith("fine-tuning changed CER on 'val' by -3.85 points [") and "WORSE" not in text
+    worse_d = comparison.paired(
+        *reversed(lines), set_name="val", a="m", b="m baseline", by_documents=False, settings=settings
+    )
+    assert "+3.85 points" in baseline.finetune_sentence(
+        worse_d
+    ) and "WORSE than the baseline" in baseline.finetune_sentence(worse_d)

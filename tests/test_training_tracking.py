@@ -109,3 +109,31 @@ def test_job_usage_counts_the_children_cpu_and_memory():
     finally:
         child.kill()
         child.wait()
+
+
+def test_tracker_puts_final_figures_at_the_last_epoch_and_opens_the_training_view(tmp_path):
+    """A real sqlite store, no engine: a curve that ends with the final best gets no second point, none at step
+    0; the experiment carries MLflow's training-view tag; the job's own resources are sampled."""
+    import mlflow
+
+    from hsbcala import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    cfg = compose_cfg(
+        [f"paths.root={tmp_path}", f"mlflow.tracking_uri={uri}", "mlflow.system_metrics_interval_s=0.5"]
+    )
+    t = tracking.Tracker(cfg, None, tags={"script": "fraktur"}, params={})
+    t.log(1, {"val_cer": 0.5, "best_val_cer": 0.5, "stage": 0.0})
+    t.log(2, {"val_cer": 0.6, "best_val_cer": 0.5, "stage": 0.0})
+    time.sleep(1.5)  # a few job samples
+    t.log_final({"best_val_cer": 0.5, "wall_time_s": 12.0, "best_val_cer_stage1": None})
+    t.end("FINISHED")
+    c = mlflow.MlflowClient(tracking_uri=uri)
+    best = [(m.step, m.value) for m in c.get_metric_history(t.run_id, "best_val_cer")]
+    assert best == [(1, 0.5), (2, 0.5)]
+    assert [(m.step, m.value) for m in c.get_metric_history(t.run_id, "wall_time_s")] == [(2, 12.0)]
+    run = c.get_run(t.run_id)
+    exp = c.get_experiment(run.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert run.data.metrics["job/memory_rss_megabytes"] > 10
+    assert c.get_metric_history(t.run_id, "job/cpu_cores_used"), "the job's CPU was not sampled"

@@ -192,10 +192,11 @@ def assign_documents(s: EvalSet, recorded: dict[Path, str], unit: str) -> str | 
         return None
     s.documents = {img: known.get(img, img.parent.name) for img in s.images}
     n_docs = len(set(s.documents.values()))
+    docs = f"{n_docs} document{'' if n_docs == 1 else 's'}"
     if len(known) == len(s.images):
-        s.unit_note = f"{n_docs} documents (manifest.json)"
+        s.unit_note = f"{docs} (manifest.json)"
         return None
-    s.unit_note = f"{n_docs} documents ({len(known)} lines' from manifest.json, the rest by directory)"
+    s.unit_note = f"{docs} ({len(known)} lines' from manifest.json, the rest by directory)"
     return (
         f"eval.intervals.unit=documents: {len(s.images) - len(known)} of {len(s.images)} lines of set "
         f"'{s.name}' are not in the model's manifest; their document is their directory"

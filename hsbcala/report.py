@@ -180,7 +180,7 @@ def interval_note(results: list[dict]) -> str:
     if not settings:
         return ""
     units = sorted({s.get("interval_unit", "lines").split(" (")[0] for r in results for s in _sets(r)})
-    units = [u.split(" ", 1)[-1] if u[:1].isdigit() else u for u in units]
+    units = [(u.split(" ", 1)[-1] if u[:1].isdigit() else u).rstrip("s") + "s" for u in units]
     return (
         f" [a, b]: {100 * settings['level']:g} % bootstrap confidence interval in percent "
         f"({settings['resamples']} resamples of {' / '.join(sorted(set(units))) or 'lines'}, seed {settings['seed']})."

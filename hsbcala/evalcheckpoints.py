@@ -5,9 +5,9 @@ Each checkpoint is one more calamari-predict pass over the lines already staged 
 (:func:`hsbcala.baseline.predict`), scored with the same normalisation (:mod:`hsbcala.cer`; CER and its interval
 per set). The curve goes to the model's MLflow run (the training run, or the separate evaluation run) as
 ``eval/<set>/checkpoint_cer_stage<k>`` (k = 1 for the augmented stage, 2 for the second stage on the original
-lines), one point per checkpoint at step = its epoch (Calamari 2) or iteration (Calamari 1), so "best on
-validation" (``val_cer``) and "best on this set" can be compared on one chart; the best model itself is in the
-result as ``best.ckpt``.
+lines), one point per checkpoint at the step the training's own curves use for it (its epoch counted over both
+stages; Calamari 1's iteration converted by its engine's progress parser), so "best on validation"
+(``val_cer``) and "best on this set" can be compared on one chart.
 
 Which checkpoints can be scored is the engine's matter: Calamari 1's ``model_NNNN.ckpt.json`` + ``.h5`` are
 models calamari-predict loads. Calamari 2's ``checkpoint/checkpoint_NNNN/`` are training states (the training
@@ -42,7 +42,15 @@ def model_of(checkpoint: Path) -> Path:
     return checkpoint if checkpoint.name.endswith(".json") else Path(f"{checkpoint}.json")
 
 
-def evaluate(cfg: Any, p: Any, result: dict, images: list[Path], links: list[Path], out_dir: Path) -> list:
+def evaluate(
+    cfg: Any,
+    p: Any,
+    result: dict,
+    images: list[Path],
+    links: list[Path],
+    out_dir: Path,
+    training_params: dict[str, str] | None = None,
+) -> list:
     """Score every checkpoint; fill ``result["checkpoints"]`` and ``result["best_checkpoint"]``; return the
     curve's MLflow points ``(metric, value, step)``."""
     from hsbcala.baseline import predict
@@ -58,6 +66,7 @@ def evaluate(cfg: Any, p: Any, result: dict, images: list[Path], links: list[Pat
         say(f"warning: {result['checkpoints_note']}")
         return []
     found.sort(key=engine.checkpoint_key)
+    step_of = _steps(cfg, p, engine, training_params or {})
     say(f"eval.checkpoints=all: scoring {len(found)} checkpoints, one calamari-predict pass each")
     settings = {k: result["intervals"][k] for k in ("resamples", "level", "seed")}
     points = []
@@ -79,7 +88,13 @@ def evaluate(cfg: Any, p: Any, result: dict, images: list[Path], links: list[Pat
             )
             say(f"warning: eval.checkpoints=all: {cp}: {exc}")
             continue
-        row = {"checkpoint": str(cp), "stage": stage + 1, "position": position, "error": None, "sets": {}}
+        row = {
+            "checkpoint": str(cp),
+            "stage": stage + 1,
+            "position": position,
+            "step": step_of(stage, position),
+        }
+        row.update(error=None, sets={})
         for s in p.sets:
             errors, chars = [], []
             for img in s.images:
@@ -90,7 +105,9 @@ def evaluate(cfg: Any, p: Any, result: dict, images: list[Path], links: list[Pat
             iv = intervals.bootstrap_cer(errors, chars, units, **settings)
             row["sets"][s.name] = {"cer": iv.point, "low": iv.low, "high": iv.high}
             if iv.point is not None:
-                points.append((f"eval/{s.name}/checkpoint_cer_stage{stage + 1}", iv.point, position))
+                points.append(
+                    (f"eval/{s.name}/checkpoint_cer_stage{stage + 1}", iv.point, step_of(stage, position))
+                )
         result["checkpoints"].append(row)
         say(
             f"checkpoint {k}/{len(found)} {cp.name} (stage {stage + 1}, {position}): "
@@ -114,3 +131,32 @@ def evaluate(cfg: Any, p: Any, result: dict, images: list[Path], links: list[Pat
             )
     result["best_checkpoint"] = best
     return points
+
+
+def _steps(cfg: Any, p: Any, engine: Any, params: dict[str, str]):
+    """(stage, position) -> the step the training's curves use for that point: its epoch counted over both
+    stages, the engine's progress parser converting Calamari 1's iterations with the *training's* settings
+    (its MLflow run's params ``train.*``, else this configuration's) as the training's MLflow run does; the
+    position itself when the training's size is not known (no manifest)."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from hsbcala import fsutil
+
+    try:
+        manifest = fsutil.read_json(p.model_dir / "manifest.json")
+        n_train = int(manifest["totals"]["train"]["lines"])
+        train = OmegaConf.to_container(cfg.train, resolve=True)
+        for key in train:
+            if f"train.{key}" in params:  # what the training ran with (params are strings)
+                train[key] = yaml.safe_load(str(params[f"train.{key}"]).replace("None", "null"))
+        parser = engine.progress_parser(OmegaConf.create(train), n_train)
+    except Exception:  # noqa: BLE001 - an old or foreign model directory: positions as they are
+        return lambda stage, position: position
+
+    def step(stage: int, position: int) -> int:
+        parser.stage = stage
+        # the parser's own mapping of an engine position to a metric step (stage offset, iterations → epochs)
+        return int(parser._update(parser._offset() + position, {}).step)
+
+    return step

@@ -418,7 +418,7 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
         if cfg.eval.checkpoints == "all":  # every checkpoint on the same staged lines
             from hsbcala import evalcheckpoints
 
-            curve = evalcheckpoints.evaluate(cfg, p, result, images, links, out_dir)
+            curve = evalcheckpoints.evaluate(cfg, p, result, images, links, out_dir, tracker.training_params)
         shutil.rmtree(work, ignore_errors=True)  # the predictions are kept in lines.tsv
         if cfg.eval.export:
             from hsbcala import release

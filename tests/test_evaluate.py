@@ -419,7 +419,7 @@ def test_multirun_table_has_one_row_per_model_and_marks_the_missing_ones(multiru
     assert all(
         r.startswith(("| fraktur-cala1 (", "| fraktur-cala2 (")) for r in rows
     )  # no eval keys in names
-    ok = [r for r in rows if "% |" in r]
+    ok = [r for r in rows if " % [" in r]  # a CER with its interval
     assert len(ok) == 2 and all("olena: no line matches *_GTOLENA*" in r and "| n/a |" in r for r in ok)
     missing = [r for r in rows if r not in ok]
     assert all("| missing | missing |" in r for r in missing)
@@ -614,4 +614,7 @@ def test_every_checkpoint_is_scored_and_logged_as_a_curve(tiny_models, variant_l
         for k in ("eval/eval/checkpoint_cer_stage1", "eval/eval/checkpoint_cer_stage2")
         for m in client.get_metric_history(result["mlflow"]["run_id"], k)
     ]
-    assert sorted(history) == sorted((r["position"], r["sets"]["eval"]["cer"]) for r in rows)
+    assert sorted(history) == sorted((r["step"], r["sets"]["eval"]["cer"]) for r in rows)
+    # steps are epochs, as the training's val_cer (Calamari 1's iterations converted): within its epochs
+    val_steps = [m.step for m in client.get_metric_history(result["mlflow"]["run_id"], "val_cer")]
+    assert all(0 <= step <= max(val_steps) + 1 for step, _ in history), (history, val_steps)

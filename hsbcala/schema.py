@@ -87,32 +87,32 @@ class ScriptConf:
     pretrained: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class EngineEnvConf:
-    """Where the Calamari engine of a version runs.
-
-    kind=uv: hsbcala creates ``<root>/<version>-<hash of lock>`` from the pinned ``lock`` file on first use
 class Device(StrEnum):
     auto = "auto"
     gpu = "gpu"
     cpu = "cpu"
 
 
+@dataclass
+class EngineEnvConf:
+    """Where the Calamari engine of a version runs.
+
+    kind=uv: hsbcala creates ``<root>/<version>-<hash of lock>`` from the pinned ``lock`` file on first use
     and reuses it afterwards. kind=venv: an existing virtualenv (``venv``), e.g. one built on an HPC system
     against its TensorFlow module. kind=path: the engine's commands are found on PATH as they are.
     ``modules`` are loaded with Lmod/Environment Modules (``module load …``) before the engine starts.
+    kind=uv on a GPU machine: ``cuda_lock`` (the same pins plus TensorFlow's CUDA libraries) instead of ``lock``.
     """
 
     kind: str = "uv"  # uv | venv | path
     lock: str | None = None  # path of the pinned requirements file (kind=uv), relative to the project
+    cuda_lock: str | None = None  # the lock with TensorFlow's CUDA libraries (tensorflow[and-cuda]); kind=uv
+    device: Device = Device.auto  # auto: cuda_lock when nvidia-smi shows a GPU | gpu: cuda_lock | cpu: lock
     root: str = "${oc.env:HSBCALA_ENV_ROOT,${oc.env:HOME}/.cache/hsbcala/envs}"
-    kind=uv on a GPU machine: ``cuda_lock`` (the same pins plus TensorFlow's CUDA libraries) instead of ``lock``.
     python: str = "3.11"
     venv: str | None = None  # kind=venv
     modules: list[str] = field(default_factory=list)
 
-    cuda_lock: str | None = None  # the lock with TensorFlow's CUDA libraries (tensorflow[and-cuda]); kind=uv
-    device: Device = Device.auto  # auto: cuda_lock when nvidia-smi shows a GPU | gpu: cuda_lock | cpu: lock
 
 @dataclass
 class VersionConf:

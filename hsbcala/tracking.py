@@ -520,6 +520,7 @@ class EvalTracker:
                     cfg.mlflow.experiment, artifact_location=default_artifact_root(cfg, self.uri)
                 )
             )
+            _training_view(self.client, exp_id, dict(exp.tags) if exp else {})
         except Exception as exc:  # MLflow raises many types (connection, sqlalchemy, permission)
             raise ConfigError(
                 f"mlflow.tracking_uri={self.uri}: cannot use the tracking store: {str(exc).splitlines()[0]}"
@@ -606,6 +607,7 @@ def log_comparison(
         exp_id = client.create_experiment(experiment, artifact_location=location)
     else:
         exp_id = exp.experiment_id
+    _training_view(client, exp_id, dict(exp.tags) if exp else {})  # a table of runs, not GenAI traces
     runs = {r["model"]: (r.get("mlflow") or {}).get("run_id") or "" for r in results}
     run = client.create_run(
         exp_id,

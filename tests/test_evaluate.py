@@ -435,6 +435,7 @@ def test_multirun_table_has_one_row_per_model_and_marks_the_missing_ones(multiru
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{sweep.parent / 'mlruns.db'}")
     exp = client.get_experiment_by_name("hsbcala-evaluation")
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"  # runs and charts, not GenAI
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert "cer-table.md" in {a.path for a in client.list_artifacts(runs[0].info.run_id)}

@@ -78,8 +78,8 @@ def swept_keys(task_overrides: Sequence[str]) -> list[str]:
     return sorted({o.key_or_group for o in parsed if o.is_sweep_override() and _counts(o.key_or_group)})
 
 
-def point_name(job_overrides: Sequence[str], keys: Sequence[str]) -> str:
-    """``key=value,…`` for a point's values of the swept ``keys`` ('' when there are none)."""
+def _point_values(job_overrides: Sequence[str], keys: Sequence[str]) -> dict[str, str]:
+    """A point's values of the swept ``keys``, each as :func:`value_name` gives it."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     values = {}
@@ -87,6 +87,12 @@ def point_name(job_overrides: Sequence[str], keys: Sequence[str]) -> str:
         if o.key_or_group in keys:
             text = o.input_line.split("=", 1)[1] if "=" in o.input_line else ""
             values[o.key_or_group] = value_name(text)
+    return values
+
+
+def point_name(job_overrides: Sequence[str], keys: Sequence[str]) -> str:
+    """``key=value,…`` for a point's values of the swept ``keys`` ('' when there are none)."""
+    values = _point_values(job_overrides, keys)
     return ",".join(f"{k}={values[k]}" for k in keys if k in values)
 
 
@@ -109,14 +115,7 @@ def point_label(job_overrides: Sequence[str], keys: Sequence[str]) -> str:
     """A sweep point's short name for MLflow's run table and chart legends: ``batch_size=32,seed=2`` (the
     directory's :func:`point_name` without the keys' sections), so the UI, which cuts long run names, does not
     show two points alike."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    short = short_keys(keys)
-    values = {}
-    for o in OverridesParser.create().parse_overrides(list(job_overrides)):
-        if o.key_or_group in keys:
-            text = o.input_line.split("=", 1)[1] if "=" in o.input_line else ""
-            values[o.key_or_group] = value_name(text)
+    short, values = short_keys(keys), _point_values(job_overrides, keys)
     return ",".join(f"{short[k]}={values[k]}" for k in keys if k in values)
 
 

@@ -151,9 +151,9 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                 lines_per_epoch=cfg.train.samples_per_epoch or p.inputs.n_train,
             )
             device = envs.device(p.env)
-            progress.start(md.path, engine.name, device, p.inputs.n_train, p.n_val, cfg.train)
+            progress.start(md.path, engine.name, device.text, p.inputs.n_train, p.n_val, cfg.train)
             # a GPU expected: TensorFlow's fallback to the CPU is said on the console, once
-            expect_gpu = "GPU(s)" in device
+            expect_gpu = device.gpu
             with (
                 EngineProcess(p.argv, md.engine_log, echo=bool(cfg.get("verbose"))) as proc,
                 # a terminal gets a bar within the epoch (not with verbose: the engine's lines go there too)

@@ -49,10 +49,11 @@ def test_the_start_line_names_the_device_and_why_not_the_gpu(monkeypatch):
     cpu_env = envs.resolve(compose_cfg(["version=cala2", "version.env.device=cpu"]), ROOT)
     cuda_env = envs.resolve(compose_cfg(["version=cala2", "version.env.device=gpu"]), ROOT)
     assert envs.visible_gpus() == []  # CUDA_VISIBLE_DEVICES="" hides every GPU
-    assert re.fullmatch(r"the CPU \(\d+ cores\)", envs.device(cpu_env))
+    assert re.fullmatch(r"the CPU \(\d+ cores\)", envs.device(cpu_env).text)
     v100 = ["Tesla V100-SXM2-32GB"]
-    assert envs.device(cuda_env, v100) == "1 GPU(s) (Tesla V100-SXM2-32GB)"
-    said = envs.device(cpu_env, v100)
+    assert envs.device(cuda_env, v100) == ("1 GPU(s) (Tesla V100-SXM2-32GB)", True)
+    assert not envs.device(cpu_env, v100).gpu  # no CUDA libraries: no GPU expected, no fallback warning
+    said = envs.device(cpu_env, v100).text
     assert said.startswith("the CPU") and "no CUDA libraries" in said and "version.env.device" in said
 
 

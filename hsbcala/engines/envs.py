@@ -29,7 +29,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hsbcala import fsutil
 from hsbcala.console import say
@@ -176,18 +176,24 @@ def visible_gpus() -> list[str]:
     return [x.split(":", 1)[1].split("(")[0].strip() for x in out.stdout.splitlines() if x.startswith("GPU")]
 
 
-def device(env: EngineEnv, gpus: list[str] | None = None) -> str:
-    """What the engine will train on, as the start line says it: the GPUs when it can use them, else the CPU,
-    with the reason when a GPU is there but this environment has no CUDA libraries."""
+class Device(NamedTuple):
+    text: str  # as the start line says it
+    gpu: bool  # the engine should train on a GPU (then TensorFlow's fallback to the CPU is worth a warning)
+
+
+def device(env: EngineEnv, gpus: list[str] | None = None) -> Device:
+    """What the engine will train on: the GPUs when it can use them, else the CPU, with the reason when a GPU is
+    there but this environment has no CUDA libraries."""
     import os
 
     gpus = visible_gpus() if gpus is None else gpus
     cpu = f"the CPU ({os.cpu_count()} cores)"
     if not gpus:
-        return cpu
+        return Device(cpu, False)
     if env.kind == "uv" and not env.cuda:
-        return f"{cpu}, not the GPU {gpus[0]}: its engine env has no CUDA libraries (version.env.device=cpu)"
-    return f"{len(gpus)} GPU(s) ({gpus[0]})"
+        why = f"not the GPU {gpus[0]}: its engine env has no CUDA libraries (version.env.device=cpu)"
+        return Device(f"{cpu}, {why}", False)
+    return Device(f"{len(gpus)} GPU(s) ({gpus[0]})", True)
 
 
 # TensorFlow's own words when it falls back to the CPU (tensorflow/core/common_runtime/gpu/gpu_device.cc,

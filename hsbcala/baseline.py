@@ -141,7 +141,7 @@ def evaluate(cfg: Any, p: Any, result: dict, out_dir: Path, images: list[Path], 
             set_name=s["name"],
             a=result["model"],
             b=label,
-            by_documents="documents" in str(s.get("interval_unit", "")),
+            by_documents=comparison.by_documents(s),
             settings=settings,
         )
         d["sentence"] = finetune_sentence(d)

@@ -134,8 +134,10 @@ def _set_of(result: dict, name: str) -> dict | None:
     return next((s for s in result.get("sets") or [] if s["name"] == name), None)
 
 
-def _by_documents(*sets: dict) -> bool:
-    return all("documents" in str(s.get("interval_unit", "")) for s in sets)
+def by_documents(*sets: dict) -> bool:
+    """Whether the sets' own intervals resampled documents (the structured unit, not the printed note, which
+    says "1 document" for a set of one)."""
+    return all(s["overall"]["interval"]["unit"] == "documents" for s in sets)
 
 
 def differences(results: list[dict]) -> list[dict]:
@@ -163,7 +165,7 @@ def differences(results: list[dict]) -> list[dict]:
                 set_name=set_name,
                 a=names[id(ra)],
                 b=names[id(rb)],
-                by_documents=_by_documents(_set_of(ra, set_name), _set_of(rb, set_name)),
+                by_documents=by_documents(_set_of(ra, set_name), _set_of(rb, set_name)),
                 settings=settings,
             )
             if ra.get("normalization") != rb.get("normalization"):

@@ -219,14 +219,9 @@ def dataset_rows(manifest: dict[str, Any], split: str) -> list[dict[str, Any]]:
 
 def split_digest(manifest: dict[str, Any], split: str) -> str:
     """A short, path-independent hash of one split's lines (the manifest's content hash, per split)."""
-    import hashlib
+    from hsbcala import manifest as manifests
 
-    rows = sorted(
-        f"{r['split']}\t{r.get('image_sha256', '')}\t{r.get('gt_sha256', '')}"
-        for r in manifest.get("lines", [])
-        if r.get("split") == split
-    )
-    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
+    return manifests.content_sha256([r for r in manifest.get("lines", []) if r.get("split") == split])[:16]
 
 
 class JobUsage:

@@ -1,18 +1,16 @@
 """``eval.checkpoints=all``: score every checkpoint of the training (both stages) on the evaluation sets, log the
 curve to the training run in MLflow, and name the best checkpoint per set.
 
-Each checkpoint is one more calamari-predict pass over the lines already staged for the model
-(:func:`hsbcala.baseline.predict`), scored with the same normalisation (:mod:`hsbcala.cer`; CER and its interval
-per set). The curve goes to the model's MLflow run (the training run, or the separate evaluation run) as
-``eval/<set>/checkpoint_cer_stage<k>`` (k = 1 for the augmented stage, 2 for the second stage on the original
-lines), one point per checkpoint at the step the training's own curves use for it (its epoch counted over both
-stages; Calamari 1's iteration converted by its engine's progress parser), so "best on validation"
-(``val_cer``) and "best on this set" can be compared on one chart.
-
-Which checkpoints can be scored is the engine's matter: Calamari 1's ``model_NNNN.ckpt.json`` + ``.h5`` are
-models calamari-predict loads. Calamari 2's ``checkpoint/checkpoint_NNNN/`` are training states (the training
-graph's weights; loading them into the exported model's graph restores nothing: tried, every variable is
-reported missing), so ``version=cala2`` is refused in :func:`check` until an export step exists.
+The engine makes each checkpoint a model calamari-predict loads (:meth:`hsbcala.engines.base.Engine.predictable`:
+Calamari 1's ``model_NNNN.ckpt.json`` + ``.h5`` are models already; Calamari 2's ``checkpoint/checkpoint_NNNN/``
+are training states, exported into ``<job dir>/checkpoints/`` with the weights its validation and its best
+model use). Each is then one more calamari-predict pass over the lines already staged for the model
+(:func:`hsbcala.baseline.predict`), scored with the same normalisation (CER and its interval per set:
+:func:`hsbcala.scoring.set_cer`). The curve goes to the model's MLflow run (the training run, or the separate
+evaluation run) as ``eval/<set>/checkpoint_cer_stage<k>`` (k = 1 for the augmented stage, 2 for the second
+stage on the original lines), one point per checkpoint at the step the training's own curves use for it
+(:meth:`hsbcala.engines.base.ProgressParser.step_at`), so "best on validation" (``val_cer``) and "best on this
+set" can be compared on one chart.
 """
 
 from __future__ import annotations
@@ -20,26 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hsbcala import cer, engines, intervals
+from hsbcala import engines, scoring, trackinfo
 from hsbcala.console import say
-from hsbcala.errors import ConfigError, EngineError
-
-#: versions whose checkpoints calamari-predict can load as they are
-PREDICTABLE = {"cala1"}
-
-
-def check(version: str) -> None:
-    if version not in PREDICTABLE:
-        raise ConfigError(
-            f"eval.checkpoints=all: {version}'s checkpoints (checkpoint/checkpoint_NNNN/) are training states, "
-            f"not models calamari-predict can load; only {', '.join(sorted(PREDICTABLE))} for now "
-            f"(eval.checkpoints=best, or eval.model=FILE for one exported model)"
-        )
-
-
-def model_of(checkpoint: Path) -> Path:
-    """The ``.ckpt.json`` calamari-predict takes for an engine checkpoint (Calamari 1: ``model_N.ckpt``)."""
-    return checkpoint if checkpoint.name.endswith(".json") else Path(f"{checkpoint}.json")
+from hsbcala.errors import EngineError
 
 
 def evaluate(
@@ -66,79 +47,74 @@ def evaluate(
         say(f"warning: {result['checkpoints_note']}")
         return []
     found.sort(key=engine.checkpoint_key)
-    step_of = _steps(cfg, p, engine, training_params or {})
-    say(f"eval.checkpoints=all: scoring {len(found)} checkpoints, one calamari-predict pass each")
-    settings = {k: result["intervals"][k] for k in ("resamples", "level", "seed")}
+    step_at = _steps(cfg, p, engine, training_params or {})
+    work = out_dir / "checkpoints"
+    work.mkdir(parents=True, exist_ok=True)
+    say(f"eval.checkpoints=all: {len(found)} checkpoints, one calamari-predict pass each (logs: {work})")
+    models = engine.predictable(found, work, p.env)
+    opts = scoring.options(cfg.eval)
     points = []
-    for k, cp in enumerate(found, 1):
+    for k, (cp, (model, why)) in enumerate(zip(found, models, strict=True), 1):
         stage, position = engine.checkpoint_key(cp)
-        log = out_dir / "checkpoints" / f"predict-{k:03d}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            preds, _ = predict(p, model_of(cp), images, links, links[0].parent.parent, log, cfg)
-        except EngineError as exc:
-            result["checkpoints"].append(
-                {
-                    "checkpoint": str(cp),
-                    "stage": stage + 1,
-                    "position": position,
-                    "error": str(exc),
-                    "sets": {},
-                }
-            )
-            say(f"warning: eval.checkpoints=all: {cp}: {exc}")
-            continue
         row = {
             "checkpoint": str(cp),
+            "name": engine.checkpoint_name(cp),
+            "model": str(model) if model is not None else None,
             "stage": stage + 1,
             "position": position,
-            "step": step_of(stage, position),
+            "step": step_at(stage, position),
+            "error": why or None,
+            "sets": {},
         }
-        row.update(error=None, sets={})
+        result["checkpoints"].append(row)
+        if model is not None:
+            try:
+                preds, _ = predict(
+                    p, model, images, links, links[0].parent.parent, work / f"predict-{k:03d}.log", cfg
+                )
+            except EngineError as exc:
+                row["error"] = str(exc)
+        if row["error"]:
+            say(f"warning: eval.checkpoints=all: {cp}: {row['error']}")
+            continue
         for s in p.sets:
-            errors, chars = [], []
-            for img in s.images:
-                gt, pr = cer.normalize(s.gt[img], p.rules), cer.normalize(preds.get(img) or "", p.rules)
-                errors.append(cer.distance(gt, pr))
-                chars.append(len(gt))
-            units = [s.documents[img] for img in s.images] if s.documents else None
-            iv = intervals.bootstrap_cer(errors, chars, units, **settings)
+            iv = scoring.set_cer(s, p.rules, preds, opts)
             row["sets"][s.name] = {"cer": iv.point, "low": iv.low, "high": iv.high}
             if iv.point is not None:
-                points.append(
-                    (f"eval/{s.name}/checkpoint_cer_stage{stage + 1}", iv.point, step_of(stage, position))
-                )
-        result["checkpoints"].append(row)
+                points.append((f"eval/{s.name}/checkpoint_cer_stage{stage + 1}", iv.point, row["step"]))
         say(
-            f"checkpoint {k}/{len(found)} {cp.name} (stage {stage + 1}, {position}): "
+            f"checkpoint {k}/{len(found)} {row['name']} (stage {stage + 1}, {engine.position} {position}): "
             + ", ".join(f"{n} {100 * v['cer']:.2f} %" for n, v in row["sets"].items() if v["cer"] is not None)
         )
-    best = {}
-    for s in p.sets:
-        scored = [r for r in result["checkpoints"] if (r["sets"].get(s.name) or {}).get("cer") is not None]
-        if scored:
-            r = min(scored, key=lambda r: (r["sets"][s.name]["cer"], r["stage"], r["position"]))
-            best[s.name] = {
-                "checkpoint": r["checkpoint"],
-                "stage": r["stage"],
-                "position": r["position"],
-                "cer": r["sets"][s.name]["cer"],
-            }
-            say(
-                f"best checkpoint on '{s.name}': {Path(r['checkpoint']).name} (stage {r['stage']}, "
-                f"{r['position']}) CER {100 * r['sets'][s.name]['cer']:.2f} %; the exported best model: "
-                f"{100 * next(x for x in result['sets'] if x['name'] == s.name)['overall']['cer']:.2f} %"
-            )
-    result["best_checkpoint"] = best
+    result["best_checkpoint"] = _best(p, result)
     return points
 
 
+def _best(p: Any, result: dict) -> dict:
+    """Per set: the checkpoint with the lowest CER (the earlier one on a tie)."""
+    best = {}
+    for s in p.sets:
+        scored = [r for r in result["checkpoints"] if (r["sets"].get(s.name) or {}).get("cer") is not None]
+        if not scored:
+            continue
+        r = min(scored, key=lambda r: (r["sets"][s.name]["cer"], r["stage"], r["position"]))
+        best[s.name] = {k: r[k] for k in ("checkpoint", "name", "stage", "position")} | {
+            "cer": r["sets"][s.name]["cer"]
+        }
+        exported = next(x for x in result["sets"] if x["name"] == s.name)["overall"]["cer"]
+        say(
+            f"best checkpoint on '{s.name}': {r['name']} (stage {r['stage']}, "
+            f"{r['position']}) CER {100 * best[s.name]['cer']:.2f} %; the exported best model: "
+            f"{100 * exported:.2f} %"
+        )
+    return best
+
+
 def _steps(cfg: Any, p: Any, engine: Any, params: dict[str, str]):
-    """(stage, position) -> the step the training's curves use for that point: its epoch counted over both
-    stages, the engine's progress parser converting Calamari 1's iterations with the *training's* settings
-    (its MLflow run's params ``train.*``, else this configuration's) as the training's MLflow run does; the
-    position itself when the training's size is not known (no manifest)."""
-    import yaml
+    """(stage, position) -> the step the training's curves use for that point, by the engine's progress
+    parser set up with the *training's* settings (its MLflow run's params ``train.*``, else this
+    configuration's) as the training's MLflow run was; the position itself when the training's size is not
+    known (no manifest)."""
     from omegaconf import OmegaConf
 
     from hsbcala import fsutil
@@ -148,15 +124,9 @@ def _steps(cfg: Any, p: Any, engine: Any, params: dict[str, str]):
         n_train = int(manifest["totals"]["train"]["lines"])
         train = OmegaConf.to_container(cfg.train, resolve=True)
         for key in train:
-            if f"train.{key}" in params:  # what the training ran with (params are strings)
-                train[key] = yaml.safe_load(str(params[f"train.{key}"]).replace("None", "null"))
+            if f"train.{key}" in params:  # what the training ran with
+                train[key] = trackinfo.param_value(params[f"train.{key}"])
         parser = engine.progress_parser(OmegaConf.create(train), n_train)
     except Exception:  # noqa: BLE001 - an old or foreign model directory: positions as they are
         return lambda stage, position: position
-
-    def step(stage: int, position: int) -> int:
-        parser.stage = stage
-        # the parser's own mapping of an engine position to a metric step (stage offset, iterations → epochs)
-        return int(parser._update(parser._offset() + position, {}).step)
-
-    return step
+    return parser.step_at

@@ -98,10 +98,6 @@ def check(cfg: Any) -> None:
         raise ConfigError(f"eval.batch_size must be >= 1, got {ev.batch_size}")
     if ev.confusions < 0:
         raise ConfigError(f"eval.confusions must be >= 0, got {ev.confusions}")
-    if ev.checkpoints == "all":
-        from hsbcala import evalcheckpoints
-
-        evalcheckpoints.check(str(cfg.version.name))
     if ev.worst_lines < 0:
         raise ConfigError(f"eval.worst_lines must be >= 0, got {ev.worst_lines}")
     if ev.intervals.resamples < 1:

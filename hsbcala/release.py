@@ -8,7 +8,6 @@ the final name.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tarfile
@@ -42,12 +41,7 @@ def export_release(cfg: Any, p: Plan, result: dict, training_params: dict[str, s
     archive = export_dir / f"{name}-{stamp}.tar.gz"
 
     def _param(key: str) -> Any:
-        v = training_params.get(key)
-        if v is None or v == "None":  # MLflow params are strings; the config's null was logged as "None"
-            return None
-        with contextlib.suppress(ValueError):
-            return json.loads(v)
-        return v
+        return trackinfo.param_value(training_params.get(key))
 
     if training_params:
         training = {

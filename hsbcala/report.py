@@ -543,10 +543,10 @@ def text_report(result: dict, differences: list[dict] | None = None) -> str:
     for r in result.get("checkpoints") or []:
         cers = ", ".join(f"{n} {_pct(v['cer'])}" for n, v in r["sets"].items())
         out.append(
-            f"--- checkpoint {Path(r['checkpoint']).name} (stage {r['stage']}, {r['position']}): {cers or r['error']}"
+            f"--- checkpoint {r.get('name') or Path(r['checkpoint']).name} (stage {r['stage']}, {r['position']}): {cers or r['error']}"
         )
     for name, b in (result.get("best_checkpoint") or {}).items():
         out.append(
-            f"  best checkpoint on '{name}': {Path(b['checkpoint']).name} (stage {b['stage']}, {b['position']}), CER {_pct(b['cer'])}"
+            f"  best checkpoint on '{name}': {b.get('name') or Path(b['checkpoint']).name} (stage {b['stage']}, {b['position']}), CER {_pct(b['cer'])}"
         )
     return "\n".join(out) + "\n"

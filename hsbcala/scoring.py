@@ -92,6 +92,17 @@ def _part(lines: list[_Line], opts: Options, units: bool) -> dict:
     return {"interval": _interval_dict(opts.interval(errors, chars, docs))}
 
 
+def set_cer(s: Any, rules: str, predictions: dict[Path, str | None], opts: Options) -> intervals.Interval:
+    """A set's CER and its interval only (no files, classes or WER): e.g. one checkpoint of many."""
+    errors, chars = [], []
+    for img in s.images:
+        gt = cer.normalize(s.gt[img], rules)
+        errors.append(cer.distance(gt, cer.normalize(predictions.get(img) or "", rules)))
+        chars.append(len(gt))
+    docs = getattr(s, "documents", None)
+    return opts.interval(errors, chars, [docs[img] for img in s.images] if docs else None)
+
+
 def score_sets(
     sets_in: Sequence[Any],
     groups: dict[str, list[str]],

@@ -49,6 +49,19 @@ def flatten(d: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def param_value(text: str | None) -> Any:
+    """A value :func:`flatten` logged as an MLflow param, read back (params are strings: the config's null
+    became "None", booleans "True"/"False", lists JSON)."""
+    if text is None or text == "None":
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def masked(text: str) -> str:
     """``scheme://user:secret@host`` → ``scheme://user:***@host`` (see :mod:`hsbcala.masking`)."""
     from hsbcala.masking import mask

@@ -585,17 +585,36 @@ def test_baseline_row_and_paired_change_with_the_models_own_engine(tiny_models, 
 
 
 @pytest.mark.slow
-def test_every_checkpoint_is_scored_and_logged_as_a_curve(tiny_models, variant_lines, tmp_path):
+def test_an_unreadable_calamari_2_checkpoint_costs_only_its_own_row(tiny_models, tmp_path):
+    """The export runs in one engine process; a truncated checkpoint gets its error, the others their model."""
+    engine = engines.get("cala2")
+    model = tmp_path / "model-cala2"
+    shutil.copytree(tiny_models / "model-cala2", model)
+    found = sorted(engine.checkpoints(model), key=engine.checkpoint_key)
+    data = next((found[0].parent / "variables").glob("variables.data-*"))
+    data.write_bytes(data.read_bytes()[:100])
+    out = engine.predictable(found, tmp_path / "exported", envs.resolve(compose_cfg(["version=cala2"]), ROOT))
+    (bad, why), *rest = out
+    assert bad is None and "checkpoint_0001" in why, why
+    assert rest and all(m is not None and m.is_file() and Path(str(m)[: -len(".json")]).is_dir() for m, _ in rest)
+    assert [m.name for m, _ in rest] == [f"stage1-epoch{e:04d}.ckpt.json" for e in range(2, len(found) + 1)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_checkpoint_is_scored_and_logged_as_a_curve(tiny_models, variant_lines, tmp_path, version):
+    """Calamari 1's checkpoints are models; Calamari 2's are training states the engine exports first."""
     import mlflow
 
     from hsbcala import engines
 
-    model = tiny_models / "model-cala1"
-    found = sorted(engines.get("cala1").checkpoints(model), key=engines.get("cala1").checkpoint_key)
-    assert found, "the tiny Calamari 1 training wrote no checkpoint"
+    model = tiny_models / f"model-{version}"
+    engine = engines.get(version)
+    found = sorted(engine.checkpoints(model), key=engine.checkpoint_key)
+    assert found, f"the tiny {version} training wrote no checkpoint"
     proc = run_evaluate(
         *base_overrides(tiny_models, variant_lines),
-        "version=cala1",
+        f"version={version}",
         f"model_dir={model}",
         f"hydra.run.dir={tmp_path / 'run'}",
         "eval.checkpoints=all",
@@ -608,7 +627,11 @@ def test_every_checkpoint_is_scored_and_logged_as_a_curve(tiny_models, variant_l
     assert all(r["error"] is None and r["sets"]["eval"]["cer"] is not None for r in rows)
     best = result["best_checkpoint"]["eval"]
     assert best["cer"] == min(r["sets"]["eval"]["cer"] for r in rows)
-    assert f"best checkpoint on 'eval': {Path(best['checkpoint']).name}" in proc.stderr
+    assert f"best checkpoint on 'eval': {engine.checkpoint_name(Path(best['checkpoint']))}" in proc.stderr
+    # the model the training exported as best is one of its checkpoints (Calamari 2: with the moving-average
+    # weights its validation used): scored from the checkpoint, the same CER to the last digit
+    exported = result["sets"][0]["overall"]["cer"]
+    assert exported in [r["sets"]["eval"]["cer"] for r in rows], (exported, rows)
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tiny_models / 'mlruns.db'}")
     history = [
         (m.step, m.value)

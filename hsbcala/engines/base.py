@@ -148,9 +148,18 @@ class ProgressParser:
         """The epoch (within its stage) an update's step stands for."""
         return float(step - self._offset())
 
+    def step_at(self, stage: int, position: int) -> int:
+        """The step the training's curves use for the engine's ``position`` (epoch or iteration, as its
+        checkpoints record it) in ``stage`` (0 or 1): e.g. a checkpoint's point on the ``val_cer`` chart."""
+        return self._step(stage * self.per_stage + position)
+
+    def _step(self, position: int) -> int:
+        """The step of an engine position counted over stages (epochs: the position itself)."""
+        return position
+
     def _update(self, position: int, metrics: dict[str, float]) -> Update:
         """The update at the engine's ``position`` (stage offset included; epoch or iteration)."""
-        return Update(position, metrics)
+        return Update(self._step(position), metrics)
 
     def on_stage_switch(self) -> None:
         """Reset per-stage counters (the engine restarts its numbering)."""
@@ -215,6 +224,16 @@ class Engine(ABC):
         """The checkpoint to resume from; incomplete ones (interrupted while writing) are passed over."""
         found = self.checkpoints(model_dir)
         return max(found, key=lambda p: (*self.checkpoint_key(p), _mtime(self.record(p))), default=None)
+
+    def checkpoint_name(self, checkpoint: Path) -> str:
+        """A checkpoint's name for messages (the file or directory a user would look for)."""
+        return checkpoint.name
+
+    @abstractmethod
+    def predictable(self, checkpoints: list[Path], out_dir: Path, env: Any) -> list[tuple[Path | None, str]]:
+        """Per checkpoint (as :meth:`checkpoints` lists them): (the ``.ckpt.json`` calamari-predict loads, "")
+        or (None, why it cannot be predicted). ``out_dir``: where models exported from checkpoints may be
+        written; ``env``: the engine environment (:class:`hsbcala.engines.envs.EngineEnv`)."""
 
     def best_model(self, model_dir: Path) -> list[Path]:
         """The files of the best model (empty if there is none yet)."""

@@ -65,8 +65,11 @@ class Cala1Parser(ProgressParser):
             return self._check_of[step]
         return step - self.epochs(self._offset())
 
+    def _step(self, position: int) -> int:
+        return math.floor(self.epochs(position) + 0.5)  # (round() would round x.5 to even)
+
     def _update(self, position: int, metrics: dict[str, float]) -> Update:
-        step = math.floor(self.epochs(position) + 0.5)  # (round() would round x.5 to even)
+        step = self._step(position)
         self._check_of[step] = (position - self._offset()) / self.check_every
         return Update(step, metrics)
 
@@ -206,6 +209,9 @@ class Cala1(Engine):
 
     def record(self, checkpoint: Path) -> Path:
         return Path(f"{checkpoint}.json")
+
+    def predictable(self, checkpoints: list[Path], out_dir: Path, env: Any) -> list[tuple[Path | None, str]]:
+        return [(self.record(cp), "") for cp in checkpoints]  # model_N.ckpt.json + .h5 are models already
 
     def checkpoint_key(self, checkpoint: Path) -> tuple[int, int]:
         d = read_json(self.record(checkpoint))

@@ -5,18 +5,25 @@ the training runs in two stages (``aug_data/`` then ``real_data/`` logs) and the
 from 1 again, overwriting ``checkpoint_0001`` …, so "newest" is decided by ``current_stage``/``current_epoch``
 inside ``trainer_params.json``. Best model: ``best.ckpt.json`` + ``best.ckpt/`` (a SavedModel).
 
+Checkpoints are training states (the training graph's variables and the optimizer's slots), not models:
+:meth:`Cala2.predictable` exports them as models with ``cala2_export.py`` in the engine environment.
+
 Output: one line per epoch, ``Results of epoch N CER: … - loss: … - val_CER: … - val_loss: …``.
 """
 
 from __future__ import annotations
 
 import glob as _glob
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 from hsbcala.engines.base import Engine, ProgressParser, TrainInputs, Update, flag, retarget
+from hsbcala.errors import EngineError
 from hsbcala.fsutil import read_json
+
+EXPORT_SCRIPT = Path(__file__).with_name("cala2_export.py")
 
 _EPOCH = re.compile(r"Results of epoch\s+(\d+)\s+(.*)$")
 _PAIR = re.compile(r"([\w/-]+): (-?[\d.]+(?:e[-+]?\d+)?)")
@@ -154,6 +161,37 @@ class Cala2(Engine):
 
     def record(self, checkpoint: Path) -> Path:
         return checkpoint
+
+    def checkpoint_name(self, checkpoint: Path) -> str:
+        return checkpoint.parent.name  # checkpoint_NNNN (the checkpoint is its trainer_params.json)
+
+    def predictable(self, checkpoints: list[Path], out_dir: Path, env: Any) -> list[tuple[Path | None, str]]:
+        """Export each checkpoint as ``out_dir/stage<k>-epoch<NNNN>.ckpt.json`` + ``.ckpt/`` (one engine
+        process for all; its output in ``out_dir/export.log``)."""
+        from hsbcala.engines.process import EngineProcess
+
+        if not checkpoints:
+            return []
+        out_dir.mkdir(parents=True, exist_ok=True)
+        names = [
+            f"stage{stage + 1}-epoch{epoch:04d}" for stage, epoch in map(self.checkpoint_key, checkpoints)
+        ]
+        spec = {"out": str(out_dir), "checkpoints": [[str(c.parent), n] for c, n in zip(checkpoints, names)]}
+        argv = env.wrap([env.program("python"), str(EXPORT_SCRIPT), json.dumps(spec, ensure_ascii=True)])
+        log = out_dir / "export.log"
+        with EngineProcess(argv, log, log_mode="w") as proc:
+            summary = [line for line in proc.lines() if line.startswith('{"exported"')]
+            code = proc.wait()
+        if code != 0 or not summary:
+            raise EngineError(
+                f"exporting the Calamari 2 checkpoints as models failed (exit {code}, log: {log}): "
+                f"{proc.last_lines()}"
+            )
+        done = {e["name"]: e for e in json.loads(summary[-1])["exported"]}
+        return [
+            (Path(done[n]["model"]), "") if done[n]["error"] is None else (None, done[n]["error"])
+            for n in names
+        ]
 
     def checkpoint_key(self, checkpoint: Path) -> tuple[int, int]:
         d = read_json(checkpoint)

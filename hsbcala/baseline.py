@@ -19,13 +19,11 @@ with a higher CER than its baseline is flagged in the table's notes and in the o
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from hsbcala import comparison, engines, fsutil, scoring
 from hsbcala.console import say
-from hsbcala.engines.process import EngineProcess
 from hsbcala.errors import EngineError
 
 DIR = "baseline"  # <job dir>/baseline/<set>/lines.tsv …
@@ -66,40 +64,6 @@ def find(model_dir: Path | None, engine: Any) -> tuple[Path | None, str]:
     )
 
 
-def predict(
-    p: Any, checkpoint: Path, images: list[Path], links: list[Path], work: Path, log_path: Path, cfg: Any
-) -> tuple[dict[Path, str | None], float]:
-    """One more calamari-predict pass of ``checkpoint`` over the staged lines (``work/lines``); predictions
-    by image (None: the engine skipped the line) and the seconds it took."""
-    from hsbcala.evaluate import predict_argv
-
-    pred_dir = work / f"pred-{checkpoint.name[: -len('.ckpt.json')] or 'model'}-{time.monotonic_ns()}"
-    pred_dir.mkdir(parents=True)
-    argv = p.env.wrap(
-        predict_argv(
-            engines.get(p.version),
-            p.env.program("calamari-predict"),
-            checkpoint,
-            links[0].parent,
-            pred_dir,
-            cfg.eval.batch_size,
-            list(cfg.eval.predict_args),
-        )
-    )
-    t0 = time.monotonic()
-    with EngineProcess(argv, log_path, cwd=log_path.parent, log_mode="w") as proc:
-        code = proc.wait()
-        if code != 0:
-            raise EngineError(
-                f"calamari-predict exited with code {code} (log: {log_path}): {proc.last_lines()}"
-            )
-    out: dict[Path, str | None] = {}
-    for img, link in zip(images, links, strict=True):
-        f = pred_dir / f"{link.name.split('.', 1)[0]}.pred.txt"
-        out[img] = f.read_text(encoding="utf-8") if f.is_file() else None
-    return out, time.monotonic() - t0
-
-
 def evaluate(cfg: Any, p: Any, result: dict, out_dir: Path, images: list[Path], links: list[Path]) -> None:
     """Add ``result["baseline"]`` (a row: scored sets, or an error) and ``result["baseline_differences"]``
     (per set: the model − its baseline, paired) and flag a model worse than its baseline."""
@@ -123,8 +87,12 @@ def evaluate(cfg: Any, p: Any, result: dict, out_dir: Path, images: list[Path], 
     row["model"] = label = f"{result['model']} baseline ({_name(ckpt, p.model_dir)})"
     log_path = out_dir / "baseline-predict.log"
     say(f"evaluating the baseline {ckpt} on the same lines; calamari-predict log: {log_path}")
+    from hsbcala.evaluate import predict
+
     try:
-        preds, seconds = predict(p, ckpt, images, links, links[0].parent.parent, log_path, cfg)
+        preds, seconds, _ = predict(
+            p, ckpt, images, links, links[0].parent.parent / "pred-baseline", log_path, cfg
+        )
     except EngineError as exc:
         row["error"] = f"the baseline {ckpt} could not be evaluated: {exc}"
         say(f"warning: eval.baseline: {row['error']}")

@@ -4,7 +4,7 @@ curve to the training run in MLflow, and name the best checkpoint per set.
 The engine makes each checkpoint a model calamari-predict loads (:meth:`hsbcala.engines.base.Engine.predictable`:
 Calamari 1's ``model_NNNN.ckpt.json`` + ``.h5`` are models already; Calamari 2's ``checkpoint/checkpoint_NNNN/``
 are training states, exported into ``<job dir>/checkpoints/`` with the weights its validation and its best
-model use). Each is then one more calamari-predict pass over the lines already staged for the model
+model use; only the exports best on some set are kept). Each is then one more calamari-predict pass over the lines already staged for the model
 (:func:`hsbcala.baseline.predict`), scored with the same normalisation (CER and its interval per set:
 :func:`hsbcala.scoring.set_cer`). The curve goes to the model's MLflow run (the training run, or the separate
 evaluation run) as ``eval/<set>/checkpoint_cer_stage<k>`` (k = 1 for the augmented stage, 2 for the second
@@ -15,6 +15,7 @@ set" can be compared on one chart.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def evaluate(
 ) -> list:
     """Score every checkpoint; fill ``result["checkpoints"]`` and ``result["best_checkpoint"]``; return the
     curve's MLflow points ``(metric, value, step)``."""
-    from hsbcala.baseline import predict
+    from hsbcala.evaluate import predict
 
     engine = engines.get(p.version)
     found = engine.checkpoints(p.model_dir) if p.model_dir is not None else []
@@ -69,8 +70,14 @@ def evaluate(
         result["checkpoints"].append(row)
         if model is not None:
             try:
-                preds, _ = predict(
-                    p, model, images, links, links[0].parent.parent, work / f"predict-{k:03d}.log", cfg
+                preds, _, _ = predict(
+                    p,
+                    model,
+                    images,
+                    links,
+                    links[0].parent.parent / f"pred-{k:03d}",
+                    work / f"predict-{k:03d}.log",
+                    cfg,
                 )
             except EngineError as exc:
                 row["error"] = str(exc)
@@ -87,7 +94,21 @@ def evaluate(
             + ", ".join(f"{n} {100 * v['cer']:.2f} %" for n, v in row["sets"].items() if v["cer"] is not None)
         )
     result["best_checkpoint"] = _best(p, result)
+    _drop_exports(result, work)
     return points
+
+
+def _drop_exports(result: dict, work: Path) -> None:
+    """Delete the models exported into ``work`` for scoring (Calamari 2: a SavedModel per checkpoint) except
+    the best on some set: that one may be the model to keep (``model`` in ``best_checkpoint``)."""
+    keep = {b["model"] for b in result["best_checkpoint"].values()}
+    for row in result["checkpoints"]:
+        model = Path(row["model"]) if row["model"] else None
+        if model is None or model.parent != work or str(model) in keep:
+            continue  # (Calamari 1's checkpoints are the training's own files)
+        shutil.rmtree(model.with_name(model.name[: -len(".json")]), ignore_errors=True)
+        model.unlink(missing_ok=True)
+        row["model"] = None
 
 
 def _best(p: Any, result: dict) -> dict:
@@ -98,7 +119,7 @@ def _best(p: Any, result: dict) -> dict:
         if not scored:
             continue
         r = min(scored, key=lambda r: (r["sets"][s.name]["cer"], r["stage"], r["position"]))
-        best[s.name] = {k: r[k] for k in ("checkpoint", "name", "stage", "position")} | {
+        best[s.name] = {k: r[k] for k in ("checkpoint", "name", "model", "stage", "position")} | {
             "cer": r["sets"][s.name]["cer"]
         }
         exported = next(x for x in result["sets"] if x["name"] == s.name)["overall"]["cer"]

@@ -39,6 +39,7 @@ import shlex
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,6 +244,52 @@ def predict_argv(
     return engine.predict_argv(program, checkpoint, files, out_dir, batch_size) + list(extra)
 
 
+def predict(
+    p: Plan,
+    checkpoint: Path,
+    images: list[Path],
+    links: list[Path],
+    pred_dir: Path,
+    log_path: Path,
+    cfg: Any,
+    *,
+    meanwhile: Callable[[], None] | None = None,
+) -> tuple[dict[Path, str | None], float, list[str]]:
+    """One calamari-predict pass of ``checkpoint`` over the staged lines (``links``: :func:`stage`) into
+    ``pred_dir``: the predictions by image (None: the engine skipped that line), its seconds and command.
+    ``meanwhile``: work done while the engine starts. A pass that predicts no line at all is an error."""
+    argv = p.env.wrap(
+        predict_argv(
+            engines.get(p.version),
+            p.env.program("calamari-predict"),
+            checkpoint,
+            links[0].parent,
+            pred_dir,
+            cfg.eval.batch_size,
+            list(cfg.eval.predict_args),
+        )
+    )
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    with EngineProcess(argv, log_path, cwd=log_path.parent, log_mode="w") as proc:
+        if meanwhile is not None:
+            meanwhile()
+        code = proc.wait()
+        if code != 0:
+            raise EngineError(
+                f"calamari-predict exited with code {code} (log: {log_path}): {proc.last_lines()}"
+            )
+        tail = proc.last_lines()
+    seconds = time.monotonic() - t0
+    out: dict[Path, str | None] = {}
+    for img, link in zip(images, links, strict=True):
+        f = pred_dir / f"{link.name.split('.', 1)[0]}.pred.txt"
+        out[img] = f.read_text(encoding="utf-8") if f.is_file() else None
+    if all(v is None for v in out.values()):
+        raise EngineError(f"calamari-predict wrote no prediction into {pred_dir} (log: {log_path}): {tail}")
+    return out, seconds, argv
+
+
 def stage(images: list[Path], lines_dir: Path) -> list[Path]:
     """Symlink the images as ``000001<suffix>`` …: unique names, so predictions never collide."""
     lines_dir.mkdir(parents=True, exist_ok=True)
@@ -352,87 +399,63 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
         shutil.rmtree(work)
     images = p.images
     links = stage(images, work / "lines")
-    pred_dir = work / "pred"
-    pred_dir.mkdir(parents=True)
-    argv = p.env.wrap(
-        predict_argv(
-            engines.get(p.version),
-            p.env.program("calamari-predict"),
-            p.checkpoint,
-            work / "lines",
-            pred_dir,
-            cfg.eval.batch_size,
-            list(cfg.eval.predict_args),
-        )
-    )
     log_path = out_dir / "predict.log"
     say(f"evaluating {p.checkpoint} ({p.version}) on {len(images)} lines; calamari-predict log: {log_path}")
     tracker = None
     status = "FAILED"
+
+    def open_run() -> None:  # while the engine imports TensorFlow
+        nonlocal tracker
+        tracker = tracking.EvalTracker(cfg, p)
+        report.preload()  # matplotlib too (~1 s), for the chart afterwards
+
     try:
-        with (
-            interruptible("evaluation interrupted by {signal}"),
-            EngineProcess(argv, log_path, cwd=out_dir, log_mode="w") as proc,
-        ):
-            t_pred = time.monotonic()
-            tracker = tracking.EvalTracker(cfg, p)  # while the engine imports TensorFlow
-            report.preload()  # matplotlib too (~1 s), for the chart afterwards
-            code = proc.wait()
-            predict_s = time.monotonic() - t_pred
-            if code != 0:
-                raise EngineError(
-                    f"calamari-predict exited with code {code} (log: {log_path}): {proc.last_lines()}"
-                )
-            tail = proc.last_lines()
-
-        stems = {link: link.name.split(".", 1)[0] for link in links}
-        predictions: dict[Path, str | None] = {}
-        for img, link in zip(images, links, strict=True):
-            f = pred_dir / f"{stems[link]}.pred.txt"
-            predictions[img] = f.read_text(encoding="utf-8") if f.is_file() else None
-        if not any(v is not None for v in predictions.values()):
-            raise EngineError(
-                f"calamari-predict wrote no prediction into {pred_dir} (log: {log_path}): {tail}"
+        # the whole evaluation: a scancel during the baseline's or the checkpoints' passes ends the run KILLED
+        with interruptible("evaluation interrupted by {signal}"):
+            predictions, predict_s, argv = predict(
+                p, p.checkpoint, images, links, work / "pred", log_path, cfg, meanwhile=open_run
             )
-        result.update(
-            scoring.score_sets(p.sets, p.groups, p.rules, predictions, out_dir, scoring.options(cfg.eval))
-        )
-        result["predict"] = {"argv": argv, "seconds": round(predict_s, 3), "lines": len(images)}
-        result["checkpoint"] = str(p.checkpoint)
-        result["model_dir"] = str(p.model_dir) if p.model_dir else result.get("model_dir")
-        result["mlflow"] = {
-            "tracking_uri": tracker.uri,
-            "run_id": tracker.run_id,
-            "training_run_id": tracker.training_run_id,
-            "separate_run": tracker.separate,
-        }
-        if cfg.eval.baseline:  # the warm-start model on the same staged lines (hsbcala/baseline.py)
-            from hsbcala import baseline
+            result.update(
+                scoring.score_sets(p.sets, p.groups, p.rules, predictions, out_dir, scoring.options(cfg.eval))
+            )
+            result["predict"] = {"argv": argv, "seconds": round(predict_s, 3), "lines": len(images)}
+            result["checkpoint"] = str(p.checkpoint)
+            result["model_dir"] = str(p.model_dir) if p.model_dir else result.get("model_dir")
+            result["mlflow"] = {
+                "tracking_uri": tracker.uri,
+                "run_id": tracker.run_id,
+                "training_run_id": tracker.training_run_id,
+                "separate_run": tracker.separate,
+            }
+            if cfg.eval.baseline:  # the warm-start model on the same staged lines (hsbcala/baseline.py)
+                from hsbcala import baseline
 
-            baseline.evaluate(cfg, p, result, out_dir, images, links)
-        curve = []
-        if cfg.eval.checkpoints == "all":  # every checkpoint on the same staged lines
-            from hsbcala import evalcheckpoints
+                baseline.evaluate(cfg, p, result, out_dir, images, links)
+            curve = []
+            if cfg.eval.checkpoints == "all":  # every checkpoint on the same staged lines
+                from hsbcala import evalcheckpoints
 
-            curve = evalcheckpoints.evaluate(cfg, p, result, images, links, out_dir, tracker.training_params)
-        shutil.rmtree(work, ignore_errors=True)  # the predictions are kept in lines.tsv
-        if cfg.eval.export:
-            from hsbcala import release
+                curve = evalcheckpoints.evaluate(
+                    cfg, p, result, images, links, out_dir, tracker.training_params
+                )
+            shutil.rmtree(work, ignore_errors=True)  # the predictions are kept in lines.tsv
+            if cfg.eval.export:
+                from hsbcala import release
 
-            result["export"] = str(release.export_release(cfg, p, result, tracker.training_params))
-        result["seconds"] = round(time.monotonic() - t0, 3)
-        fsutil.atomic_write_json(out_dir / RESULT_FILE, result)
-        table = report.write(
-            [result], out_dir, stem="cer-table", differences=result.get("baseline_differences")
-        )
-        _log(tracker, p, result, out_dir, table, curve)
-        status = "FINISHED"
-        say(
-            scoring.summary(result)
-            + f"; MLflow run {tracker.run_id}"
-            + (f"; release {result['export']}" if result.get("export") else "")
-        )
-        return result
+                result["export"] = str(release.export_release(cfg, p, result, tracker.training_params))
+            result["seconds"] = round(time.monotonic() - t0, 3)
+            fsutil.atomic_write_json(out_dir / RESULT_FILE, result)
+            table = report.write(
+                [result], out_dir, stem="cer-table", differences=result.get("baseline_differences")
+            )
+            _log(tracker, p, result, out_dir, table, curve)
+            status = "FINISHED"
+            say(
+                scoring.summary(result)
+                + f"; MLflow run {tracker.run_id}"
+                + (f"; release {result['export']}" if result.get("export") else "")
+            )
+            return result
     except (Interrupted, KeyboardInterrupt):
         status = "KILLED"
         raise

@@ -27,7 +27,6 @@ import contextlib
 import os
 import shlex
 import shutil
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -204,11 +203,7 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                     for update in parser.feed(line):
                         tracker.log(update.step, update.metrics)
                         progress.update(parser.stage, parser.epoch_of(update.step), update.metrics)
-                code = proc.wait()
-                if code in (-signal.SIGTERM, -signal.SIGINT):
-                    # stopped from outside (scancel signals every process of the job, the engine may die
-                    # before the launcher's own SIGTERM arrives): an interruption, not an engine failure
-                    raise Interrupted(INTERRUPTED.format(signal=signal.Signals(-code).name))
+                code = proc.wait()  # (an engine stopped by SIGTERM/SIGINT raises Interrupted)
                 if (
                     code != 0
                     and p.resume_from is not None

@@ -596,7 +596,9 @@ def test_an_unreadable_calamari_2_checkpoint_costs_only_its_own_row(tiny_models,
     out = engine.predictable(found, tmp_path / "exported", envs.resolve(compose_cfg(["version=cala2"]), ROOT))
     (bad, why), *rest = out
     assert bad is None and "checkpoint_0001" in why, why
-    assert rest and all(m is not None and m.is_file() and Path(str(m)[: -len(".json")]).is_dir() for m, _ in rest)
+    assert rest and all(
+        m is not None and m.is_file() and Path(str(m)[: -len(".json")]).is_dir() for m, _ in rest
+    )
     assert [m.name for m, _ in rest] == [f"stage1-epoch{e:04d}.ckpt.json" for e in range(2, len(found) + 1)]
 
 
@@ -632,6 +634,10 @@ def test_every_checkpoint_is_scored_and_logged_as_a_curve(tiny_models, variant_l
     # weights its validation used): scored from the checkpoint, the same CER to the last digit
     exported = result["sets"][0]["overall"]["cer"]
     assert exported in [r["sets"]["eval"]["cer"] for r in rows], (exported, rows)
+    # Calamari 2's exports are kept for the best checkpoint only; Calamari 1's checkpoints are left alone
+    kept = [Path(r["model"]) for r in rows if r["model"]]
+    assert kept == ([Path(best["model"])] if version == "cala2" else [engine.record(c) for c in found])
+    assert all(m.is_file() for m in kept) and best["model"] in map(str, kept)
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tiny_models / 'mlruns.db'}")
     history = [
         (m.step, m.value)

@@ -167,6 +167,23 @@ def test_signals_never_break_into_a_deferred_block_and_only_the_first_raises():
     assert done == ["clean-up finished"]
 
 
+def test_an_engine_stopped_from_outside_is_an_interruption_not_an_engine_failure(tmp_path):
+    """scancel signals every process of the job: an engine that dies of SIGTERM/SIGINT before the launcher's
+    own signal arrives interrupts the launch (run KILLED, resume later) for training and evaluation alike."""
+    from hsbcala.engines.process import EngineProcess
+
+    for sig in ("TERM", "INT"):
+        with (
+            pytest.raises(Interrupted, match=f"^evaluation interrupted by SIG{sig}$"),
+            interruptible("evaluation interrupted by {signal}"),
+            EngineProcess(["sh", "-c", f"echo started; kill -{sig} $$"], tmp_path / "engine.log") as proc,
+        ):
+            proc.wait()
+    with EngineProcess(["sh", "-c", "kill -KILL $$"], tmp_path / "engine.log") as proc:
+        assert proc.wait() == -signal.SIGKILL  # (the OOM killer's signal: an engine failure)
+    assert "started" in (tmp_path / "engine.log").read_text()
+
+
 def test_credentials_are_masked():
     assert mask("http://alice:s3cret@mlflow.example:5000/x") == "http://alice:***@mlflow.example:5000/x"
     assert mask("sqlite:////tmp/mlruns.db") == "sqlite:////tmp/mlruns.db"

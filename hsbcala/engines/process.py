@@ -248,11 +248,18 @@ class EngineProcess:
             yield line
 
     def wait(self) -> int:
+        """The engine's exit code once its output is drained. An engine ended by SIGTERM/SIGINT raises
+        Interrupted (the message of the enclosing :func:`interruptible`): it was stopped from outside (scancel
+        signals every process of the job, and the engine may die before the launcher's own signal arrives),
+        an interruption of the launch, not an engine failure."""
         assert self.proc is not None and self._reader is not None
         for _ in self.lines():  # drain (a caller that does not parse the output)
             pass
         code = self.proc.wait()
         self._reader.join()
+        if code in (-signal.SIGTERM, -signal.SIGINT):
+            message = _active.message if _active is not None else "interrupted by {signal}"
+            raise Interrupted(message.format(signal=signal.Signals(-code).name))
         return code
 
     def output_tail(self) -> str:

@@ -84,14 +84,15 @@ def _split_entry(entry: Any) -> tuple[str, str]:
     return entry[:i], entry[i + 1 :]
 
 
-def check_config(train: Any, warmstart: Any) -> None:
-    """Before anything starts: ``base`` needs a warm start, and the table maps one character to one."""
+def check_config(train: Any, warmstart: Any) -> dict[str, str]:
+    """Before anything starts: ``base`` needs a warm start, and the table maps one character to one (returned
+    as :func:`check_table` reads it)."""
     if str(train.new_chars_init) == "base" and not warmstart.model:
         raise ConfigError(
             "train.new_chars_init=base needs a warm start: set warmstart.model (or preset=full), "
             "or train.new_chars_init=random"
         )
-    check_table(list(train.new_chars_table or []))
+    return check_table(list(train.new_chars_table or []))
 
 
 def origins(

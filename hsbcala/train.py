@@ -138,7 +138,7 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                     for note in engine.prepare_resume(p.resume_from, md.path):
                         say(f"resume: {note}")
                 elif p.warmstart_source is not None:
-                    copy_warmstart(p.warmstart_source, md.path / WARMSTART_DIR)
+                    copy_warmstart(p.warmstart_source, md.path / WARMSTART_DIR, p.new_chars)
                 for links in p.links:
                     make_links(links)
             if data_note:

@@ -44,6 +44,7 @@ class Plan:
     profile_report: Path | None = None
     data: Any = None  # hsbcala.datastep.DataPlan: manifest, split, codec report (written by _execute)
     warmstart_source: Path | None = None  # the pretrained model's JSON; copied into the model dir first
+    new_chars: NewChars | None = None  # train.new_chars_init=base: how the copy is prepared (copy_warmstart)
     links: tuple[LineLinks, ...] = ()  # long file lists, as links the engine reads through a glob
 
 
@@ -67,9 +68,9 @@ def _ensure_synthetic(cfg: Any, dry_run: bool) -> int | None:
 
 def _warmstart(
     warmstart: Any, network: str | None, engine: Engine, resume: bool
-) -> tuple[str | None, str | None, Path | None]:
-    """(weights argument, network, the model's JSON) of the warm start; the network always comes from the
-    model. The argument still names the pretrained model; :func:`plan` points it at the model dir's copy."""
+) -> tuple[str | None, str | None, Any]:
+    """(weights argument, network, the model: :class:`hsbcala.engines.modeljson.ModelInfo`) of the warm start;
+    the network always comes from the model. The argument still names the pretrained model; :func:`plan` points it at the model dir's copy."""
     if not warmstart.model or resume:
         return None, network, None
     path = Path(warmstart.model)
@@ -100,7 +101,7 @@ def _warmstart(
         )
     if network and network != info.network:
         say(f"train.network={network!r} ignored: a warm start uses the model's network {info.network!r}")
-    return engine.weights_arg(info.path), info.network, info.path
+    return engine.weights_arg(info.path), info.network, info
 
 
 # A file list longer than this reaches the engine as links in <model_dir>/lines/<split>/ and one glob per
@@ -162,20 +163,12 @@ class NewChars:
     record: dict[str, Any]
 
 
-class WarmstartSource(type(Path())):  # type: ignore[misc]
-    """The pretrained model's JSON, carrying what to do to its copy (``new_chars``; None: copy only).
-
-    A path, so that the runner hands it to :func:`copy_warmstart` as before; the preparation travels with it."""
-
-    new_chars: NewChars | None = None
-
-
-def copy_warmstart(source: Path, target_dir: Path) -> None:
+def copy_warmstart(source: Path, target_dir: Path, new_chars: NewChars | None = None) -> None:
     """Copy one ensemble member (``X.ckpt.json`` and its weights ``X.ckpt/`` or ``X.ckpt.h5``) into the model
     directory. The engine warm-starts from the copy: Calamari 2 upgrades an older model version in place,
     and the points of a sweep would race on it, so ``pretrained/`` is never written by a training.
 
-    With ``source.new_chars`` (``train.new_chars_init=base``) the copy is prepared before it is put in place:
+    With ``new_chars`` (``train.new_chars_init=base``) the copy is prepared before it is put in place:
     the new characters appended to its codec, each output row a copy of its base letter's, and the record
     ``warmstart/new-chars.json`` written. Only a fresh training prepares: a resume never gets here, and a
     relaunch before the first checkpoint finds the prepared copy in place."""
@@ -188,7 +181,7 @@ def copy_warmstart(source: Path, target_dir: Path) -> None:
     for f in source.parent.iterdir():
         if f.name == source.name or f.name.startswith(stem + ".") or f.name == stem:
             (shutil.copytree if f.is_dir() else shutil.copy2)(f, tmp / f.name)
-    prep = getattr(source, "new_chars", None)
+    prep = new_chars
     if prep is not None:
         copied = [o for o in prep.origins if o.base is not None]
         if copied:
@@ -204,34 +197,28 @@ def copy_warmstart(source: Path, target_dir: Path) -> None:
 
 
 def _new_chars(
-    cfg: Any, engine: Engine, env: envs.EngineEnv, source: Path | None, data_plan: Any
-) -> Path | None:
-    """``train.new_chars_init``: check it, annotate the codec report and the manifest, and return the warm-start
-    source carrying the preparation (``base`` on a fresh warm start whose codec grows)."""
-    mode = str(cfg.train.new_chars_init)
-    table = newchars.check_table(list(cfg.train.new_chars_table or []))
+    mode: str, table: dict[str, str], engine: Engine, env: envs.EngineEnv, model: Any, data_plan: Any
+) -> NewChars | None:
+    """``train.new_chars_init`` (``mode``; ``table``: the checked ``train.new_chars_table``) for the warm-start
+    ``model`` (:class:`hsbcala.engines.modeljson.ModelInfo`): annotate the codec report and the manifest, and
+    say how to prepare the copy (``base`` on a fresh warm start whose codec grows; else None)."""
     report = data_plan.codec_report if data_plan is not None else None
-    if source is None or report is None:
-        return source  # from scratch, a resume, or a dry run (no codec report)
-    from hsbcala.engines import modeljson
-
-    info = modeljson.read_model(source)
-    found = newchars.origins([e["char"] for e in report["added"]], info.charset, table, mode)
+    if model is None or report is None:
+        return None  # from scratch, a resume, or a dry run (no codec report)
+    found = newchars.origins([e["char"] for e in report["added"]], model.charset, table, mode)
     codec.annotate(report, found, mode)
     if mode != "base" or not found:
-        return source
-    record = newchars.record(info.path, found)
+        return None
+    record = newchars.record(model.path, found)
     if data_plan.manifest is not None:
         data_plan.manifest["warmstart_new_chars"] = record
-    out = WarmstartSource(source)
-    out.new_chars = NewChars(engine.major, env.program("python"), env.wrap, tuple(found), record)
-    return out
+    return NewChars(engine.major, env.program("python"), env.wrap, tuple(found), record)
 
 
 def plan(cfg: Any) -> Plan:
     """Steps 1-4 of :func:`run`: decide everything, create nothing."""
     schema.check(cfg)
-    newchars.check_config(cfg.train, cfg.warmstart)
+    table = newchars.check_config(cfg.train, cfg.warmstart)
     engine = engines.get(cfg.version.name)
     base = Path(cfg.paths.root)
     md = ModelDir(Path(cfg.model_dir).resolve(), engine)
@@ -260,9 +247,10 @@ def plan(cfg: Any) -> Plan:
     except DataError as exc:
         raise _explain_staging(cfg, exc) from None
 
-    warm, network, warm_source = _warmstart(cfg.warmstart, cfg.train.network, engine, resume_from is not None)
-    warm_source = _new_chars(cfg, engine, env, warm_source, data_plan)
-    if warm_source is not None:  # the engine starts from the copy in the model directory (_copy_warmstart)
+    warm, network, model = _warmstart(cfg.warmstart, cfg.train.network, engine, resume_from is not None)
+    new_chars = _new_chars(str(cfg.train.new_chars_init), table, engine, env, model, data_plan)
+    warm_source = model.path if model is not None else None
+    if warm_source is not None:  # the engine starts from the copy in the model directory (copy_warmstart)
         warm = str(md.path / WARMSTART_DIR / Path(warm).relative_to(warm_source.parent))
     on_ramdisk = bool(cfg.cluster.ramdisk) and all(
         _under(p, Path(cfg.cluster.ramdisk)) for p in cfg.data.train
@@ -294,6 +282,7 @@ def plan(cfg: Any) -> Plan:
         report,
         data_plan,
         warm_source,
+        new_chars,
         tuple(x for x in (train_links, val_links) if x is not None),
     )
 

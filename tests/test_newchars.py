@@ -148,7 +148,7 @@ def test_unknown_mode_fails_while_composing(tmp_path):
 def test_table_base_missing_from_the_model_fails_in_the_plan(tmp_path):
     """The launcher's own path (trainplan._new_chars) with a real JSON: one ConfigError before anything."""
     from hsbcala import engines, trainplan
-    from hsbcala.engines import envs
+    from hsbcala.engines import envs, modeljson
 
     model = tmp_path / "m" / "0.ckpt.json"
     model.parent.mkdir()
@@ -159,24 +159,25 @@ def test_table_base_missing_from_the_model_fails_in_the_plan(tmp_path):
                           policy="recompute")  # fmt: skip
     plan = SimpleNamespace(codec_report=report, manifest={})
     env = envs.resolve(cfg, ROOT)
+    info = modeljson.read_model(model)
+    checked = newchars.check_config(cfg.train, cfg.warmstart)
     with pytest.raises(ConfigError, match=r"Ł → L: the base letter 'L' is not in"):
-        trainplan._new_chars(cfg, engines.get("cala1"), env, model, plan)
+        trainplan._new_chars("base", checked, engines.get("cala1"), env, info, plan)
     # without Ł: ě from e, ł from l (table); recorded in the report and the manifest, carried to the copy step
     report = codec.report(codec.count_chars(["aěěłß"]), ["a", "e", "l"], model=str(model), model_version=1,
                           policy="recompute")  # fmt: skip
     plan = SimpleNamespace(codec_report=report, manifest={})
-    source = trainplan._new_chars(cfg, engines.get("cala1"), env, model, plan)
-    assert source == model and source.new_chars is not None
+    prep = trainplan._new_chars("base", checked, engines.get("cala1"), env, info, plan)
+    assert prep is not None and prep.record["source_model"] == str(model)
     assert plan.manifest["warmstart_new_chars"]["copied"] == {"ě": "e", "ł": "l"}
     assert plan.manifest["warmstart_new_chars"]["random"] == ["ß"]
     table = "\n".join(codec.short_table(report))
     assert "copied 2: ě←e  ł←l" in table and "random (no base in the model's codec): ß" in table
     assert "weights: copy of e (Unicode decomposition)" in codec.full_text(report)
     # random: nothing carried, the report says so
-    cfg = compose_cfg(["version=cala1", f"warmstart.model={model}"])
     plan = SimpleNamespace(codec_report=report, manifest={})
-    source = trainplan._new_chars(cfg, engines.get("cala1"), env, model, plan)
-    assert getattr(source, "new_chars", None) is None and "warmstart_new_chars" not in plan.manifest
+    assert trainplan._new_chars("random", checked, engines.get("cala1"), env, info, plan) is None
+    assert "warmstart_new_chars" not in plan.manifest
     assert "all new characters start random" in "\n".join(codec.short_table(report))
 
 

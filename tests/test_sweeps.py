@@ -69,3 +69,14 @@ def test_points_that_would_share_a_directory_are_refused_before_anything_runs(tm
     assert proc.returncode == 2 and len(errors) == 1, proc.stderr
     assert "would train in one model directory" in errors[0]
     assert "--trainer.output_dir" not in proc.stdout
+
+
+def test_a_job_arrays_slurm_name_is_its_runs_common_beginning():
+    from hsbcala.slurm.launch import job_name
+
+    assert job_name(["fraktur-cala2"]) == job_name(["fraktur-cala2", "fraktur-cala2"]) == "fraktur-cala2"
+    assert job_name(["fraktur-cala1-batch_size=8", "fraktur-cala1-batch_size=16"]) == "fraktur-cala1-sweep"
+    assert job_name(["fraktur-cala1-seed=1", "fraktur-cala1-seed=2"]) == "fraktur-cala1-sweep"
+    assert job_name(["fraktur-cala1", "fraktur-cala2"]) == "fraktur-sweep"  # a sweep over versions
+    assert job_name(["my-big-study-lr=0.1", "my-big-study-lr=0.2"]) == "my-big-study-sweep"  # any template
+    assert job_name(["a", "b"]) == "sweep"

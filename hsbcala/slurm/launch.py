@@ -71,18 +71,14 @@ def sbatch_params(launcher: dict) -> dict:
 
 def job_name(run_names: Sequence[str]) -> str:
     """The Slurm job's name: the run's MLflow name for one job; for a job array (one name for all its tasks) the
-    names' common part, e.g. ``fraktur-cala2-sweep``, ``fraktur-sweep`` for a sweep over versions. Which task is
-    which point: ``<sweep dir>/hsbcala-submitted.json`` and ``python -m hsbcala.status``."""
+    names' common beginning up to a ``-``, then ``sweep``: ``fraktur-cala2-sweep`` for the points
+    ``fraktur-cala2-batch_size=8`` …, ``fraktur-sweep`` for a sweep over versions, whatever ``mlflow.run_name``'s
+    template. Which task is which point: ``<sweep dir>/hsbcala-submitted.json`` and ``python -m hsbcala.status``."""
     names = list(dict.fromkeys(run_names))
     if len(names) == 1:
         return names[0]
-    parts = [n.split("-") for n in names]
-    common = []
-    for column in zip(*parts):
-        if len(set(column)) > 1:
-            break
-        common.append(column[0])
-    return "-".join([*common[:2], "sweep"])
+    common = os.path.commonprefix(names)
+    return f"{common[: common.rfind('-') + 1]}sweep"
 
 
 def sbatch_preview(launcher: dict, n_jobs: int, note: str | None = None) -> str:

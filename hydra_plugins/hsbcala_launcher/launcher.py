@@ -28,17 +28,18 @@ Imports of submitit and hsbcala are lazy: Hydra imports this module while scanni
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher as plugin
-from omegaconf import OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 OWN_KEYS = {"wait"}  # hsbcala's launcher keys (config.py), not submitit's: never passed to the executor
@@ -115,16 +116,25 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
             params["name"] = job_name
         return params
 
-    def _run_name(self, overrides: Sequence[str]) -> str:
-        """A point's MLflow run name (``mlflow.run_name``, with the sweep point's suffix) in its Hydra context."""
+    @contextlib.contextmanager
+    def _point(self, overrides: Sequence[str]) -> Iterator[tuple[DictConfig, DictConfig]]:
+        """A point's sweep config (with its ``hydra`` node) and task config (without), composed once, in the
+        point's Hydra context as its job will have it (the model directory's sweep name and the run name's
+        sweep label need it)."""
+        import copy
+
         from hydra.core.hydra_config import HydraConfig
+        from omegaconf import read_write
 
         assert self.config is not None and self.hydra_context is not None
         sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        task_cfg = copy.deepcopy(sweep_config)
+        with read_write(task_cfg), open_dict(task_cfg):
+            del task_cfg["hydra"]
         previous = HydraConfig.instance().cfg
-        HydraConfig.instance().set_config(sweep_config)
+        HydraConfig.instance().set_config(copy.deepcopy(sweep_config))  # (makes its hydra node read-only)
         try:
-            return str(sweep_config.mlflow.run_name)
+            yield sweep_config, task_cfg
         finally:
             HydraConfig.instance().cfg = previous
 
@@ -182,45 +192,36 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
         return returns
 
     def _preflight(self, overrides: Sequence[str]) -> dict[str, str]:
-        """A point's checks and data step on the login node (hsbcala.trainplan.preflight), in the point's Hydra
-        context as its job will have it (the model directory's sweep name needs it); returns the point's model
-        directory (absolute, as the job resolves it) and version, for the record of what was submitted."""
-        import copy
-
-        from hydra.core.hydra_config import HydraConfig
-        from omegaconf import read_write
-
+        """A point's checks and data step on the login node (hsbcala.trainplan.preflight); returns the point's
+        model directory (absolute, as the job resolves it), version and run name, for the record of what was
+        submitted."""
         from hsbcala import trainplan
 
-        assert self.config is not None and self.hydra_context is not None
-        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        task_cfg = copy.deepcopy(sweep_config)
-        with read_write(task_cfg), open_dict(task_cfg):
-            del task_cfg["hydra"]
-        previous = HydraConfig.instance().cfg
-        HydraConfig.instance().set_config(sweep_config)
-        try:
+        with self._point(overrides) as (_, task_cfg):
             trainplan.preflight(task_cfg)
             return {
                 "model_dir": str(Path(str(task_cfg.model_dir)).resolve()),
                 "version": str(task_cfg.version.name),
                 "run_name": str(task_cfg.mlflow.run_name),
             }
-        finally:
-            HydraConfig.instance().cfg = previous
 
     def _dry_run(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
         """Print what would be submitted (sbatch script, array size) and run each point's dry run here."""
         from hsbcala.slurm import launch
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
-        name = launch.job_name([self._run_name(o) for o in job_overrides])
-        print(launch.sbatch_preview(self._params(name), n_jobs=len(job_overrides)), flush=True)
+        configs, names = [], []
+        for overrides in job_overrides:
+            with self._point(overrides) as (sweep_config, task_cfg):
+                configs.append(sweep_config)
+                names.append(str(task_cfg.mlflow.run_name))
+        print(
+            launch.sbatch_preview(self._params(launch.job_name(names)), n_jobs=len(job_overrides)), flush=True
+        )
         setup_globals()
         returns = []
-        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+        for idx, (overrides, sweep_config) in enumerate(zip(job_overrides, configs), start=initial_job_idx):
             print(f"# job #{idx}: {' '.join(filter_overrides(overrides)) or '(no overrides)'}", flush=True)
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             with open_dict(sweep_config.hydra.job):
                 sweep_config.hydra.job.id = f"dry_run_{idx}"
                 sweep_config.hydra.job.num = idx

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hsbcala import comparison, engines, fsutil, scoring
+from hsbcala import comparison, engines, fsutil, intervals, scoring
 from hsbcala.console import say
 from hsbcala.errors import EngineError
 
@@ -140,7 +140,7 @@ def finetune_sentence(d: dict) -> str:
     if d["point"] is None:
         return f"fine-tuning: no CER on '{d['set']}' (no GT characters)"
     iv = d["interval"]
-    ci = "[n/a]" if iv.get("low") is None else f"[{100 * iv['low']:+.2f}, {100 * iv['high']:+.2f}]"
+    ci = intervals.bounds_text(iv, signed=True, na="[n/a]")
     verdict = (
         "" if iv.get("low") is None else (" (beyond noise)" if d["excludes_zero"] else " (within noise)")
     )

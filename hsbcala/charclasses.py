@@ -89,8 +89,9 @@ class CharStats:
         self.word_errors = 0
         self.words = 0
 
-    def add(self, gt: str, pred: str, ops: Iterable[tuple[str, int, int, int, int]]) -> None:
-        """One line: normalised GT and prediction and their alignment (:attr:`hsbcala.cer.Alignment.ops`)."""
+    def add(self, gt: str, pred: str, ops: Iterable[tuple[str, int, int, int, int]]) -> tuple[int, int]:
+        """One line: normalised GT and prediction and their alignment (:attr:`hsbcala.cer.Alignment.ops`);
+        returns the line's (word errors, GT words)."""
         self.gt.update(gt)
         self.predicted.update(pred)
         for tag, g1, g2, p1, p2 in ops:
@@ -107,6 +108,7 @@ class CharStats:
         we, nw = word_errors(gt, pred)
         self.word_errors += we
         self.words += nw
+        return we, nw
 
     def recall(self, c: str) -> float | None:
         return self.right[c] / self.gt[c] if self.gt[c] else None

@@ -118,7 +118,7 @@ def sentence(d: dict, verb: str = "differs from") -> str:
     if d["point"] is None:
         return f"{d['a']} vs {d['b']} on '{d['set']}': n/a (no GT characters)"
     iv = d["interval"]
-    ci = "n/a" if iv.get("low") is None else f"[{100 * iv['low']:+.2f}, {100 * iv['high']:+.2f}]"
+    ci = intervals.bounds_text(iv, signed=True)
     verdict = (
         "no interval"
         if iv.get("low") is None

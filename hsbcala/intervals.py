@@ -59,11 +59,19 @@ class Interval:
     def as_dict(self) -> dict:
         return asdict(self)
 
-    def text(self, scale: float = 100.0, digits: int = 2) -> str:
-        """``[low, high]`` scaled (percent by default), or ``n/a``."""
-        if not self.available:
-            return NA
-        return f"[{scale * self.low:.{digits}f}, {scale * self.high:.{digits}f}]"
+    def text(self) -> str:
+        """``[low, high]`` in percent, or ``n/a``."""
+        return bounds_text(self.as_dict())
+
+
+def bounds_text(iv: dict | None, *, signed: bool = False, na: str = NA) -> str:
+    """An interval's ``[low, high]`` in percent with two decimals (``signed``: ``[+0.50, +2.01]``, for
+    differences), or ``na`` when there is none (too few lines or documents): the one format of every table,
+    report and sentence."""
+    if not iv or iv.get("low") is None or iv.get("high") is None:
+        return na
+    fmt = "+.2f" if signed else ".2f"
+    return f"[{100 * iv['low']:{fmt}}, {100 * iv['high']:{fmt}}]"
 
 
 def _units(n_lines: int, units: Sequence | None) -> tuple[np.ndarray, int, str]:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hsbcala import intervals
+
 NA = "n/a"
 MISSING = "missing"
 
@@ -117,8 +119,7 @@ def interval_text(p: dict | None) -> str:
     when the result has no interval at all (older results, class columns)."""
     if not p or not p.get("interval"):
         return ""
-    iv = interval_of(p)
-    return f"[{NA}]" if iv is None else f"[{100 * iv[0]:.2f}, {100 * iv[1]:.2f}]"
+    return intervals.bounds_text(p["interval"], na=f"[{NA}]")
 
 
 def lines_of(result: dict) -> int | None:
@@ -234,7 +235,7 @@ def differences_markdown(differences: list[dict]) -> str:
             diff, ivt, ex = NA, NA, NA
         else:
             diff = f"{100 * d['point']:+.2f} points"
-            ivt = NA if iv.get("low") is None else f"[{100 * iv['low']:+.2f}, {100 * iv['high']:+.2f}]"
+            ivt = intervals.bounds_text(iv, signed=True)
             ex = NA if iv.get("low") is None else ("yes" if iv["low"] > 0 or iv["high"] < 0 else "no")
         cells = [
             d["set"],

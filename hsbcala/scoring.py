@@ -130,11 +130,10 @@ def score_sets(
             gt, pred = cer.normalize(s.gt[img], rules), cer.normalize(raw or "", rules)
             al = cer.align(gt, pred)
             overall.add(gt, al)
-            stats.add(gt, pred, al.ops)
+            we, nw = stats.add(gt, pred, al.ops)
             gs = [g for g in groups if img in member_sets[g]]
             for g in gs:
                 by_group[g].add(gt, al)
-            we, nw = charclasses.word_errors(gt, pred)
             doc = docs[img] if docs else ""
             rows.append(_Line(img, doc, gs, gt, pred, al.errors, nw, we))
         set_dir = out_dir / s.name

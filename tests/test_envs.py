@@ -5,6 +5,7 @@ checked is the choice, the locks' agreement, and the words TensorFlow uses when 
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -67,3 +68,23 @@ def test_tensorflows_fallback_to_the_cpu_is_recognised():
         "I external/local_tsl/tsl/cuda/cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used."
     )
     assert not envs.gpu_fallback("Epoch 1/10")
+
+
+def test_nvidia_smi_is_asked_once_per_process(tmp_path, monkeypatch):
+    """A launch asks for the GPUs when choosing the env (device=auto) and again for its start line."""
+    calls = tmp_path / "calls"
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.parent.mkdir()
+    smi.write_text(
+        f"#!/bin/sh\necho called >> {calls}\necho 'GPU 0: Tesla V100-SXM2-32GB (UUID: GPU-1234)'\n",
+        encoding="utf-8",
+    )
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{smi.parent}:{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert envs.visible_gpus() == envs.visible_gpus() == ["Tesla V100-SXM2-32GB"]
+    env = envs.EngineEnv("cala2", "path", None, None, "python3")
+    assert envs.device(env) == envs.Device("1 GPU(s) (Tesla V100-SXM2-32GB)", True)
+    assert calls.read_text().splitlines() == ["called"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert envs.visible_gpus() == [] and not envs.device(env).gpu

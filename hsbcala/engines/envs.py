@@ -22,6 +22,7 @@ list (``exec "$@"``), never spliced into the shell string.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shlex
 import shutil
@@ -167,13 +168,21 @@ def visible_gpus() -> list[str]:
     """The GPUs this process may use: ``nvidia-smi -L``'s names, none when CUDA_VISIBLE_DEVICES hides them all."""
     import os
 
-    if os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip() in ("", "-1") or not shutil.which("nvidia-smi"):
-        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip()
+    smi = shutil.which("nvidia-smi")
+    return [] if visible in ("", "-1") or not smi else list(_listed_gpus(smi))
+
+
+@functools.lru_cache(maxsize=8)
+def _listed_gpus(smi: str) -> tuple[str, ...]:
+    """``nvidia-smi -L`` once per process (a launch asks when choosing the env and again for its start line)."""
     try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
-        return []
-    return [x.split(":", 1)[1].split("(")[0].strip() for x in out.stdout.splitlines() if x.startswith("GPU")]
+        return ()
+    return tuple(
+        x.split(":", 1)[1].split("(")[0].strip() for x in out.stdout.splitlines() if x.startswith("GPU")
+    )
 
 
 class Device(NamedTuple):

@@ -18,10 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 MLFLOW = Path(sys.executable).with_name("mlflow")
 
 
-def start_training(overrides: list[str]) -> subprocess.Popen:
-    """``python train.py *overrides`` in the background; its stderr (hsbcala's lines) stays readable."""
+def start_training(overrides: list[str], script: str = "train.py") -> subprocess.Popen:
+    """``python train.py *overrides`` (or ``script``: evaluate.py) in the background; its stderr (hsbcala's
+    lines) stays readable."""
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *overrides],
+        [sys.executable, str(ROOT / script), *overrides],
         cwd=ROOT,
         text=True,
         stdout=subprocess.DEVNULL,
@@ -39,7 +40,7 @@ def wait_until(
             return
         if proc.poll() is not None:
             raise AssertionError(
-                f"training ended before {what or 'the condition'}: {proc.stderr.read()[-3000:]}"
+                f"the process ended before {what or 'the condition'}: {proc.stderr.read()[-3000:]}"
             )
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what or 'the condition'}")

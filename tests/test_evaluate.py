@@ -15,6 +15,7 @@ import json
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -582,6 +583,52 @@ def test_baseline_row_and_paired_change_with_the_models_own_engine(tiny_models, 
     md = (tmp_path / "run2" / "cer-table.md").read_text(encoding="utf-8")
     row = next(r for r in md.splitlines() if r.startswith("| fraktur-cala1 baseline"))
     assert "| missing | missing |" in row and "records no warm start" in row
+
+
+@pytest.mark.slow
+def test_a_scancel_during_the_checkpoint_passes_ends_the_evaluation_run_killed(
+    tiny_models, variant_lines, tmp_path
+):
+    """SIGTERM after the model's own pass (here: while the checkpoints are scored) is an interruption: exit 130,
+    the separate evaluation run KILLED, never left RUNNING."""
+    import mlflow
+
+    from tests.processes import start_training, wait_until
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tiny_models / 'mlruns.db'}")
+
+    def runs() -> dict[str, str]:
+        return {
+            r.info.run_id: r.info.status
+            for e in client.search_experiments()
+            for r in client.search_runs([e.experiment_id])
+        }
+
+    before = runs()
+    run_dir = tmp_path / "run"
+    proc = start_training(
+        [
+            *base_overrides(tiny_models, variant_lines),
+            "version=cala1",
+            f"model_dir={tiny_models / 'model-cala1'}",
+            f"hydra.run.dir={run_dir}",
+            "eval.checkpoints=all",
+            "eval.mlflow_run=separate",
+        ],
+        script="evaluate.py",
+    )
+    try:
+        wait_until(
+            lambda: (run_dir / "checkpoints" / "predict-001.log").is_file(), proc, 600, "the checkpoints"
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(120) == 130, proc.stderr.read()[-3000:]
+    finally:
+        proc.kill()
+    assert "evaluation interrupted by SIGTERM" in proc.stderr.read()
+    new = {run_id: status for run_id, status in runs().items() if run_id not in before}
+    assert list(new.values()) == ["KILLED"], new
+    assert runs().items() >= before.items()  # the training runs untouched
 
 
 @pytest.mark.slow

@@ -49,10 +49,9 @@ def describe(exc: BaseException) -> str | None:
         key = getattr(exc, "full_key", None)
         msg = str(exc).splitlines()[0]
         return f"{key}: {msg}" if key else msg
+    # OmegaConf's report re-raised as a plain exception: a dict override onto a null structured node
     m = re.search(r"^\s*full_key: (\S+)", str(exc), re.MULTILINE)
-    if (
-        m and isinstance(exc, AttributeError) and "'NoneType' object" in str(exc)
-    ):  # OmegaConf's report re-raised as a plain exception: a dict override onto a null structured node
+    if m and isinstance(exc, AttributeError) and "'NoneType' object" in str(exc):
         return (
             f"{m.group(1)}: cannot be set on the command line while it is null in the config ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0]}); set it in a config file (for cluster.env: a cluster config, see README "

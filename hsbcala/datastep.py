@@ -166,6 +166,16 @@ def _engine(patterns: list[str], base: Path, kept: list[Path], as_files: bool) -
     )
 
 
+def _resolve_kw(data_cfg: Any, base: Path, cache: HashCache) -> dict[str, Any]:
+    """The keyword arguments of :func:`hsbcala.data.resolve` besides the patterns and their key."""
+    return {
+        "base": base,
+        "archive_root": data_cfg.cache_dir,
+        "cache": cache,
+        "limits": archives.Limits.of(data_cfg),
+    }
+
+
 def _split(cfg: Any, images: tuple[Path, ...], model_dir: Path) -> split.Split:
     s = cfg.data.split
     kw = {"seed": int(s.seed), "fraction": float(s.val_fraction), "by": str(s.by), "pattern": s.pattern}
@@ -195,12 +205,7 @@ def _codec_report(cfg: Any, kept: list[checks.Line], resuming: bool) -> dict[str
 def _dry(cfg: Any, base: Path, model_dir: Path, dry_count: int | None, cache: HashCache) -> DataPlan:
     """The fast path of ``dry_run``: resolve (and split), read no line."""
     train_p, val_p = list(cfg.data.train), list(cfg.data.val or [])
-    kw = {
-        "base": base,
-        "archive_root": cfg.data.cache_dir,
-        "cache": cache,
-        "limits": archives.Limits.of(cfg.data),
-    }
+    kw = _resolve_kw(cfg.data, base, cache)
     if not val_p:
         sp = _split(cfg, data.resolve(train_p, key="data.train", **kw), model_dir)
         return DataPlan(
@@ -243,12 +248,7 @@ def prepare(
     try:
         if cfg.dry_run:
             return _dry(cfg, base, model_dir, dry_count, cache)
-        kw = {
-            "base": base,
-            "archive_root": cfg.data.cache_dir,
-            "cache": cache,
-            "limits": archives.Limits.of(cfg.data),
-        }
+        kw = _resolve_kw(cfg.data, base, cache)
         train_p, val_p = list(cfg.data.train), list(cfg.data.val or [])
         train_images = data.resolve(train_p, key="data.train", **kw)
         sp = None

@@ -180,11 +180,17 @@ def interval_note(results: list[dict]) -> str:
     settings = next((r["intervals"] for r in results if r.get("intervals")), None)
     if not settings:
         return ""
-    units = sorted({s.get("interval_unit", "lines").split(" (")[0] for r in results for s in _sets(r)})
-    units = [(u.split(" ", 1)[-1] if u[:1].isdigit() else u).rstrip("s") + "s" for u in units]
+    # the structured unit ("lines" | "documents"), not the set's printed note ("1 document (manifest.json)")
+    units = sorted(
+        {
+            ((s.get("overall") or {}).get("interval") or {}).get("unit") or "lines"
+            for r in results
+            for s in _sets(r)
+        }
+    )
     return (
         f" [a, b]: {100 * settings['level']:g} % bootstrap confidence interval in percent "
-        f"({settings['resamples']} resamples of {' / '.join(sorted(set(units))) or 'lines'}, seed {settings['seed']})."
+        f"({settings['resamples']} resamples of {' / '.join(units) or 'lines'}, seed {settings['seed']})."
     )
 
 

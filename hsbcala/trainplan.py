@@ -24,6 +24,7 @@ from hsbcala import codec, engines, newchars, schema
 from hsbcala.console import say
 from hsbcala.engines import envs
 from hsbcala.engines.base import Engine, TrainInputs
+from hsbcala.engines.modeljson import ModelInfo
 from hsbcala.errors import ConfigError, DataError
 from hsbcala.modeldir import ModelDir, State
 
@@ -68,9 +69,9 @@ def _ensure_synthetic(cfg: Any, dry_run: bool) -> int | None:
 
 def _warmstart(
     warmstart: Any, network: str | None, engine: Engine, resume: bool
-) -> tuple[str | None, str | None, Any]:
-    """(weights argument, network, the model: :class:`hsbcala.engines.modeljson.ModelInfo`) of the warm start;
-    the network always comes from the model. The argument still names the pretrained model; :func:`plan` points it at the model dir's copy."""
+) -> tuple[str | None, str | None, ModelInfo | None]:
+    """(weights argument, network, the model) of the warm start; the network always comes from the model. The
+    argument still names the pretrained model; :func:`plan` points it at the model dir's copy."""
     if not warmstart.model or resume:
         return None, network, None
     path = Path(warmstart.model)
@@ -181,26 +182,32 @@ def copy_warmstart(source: Path, target_dir: Path, new_chars: NewChars | None = 
     for f in source.parent.iterdir():
         if f.name == source.name or f.name.startswith(stem + ".") or f.name == stem:
             (shutil.copytree if f.is_dir() else shutil.copy2)(f, tmp / f.name)
-    prep = new_chars
-    if prep is not None:
-        copied = [o for o in prep.origins if o.base is not None]
+    if new_chars is not None:
+        copied = [o for o in new_chars.origins if o.base is not None]
         if copied:
             say(
                 f"warm start: copying the output rows of {len(copied)} new characters from their base letters"
             )
-            summary = newchars.prepare(prep.python, prep.version, tmp / source.name, copied, prep.wrap)
-            record = {**prep.record, "prepared": summary}
+            summary = newchars.prepare(
+                new_chars.python, new_chars.version, tmp / source.name, copied, new_chars.wrap
+            )
+            record = {**new_chars.record, "prepared": summary}
         else:
-            record = {**prep.record, "prepared": None}
+            record = {**new_chars.record, "prepared": None}
         (tmp / newchars.RECORD).write_text(json.dumps(record, ensure_ascii=False, indent=1) + "\n", "utf-8")
     os.replace(tmp, target_dir)
 
 
 def _new_chars(
-    mode: str, table: dict[str, str], engine: Engine, env: envs.EngineEnv, model: Any, data_plan: Any
+    mode: str,
+    table: dict[str, str],
+    engine: Engine,
+    env: envs.EngineEnv,
+    model: ModelInfo | None,
+    data_plan: Any,
 ) -> NewChars | None:
     """``train.new_chars_init`` (``mode``; ``table``: the checked ``train.new_chars_table``) for the warm-start
-    ``model`` (:class:`hsbcala.engines.modeljson.ModelInfo`): annotate the codec report and the manifest, and
+    ``model``: annotate the codec report and the manifest, and
     say how to prepare the copy (``base`` on a fresh warm start whose codec grows; else None)."""
     report = data_plan.codec_report if data_plan is not None else None
     if model is None or report is None:

@@ -53,9 +53,8 @@ def main(spec: dict) -> dict:
     scenario = trainer.scenario
     scenario.setup_training(optimizer, skip_model_load_test=True)
     model = scenario.keras_train_model
-    optimizer.build(
-        model.trainable_variables
-    )  # creates the slots (EMA included) the checkpoint restores into
+    # the optimizer's slots (the moving average included), for the checkpoint to restore into
+    optimizer.build(model.trainable_variables)
     ema = getattr(optimizer, "_model_variables_moving_average", None)
     if params.ema_decay and ema is None:
         raise SystemExit(f"ema_decay={params.ema_decay} but the optimizer keeps no moving average")

@@ -202,6 +202,19 @@ def test_intervals_text_and_missing_rows_in_the_table():
     assert intervals.Interval(0.1, None, None, "lines", 1, 10, 0.95, 0).text() == "n/a"
 
 
+def test_the_interval_note_names_what_was_resampled():
+    def result(unit: str, note: str) -> dict:
+        iv = {"low": 0.01, "high": 0.02, "unit": unit}
+        return {"intervals": {"level": 0.95, "resamples": 1000, "seed": 0},
+                "sets": [{"name": "val", "interval_unit": note, "overall": {"cer": 0.015, "interval": iv}}]}  # fmt: skip
+
+    one_doc = result("documents", "1 document (manifest.json)")
+    assert "(1000 resamples of documents, seed 0)" in report.interval_note([one_doc])
+    both = report.interval_note([one_doc, result("lines", "lines")])
+    assert "(1000 resamples of documents / lines, seed 0)" in both
+    assert report.interval_note([{"sets": []}]) == ""
+
+
 def test_baseline_is_the_warm_start_copy_else_the_recorded_model_else_missing_with_the_reason(tmp_path):
     from hsbcala import baseline, engines
 

@@ -189,7 +189,8 @@ class TrainConf:
     skip_invalid: bool = True  # Calamari skips invalid lines; hsbcala counts and reports them
     codec: Codec = Codec.recompute  # recompute: keep shared characters, add new ones | keep_loaded: keep all
     network: str | None = None  # null: from the warm-start model, else Calamari's default network
-    learning_rate: float | None = None  # Adam's learning rate; null: Calamari's default (0.001 in both versions)
+    # Adam's learning rate; null: Calamari's default (0.001 in both versions)
+    learning_rate: float | None = None
     # A warm start whose codec grows: each new character's output row starts as a copy of its base letter's
     # (base: new_chars_table, else Unicode decomposition) or random (Calamari's own); hsbcala/newchars.py.
     new_chars_init: NewCharsInit = NewCharsInit.random

@@ -18,7 +18,7 @@ TRAIN_PATHS = [
     (["train.codec=merge"], 2, "train.codec: Invalid value 'merge'"),
     (["train.batch_size=many"], 2, "train.batch_size: Value 'many'"),
     (["+foo=1"], 2, "foo: Key 'foo' not in 'Config'"),
-    (["cluster.env={{kind:venv,venv:/opt/v}}"], 2, "cluster.env: cannot be set on the command line while it is null"),
+    (["cluster.env={{kind:venv,venv:/opt/v}}"], 2, "cluster.env: cannot be set on the command line while it"),
     (["train.epochs=0"], 2, "train.epochs must be >= 1"),
     (["train.early_stopping_patience=1"], 2, "early_stopping_patience=1 cannot work"),
     (["preset=full"], 2, "data.train: missing mandatory value"),

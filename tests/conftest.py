@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -20,7 +21,7 @@ from hsbcala import cli, schema
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-IN_CI = os.environ.get("CI", "").lower() == "true"
+IN_CI = os.environ.get("CI", "").lower() == "true"  # the one spelling of "in CI" (tests use missing/need)
 
 pytest_plugins = ["tests.slurm_cluster"] if (ROOT / "tests" / "slurm_cluster.py").exists() else []
 
@@ -88,7 +89,8 @@ def _hydra_job(entry: str, overrides: list[str]) -> object:
         with read_write(task_cfg), open_dict(task_cfg):
             del task_cfg["hydra"]
         Path(output_dir).mkdir(parents=True, exist_ok=True)
-        with clean_exit():  # as train.py / evaluate.py: HsbcalaError -> "hsbcala: error: …", sys.exit(code)
+        # as train.py / evaluate.py: HsbcalaError -> "hsbcala: error: …", sys.exit(code); a bug -> traceback, 70
+        with clean_exit(cli.user_paths(task_cfg)):
             return run(task_cfg)
 
 
@@ -121,14 +123,35 @@ def run_inprocess(entry: str, overrides: Sequence[str], cwd: Path) -> Result:
     return Result(code, out.getvalue(), err.getvalue())
 
 
+def missing(reason: str) -> NoReturn:
+    """A test's prerequisite (shared data, a font, Lmod, a mountable disk, Slurm …) is missing: skip on a user's
+    machine, where the rest of the suite is still worth running; fail in CI (``CI=true``), so that CI can never
+    pass by skipping what the README promises is tested."""
+    if IN_CI:
+        pytest.fail(f"prerequisite missing in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def need(path: Path, what: str = "shared data") -> Path:
+    """``path`` if it exists, else :func:`missing` (skip here, fail in CI)."""
+    if not path.exists():
+        missing(f"{what} not found at {path} (clone the project beside shared/)")
+    return path
+
+
+def path_without(*programs: str) -> str:
+    """``$PATH`` without the directories that hold any of ``programs``: a machine on which they are not
+    installed, whether or not this one has them (what hsbcala does without nsys, without nvidia-smi …)."""
+    dirs = os.environ.get("PATH", "").split(os.pathsep)
+    return os.pathsep.join(
+        d for d in dirs if d and not any(os.path.exists(os.path.join(d, p)) for p in programs)
+    )
+
+
 @pytest.fixture
 def shared() -> Path:
     """../shared (read-only). Missing: skip on a user's machine, fail in CI."""
-    if not (SHARED / "data").is_dir():
-        msg = f"shared data not found at {SHARED} (clone the project beside shared/)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+    need(SHARED / "data")
     return SHARED
 
 

@@ -9,19 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, SHARED
+from tests.conftest import SHARED, need
 
 FRAKTUR = SHARED / "data" / "fraktur19-lines"
 HSB_TEXT = SHARED / "data" / "hsb-text" / "hsb_ud_sentences.txt"
-
-
-def need(path: Path) -> Path:
-    if not path.exists():
-        msg = f"shared data not found at {path} (clone the project beside shared/)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return path
 
 
 def books(collection: str = "ref_AS") -> list[Path]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Result, run_inprocess
+from tests.conftest import ROOT, Result, path_without, run_inprocess
 
 
 def copy_lines(src_book: Path, dst: Path, n: int = 6) -> list[Path]:
@@ -193,15 +193,18 @@ def test_engine_failure_ends_the_run_failed_and_cleans_up(tmp_path, lines, engin
         assert con.execute("select status from runs").fetchall() == [("FAILED",)]
 
 
-def test_missing_nsys_stops_before_anything_starts(tmp_path, lines):
-    if shutil.which("nsys"):
-        pytest.skip("nsys is installed here")
+@pytest.fixture
+def no_nsys(monkeypatch):
+    """A machine without Nsight Systems, whether or not this one has it: no directory on PATH holds nsys."""
+    monkeypatch.setenv("PATH", path_without("nsys"))
+    assert shutil.which("nsys") is None
+
+
+def test_missing_nsys_stops_before_anything_starts(tmp_path, lines, no_nsys):
     assert_clean_failure(run_train(tmp_path, "profiler=nsys"), tmp_path, "profiler=nsys", "nsys")
 
 
-def test_missing_nsys_with_warn_runs_unprofiled(tmp_path, lines):
-    if shutil.which("nsys"):
-        pytest.skip("nsys is installed here")
+def test_missing_nsys_with_warn_runs_unprofiled(tmp_path, lines, no_nsys):
     proc = run_train(tmp_path, "profiler=nsys", "profiler.if_missing=warn", "dry_run=true")
     assert proc.returncode == 0, proc.stderr
     assert "running without profiling" in proc.stderr

@@ -18,6 +18,7 @@ import pytest
 from hsbcala import data, globbing
 from hsbcala.data import GT_SUFFIX, LineSet, check_lines, gt_path, load_lines, resolve
 from hsbcala.errors import DataError
+from tests.conftest import need
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FRAKTUR = SHARED / "data" / "fraktur19-lines"
@@ -25,12 +26,7 @@ UW3 = SHARED / "data" / "uw3-lines"
 
 
 def _need(path: Path) -> Path:
-    if not path.is_dir():
-        message = f"shared line data not found at {path} (expected next to the repository)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return need(path, "shared line data")
 
 
 def _real_lines(n: int) -> list[Path]:

@@ -28,7 +28,7 @@ from hydra.errors import ConfigCompositionException
 from hsbcala import cer, engines, report, schema
 from hsbcala.engines import envs
 from hsbcala.errors import ConfigError
-from tests.conftest import IN_CI, ROOT, SHARED, compose_cfg
+from tests.conftest import ROOT, SHARED, compose_cfg, need
 
 VERSIONS = ("cala1", "cala2")
 
@@ -223,13 +223,7 @@ def test_bad_eval_options_fail_with_the_key():
 
 @pytest.fixture(scope="session")
 def shared_books() -> list[Path]:
-    root = SHARED / "data" / "fraktur19-lines" / "ref_AS"
-    if not root.is_dir():
-        msg = f"shared data not found at {SHARED} (clone the project beside shared/)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return sorted(root.iterdir())
+    return sorted(need(SHARED / "data" / "fraktur19-lines" / "ref_AS").iterdir())
 
 
 @pytest.fixture(scope="session")

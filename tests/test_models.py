@@ -19,7 +19,7 @@ import pytest
 
 from hsbcala.engines.modeljson import ModelInfo, read_model, weights_arg
 from hsbcala.errors import DataError
-from tests.conftest import SHARED
+from tests.conftest import SHARED, need
 
 # -------------------------------------------------------------------------------------------- JSON builders
 
@@ -432,9 +432,7 @@ def _link_lines(dst: Path, pngs: list[Path]) -> None:
 @pytest.fixture(scope="session")
 def lines(tmp_path_factory) -> dict:
     """German Fraktur lines (train, val) limited to SAFE characters, and Sorbian-lettered copies of others."""
-    if not BOOKS.is_dir():
-        pytest.skip(f"shared Fraktur lines not found at {BOOKS}")
-    books = sorted(p for p in BOOKS.iterdir() if p.is_dir())
+    books = sorted(p for p in need(BOOKS, "shared Fraktur lines").iterdir() if p.is_dir())
     root = tmp_path_factory.mktemp("lines")
 
     def safe(book: Path) -> list[Path]:

@@ -34,7 +34,7 @@ import pytest
 
 from hsbcala import schema
 from hsbcala.slurm import job as slurm_job
-from tests.conftest import IN_CI, ROOT, SHARED, compose_cfg
+from tests.conftest import ROOT, SHARED, compose_cfg, need
 
 TINY_NET = "cnn=8:3x3,pool=2x2,lstm=16"
 # Calamari 2 epochs of one batch, without exporting a best model whenever the validation CER improves (~5 s
@@ -47,9 +47,7 @@ NEW_CLUSTERS = ("slurm_local", "slurm_generic", "zih_capella")
 @pytest.fixture(scope="module")
 def gt(tmp_path_factory) -> Path:
     """16 training + 4 validation lines of real Fraktur (train/, val/), and the same as gt.tar.gz beside them."""
-    if not (SHARED / "data").is_dir():  # as the `shared` fixture (function-scoped) does
-        msg = f"shared data not found at {SHARED} (clone the project beside shared/)"
-        pytest.fail(msg) if IN_CI else pytest.skip(msg)
+    need(SHARED / "data")  # as the `shared` fixture (function-scoped) does
     root = tmp_path_factory.mktemp("gt")
     books = sorted((SHARED / "data" / "fraktur19-lines" / "ref_AS").iterdir())
     for sub, book, n in (("train", books[0], 16), ("val", books[2], 4)):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import pathlib
 import unicodedata
 
@@ -12,6 +11,7 @@ from PIL import Image
 
 from hsbcala import synth
 from hsbcala.errors import ConfigError, DataError
+from tests.conftest import missing, need
 
 SHARED = pathlib.Path(__file__).parents[1].parent / "shared"
 SENTENCES = SHARED / "data" / "hsb-text" / "hsb_ud_sentences.txt"
@@ -24,17 +24,11 @@ def _need_fonts() -> None:
         for face in synth.FACES:
             synth.font_path(face)
     except DataError as exc:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(str(exc))
+        missing(str(exc))
 
 
 def _shared_sentences() -> pathlib.Path:
-    if not SENTENCES.is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{SENTENCES} is missing (shared/ must lie beside the clone in CI)")
-        pytest.skip(f"{SENTENCES} not found: shared/ is not beside this clone")
-    return SENTENCES
+    return need(SENTENCES, "the Upper Sorbian sentences")
 
 
 def _pairs(d: pathlib.Path) -> list[tuple[pathlib.Path, pathlib.Path]]:

@@ -16,10 +16,12 @@ cli.install()  # a bad command line: one "hsbcala: error: …" line and exit 2 (
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
+    from hsbcala.cli import user_paths
     from hsbcala.errors import clean_exit
     from hsbcala.evaluate import run
 
-    with clean_exit():
+    # bad input: one line; a bug in hsbcala: its traceback and exit 70 (hsbcala/errors.py)
+    with clean_exit(user_paths(cfg)):
         return run(cfg)
 
 

@@ -5,7 +5,12 @@ type or outside an enumeration) in several lines, advises ``+key=…`` (which th
 exits 1. :func:`install` replaces Hydra's reporter (``hydra._internal.utils.run_and_report``, private in
 hydra-core 1.3; deliberately patched rather than re-implementing ``@hydra.main``) with one that turns those
 failures into one line naming the key and the valid choices, exit 2, and leaves every other exception to
-Hydra. Errors of the run itself are :func:`hsbcala.errors.clean_exit`'s.
+Hydra.
+
+Only failures before the task function runs are the command line's. Errors of the run itself are
+:func:`hsbcala.errors.clean_exit`'s (the entry points wrap the task in it, with :func:`user_paths`): it ends
+every exception of the run, so an OmegaConf error raised by hsbcala's own code never reaches this reporter to
+pass for a bad command line; it is reported as the bug it is.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 USAGE_EXIT = 2
@@ -58,6 +64,70 @@ def describe(exc: BaseException) -> str | None:
             f'"Slurm clusters")'
         )
     return None
+
+
+# The config keys that name the user's files and directories (globs: the directory before the first wildcard).
+# An OSError on one of them (missing, no permission) is the user's to fix: one line (hsbcala.errors.clean_exit).
+USER_PATH_KEYS = (
+    "model_dir",
+    "data.train",
+    "data.val",
+    "data.whitelist_file",
+    "data.synthetic.text_file",
+    "data.cache_dir",
+    "warmstart.model",
+    "warmstart.pretrained_dir",
+    "cluster.stage.archive",
+    "cluster.stage.dir",
+    "cluster.ramdisk",
+    "version.env.root",
+    "version.env.venv",
+    "eval.data",
+    "eval.extra",
+    "eval.model",
+    "eval.export_dir",
+    "mlflow.tracking_uri",
+)
+
+
+def _glob_root(text: str) -> Path:
+    cut = min((i for i, c in enumerate(text) if c in "*?["), default=None)
+    if cut is None:
+        return Path(text)
+    head = text[:cut]
+    return Path(head) if head.endswith("/") else Path(head).parent
+
+
+def user_paths(cfg: Any) -> list[Path]:
+    """The files and directories ``cfg`` names (absolute; a glob's fixed directory; a sqlite store's file).
+
+    Never raises: it serves the error report, and a key that does not resolve is simply not one of them."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    found: list[Path] = []
+
+    def add(value: Any) -> None:
+        if isinstance(value, str) and value:
+            if "://" in value:  # a tracking URI: only a local sqlite store is a path
+                if not value.startswith("sqlite:///"):
+                    return
+                value = value[len("sqlite:///") :]
+            found.append(_glob_root(value).absolute())
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                add(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                add(v)
+
+    for key in USER_PATH_KEYS:
+        try:
+            node = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+            add(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node)
+        except (OmegaConfBaseException, ValueError, TypeError):
+            continue
+    return found
 
 
 def _reporting(original: Callable[[Any], Any]) -> Callable[[Any], Any]:

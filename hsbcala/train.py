@@ -88,10 +88,17 @@ def _run(cfg: DictConfig) -> float | None:
         )
         return p.state.best_val_cer
     p.data.announce(say)  # what the data checks found, the split, the codec table
+    from hsbcala import trackinfo
+
+    # the store before the engine env (whose first build downloads ~2 GB): a bad URI costs seconds, not minutes
+    trackinfo.check_store(cfg)
     p.env.ensure()
     while True:
         try:
             return _execute(cfg, p)
+        except StalePlan as exc:  # another launch ended between plan() and the lock: decide everything again
+            say(f"{exc}; planning again")
+            return _run(cfg)
         except RestoreFailed as exc:  # set it aside (renamed, never deleted) and resume the one before it
             moved = p.engine.set_aside(exc.checkpoint)
             say(f"error: {exc}; set aside as {', '.join(m.name for m in moved)}")
@@ -109,7 +116,6 @@ def _execute(cfg: Any, p: Plan) -> float | None:
     from hsbcala.masking import mask
 
     md, engine = p.model_dir, p.engine
-    trackinfo.check_store(cfg)  # before anything is created or started: an unusable store fails here
     fresh = not md.exists()
     held = False  # this launch holds the lock: only then may it remove what it created
     state = p.state or State(version=engine.name)
@@ -124,6 +130,7 @@ def _execute(cfg: Any, p: Plan) -> float | None:
         say(f"resuming from {p.resume_from}")  # a fresh start is announced by progress.start's line
     t0 = time.monotonic()
     with interruptible(INTERRUPTED), md.lock() as owner:
+        _check_current(p)  # under the lock, before anything is written: nothing of this launch to undo
         held = True
         try:
             if owner.previous:
@@ -144,13 +151,15 @@ def _execute(cfg: Any, p: Plan) -> float | None:
             if data_note:
                 say(f"warning: {data_note}")
             progress = console.Progress(
-                epochs=_epochs(cfg.train, p.inputs.n_train, engine),
+                epochs=engine.epochs_per_stage(cfg.train, p.inputs.n_train),
                 stages=2 if cfg.train.augmentations else 1,  # with augmentation both engines train twice
                 patience=cfg.train.early_stopping_patience,
                 lines_per_epoch=cfg.train.samples_per_epoch or p.inputs.n_train,
             )
             device = envs.device(p.env)
             progress.start(md.path, engine.name, device.text, p.inputs.n_train, p.n_val, cfg.train)
+            if note := envs.first_start_note(p.env):  # a GPU on which TensorFlow compiles its kernels first
+                say(note)
             # a GPU expected: TensorFlow's fallback to the CPU is said on the console, once
             expect_gpu = device.gpu
             with (
@@ -268,13 +277,27 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                 _end(md, engine, state, parser, tracker, status, fresh=fresh, held=held, t0=t0)
 
 
-def _epochs(train: Any, n_train: int, engine: Engine) -> int:
-    """Epochs per stage, as the console counts them (Calamari 1: its iteration budget in passes)."""
-    from hsbcala.engines.base import iterations_per_epoch, max_iterations
+class StalePlan(Exception):
+    """The model directory changed between :func:`hsbcala.trainplan.plan` and the lock (another launch of it
+    ended in between): the plan's state and checkpoint are no longer the directory's."""
 
-    if engine.position == "iteration":
-        return max(1, max_iterations(train, n_train) // iterations_per_epoch(train, n_train))
-    return int(train.epochs)
+
+def _check_current(p: Plan) -> None:
+    """Raise :class:`StalePlan` unless the state and newest checkpoint the plan read are still the directory's.
+
+    The plan is made without the lock (a dry run must create nothing, and the lock creates the directory), and
+    the engine environment may be built between plan and lock: a launch that finished meanwhile would otherwise
+    be resumed from its old checkpoint with its old state (a second training of a finished model, a new run)."""
+    md = p.model_dir
+    state, latest = md.load_state(), md.latest_checkpoint()
+    if state != p.state or latest != p.resume_from:
+        was = p.state.status if p.state is not None else "no state"
+        now = state.status if state is not None else "no state"
+        raise StalePlan(
+            f"{md.path} changed while this launch prepared (another launch ended meanwhile: state {was} -> {now}, "
+            f"newest checkpoint {p.resume_from.name if p.resume_from else None} -> "
+            f"{latest.name if latest else None})"
+        )
 
 
 def _keep_bests(state: State, parser: Any) -> None:
@@ -300,9 +323,14 @@ def _end(
     """However the launch ended: the engine's repairs, the state (best CER, wall time), the run's end, and a
     fresh model directory without any checkpoint removed again (only by the launch that created it)."""
     if status != "FINISHED" and held:
-        with contextlib.suppress(Exception):
+        try:
             for note in engine.after_launch(md.path):
                 say(note)
+        except Exception as exc:  # noqa: BLE001 - the launch is ending anyway; what was not repaired is said
+            say(
+                f"warning: the engine's repair of {md.path} after this launch failed ({type(exc).__name__}: {exc}); "
+                f"what it repairs is left as it was, and the next launch of the same command tries again"
+            )
     _keep_bests(state, parser)
     if state.history and "wall_time_s" not in state.history[-1]:
         state.history[-1]["wall_time_s"] = time.monotonic() - t0  # interrupted launches count too

@@ -74,10 +74,11 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
 
     # --- on the login node -----------------------------------------------------------------------------------
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from hsbcala.cli import user_paths
         from hsbcala.errors import clean_exit
 
         assert self.config is not None
-        with clean_exit():
+        with clean_exit(user_paths(self.config)):
             if self.config.get("dry_run"):
                 return self._dry_run(job_overrides, initial_job_idx)
             return self._submit_and_wait(job_overrides, initial_job_idx)
@@ -192,13 +193,15 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
         return returns
 
     def _preflight(self, overrides: Sequence[str]) -> dict[str, str]:
-        """A point's checks and data step on the login node (hsbcala.trainplan.preflight); returns the point's
-        model directory (absolute, as the job resolves it), version and run name, for the record of what was
-        submitted."""
-        from hsbcala import trainplan
+        """A point's checks, data step (hsbcala.trainplan.preflight) and tracking store
+        (hsbcala.trackinfo.check_store) on the login node; returns the point's model directory (absolute, as the
+        job resolves it), version and run name, for the record of what was submitted."""
+        from hsbcala import trackinfo, trainplan
 
         with self._point(overrides) as (_, task_cfg):
             trainplan.preflight(task_cfg)
+            # the store the job will log to, before sbatch: a bad URI is refused here, not after the queue wait
+            trackinfo.check_store(task_cfg)
             return {
                 "model_dir": str(Path(str(task_cfg.model_dir)).resolve()),
                 "version": str(task_cfg.version.name),

@@ -47,8 +47,7 @@ def find(model_dir: Path | None, engine: Any) -> tuple[Path | None, str]:
     if recorded is not None:
         candidates.append((recorded, f"the warm-start model {recorded} (codec-report.json)"))
     for path, where in candidates:
-        weights = path.with_name(path.name[: -len(".json")])
-        if path.is_file() and (weights.is_dir() or Path(f"{weights}.h5").is_file()):
+        if path.is_file() and engines.weights_of(path):
             info = modeljson.read_model(path)
             if info.version != engine.major:
                 return None, f"{where} is a {engines.label(info.version)} model, not {engine.name}"

@@ -54,25 +54,18 @@ from dataclasses import dataclass, field
 
 from rapidfuzz.distance import Levenshtein
 
+from hsbcala import engines
+
 _SPACES = (
     (re.compile(r"(?u)\s+"), " "),
     (re.compile(r"(?u)\n"), ""),
     (re.compile(r"(?u)^\s+"), ""),
     (re.compile(r"(?u)\s+$"), ""),
 )
-_CALAMARI1_VARIOUS = (("µ", "μ"), ("–", "-"), ("—", "-"))
-
-#: normalisation name -> (plain replacements applied after NFC, before the whitespace rules)
-RULES: dict[str, tuple[tuple[str, str], ...]] = {
-    "calamari2": (),
-    "calamari1": _CALAMARI1_VARIOUS,
-}
-#: what each Calamari version's calamari-eval applies
-
-DESCRIPTION = {
-    "calamari2": "NFC, whitespace runs to one space, stripped (as calamari-eval 2.3.1)",
-    "calamari1": "NFC, µ→μ, en/em dash→-, whitespace runs to one space, stripped (as calamari-eval 1.0.7)",
-}
+#: normalisation name -> (plain replacements applied after NFC, before the whitespace rules): each engine's
+#: calamari-eval rules (Engine.eval_rules, .eval_replacements), and their description
+RULES: dict[str, tuple[tuple[str, str], ...]] = {e.eval_rules: e.eval_replacements for e in engines.ALL}
+DESCRIPTION = {e.eval_rules: e.eval_description for e in engines.ALL}
 
 
 def normalize(text: str, rules: str = "calamari2") -> str:

@@ -162,12 +162,8 @@ def find_model(cfg: Any) -> tuple[Path, Path | None]:
     if info.version != engine.major:
         found = engines.label(info.version)
         raise ConfigError(f"{path} is a {found} model, but version={engine.name}; choose version={found}")
-    if cfg.eval.model:
-        weights = path.with_name(path.name[: -len(".json")])
-        if not (weights.is_dir() or Path(f"{weights}.h5").is_file()):
-            raise DataError(
-                f"eval.model {path} has no weights beside it ({weights.name}/ or {weights.name}.h5)"
-            )
+    if cfg.eval.model and not engine.weights_of(path):
+        raise DataError(f"eval.model {path} has no weights beside it ({engine.weights_names(path)})")
     return path, model_dir
 
 

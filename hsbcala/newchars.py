@@ -17,7 +17,6 @@ This module is the launcher's pure part (which base, validation, the record); th
 from __future__ import annotations
 
 import json
-import subprocess
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -29,6 +28,8 @@ from hsbcala.errors import ConfigError, EngineError
 MODES = ("random", "base")
 RECORD = "new-chars.json"  # in <model_dir>/warmstart/: what the preparation did
 PREPARE_SCRIPT = Path(__file__).parent / "engines" / "newchars_prepare.py"
+PREPARE_LOG = "new-chars-prepare.log"  # the script's output, beside RECORD
+PREPARE_TIMEOUT_S = 900.0  # loading TensorFlow and one model takes well under a minute; a hang must end
 
 
 @dataclass(frozen=True)
@@ -144,16 +145,21 @@ def prepare(python: str, version: int, model_json: Path, found: list[Origin], wr
     """Rewrite the model copy ``model_json`` (its JSON and weights, in place) in the engine environment.
 
     ``python``: the engine environment's interpreter; ``wrap``: its module loads. Returns the script's summary.
+    The script runs through the one engine runner (own session, Slurm's USR signals ignored, a time limit), its
+    output in ``<copy>/new-chars-prepare.log`` beside the record.
     """
+    from hsbcala.engines.process import EngineProcess
+
     pairs = [[o.char, o.base] for o in found if o.base is not None]
     spec = {"version": version, "model": str(model_json), "add": pairs}
     argv = wrap([python, str(PREPARE_SCRIPT), json.dumps(spec, ensure_ascii=True)])
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+    log = model_json.parent / PREPARE_LOG
+    with EngineProcess(argv, log, log_mode="w", tail=15, timeout_s=PREPARE_TIMEOUT_S) as proc:
+        last = [line for line in proc.lines() if line.startswith("{")]
+        code = proc.wait()
+    if code != 0:
         raise EngineError(
-            f"preparing the warm-start model for train.new_chars_init=base failed (exit {proc.returncode}):\n"
-            f"{tail}"
+            f"preparing the warm-start model for train.new_chars_init=base failed (exit {code}, log: {log}):\n"
+            f"{proc.output_tail()}"
         )
-    last = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     return json.loads(last[-1]) if last else {}

@@ -28,12 +28,11 @@ if TYPE_CHECKING:
 def export_release(cfg: Any, p: Plan, result: dict, training_params: dict[str, str]) -> Path:
     """``<eval.export_dir>/<model name>.<version>-<YYYYmmdd-HHMMSS>.tar.gz``: the model files and
     ``hsbcala-release.json`` (script, version, training data, CER table, hsbcala commit) plus ``CER.md``."""
-    from hsbcala import trackinfo
+    from hsbcala import engines, trackinfo
     from hsbcala.engines import modeljson
 
     info = modeljson.read_model(p.checkpoint)
-    weights = p.checkpoint.with_name(p.checkpoint.name[: -len(".json")])
-    files = [p.checkpoint] + [w for w in (weights, Path(f"{weights}.h5")) if w.exists()]
+    files = [p.checkpoint, *engines.weights_of(p.checkpoint)]
     name = f"{cfg.script.model_name}.{p.version}"
     stamp = time.strftime("%Y%m%d-%H%M%S")
     export_dir = Path(cfg.eval.export_dir).expanduser().resolve()

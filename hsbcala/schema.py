@@ -108,10 +108,11 @@ class EngineEnvConf:
     lock: str | None = None  # path of the pinned requirements file (kind=uv), relative to the project
     cuda_lock: str | None = None  # the lock with TensorFlow's CUDA libraries (tensorflow[and-cuda]); kind=uv
     device: Device = Device.auto  # auto: cuda_lock when nvidia-smi shows a GPU | gpu: cuda_lock | cpu: lock
+    # Where kind=uv environments are built and kept ($HSBCALA_ENV_ROOT moves them).
     root: str = "${oc.env:HSBCALA_ENV_ROOT,${oc.env:HOME}/.cache/hsbcala/envs}"
-    python: str = "3.11"
+    python: str = "3.11"  # the Python version uv builds the environment with (kind=uv)
     venv: str | None = None  # kind=venv
-    modules: list[str] = field(default_factory=list)
+    modules: list[str] = field(default_factory=list)  # loaded (module load …) before the engine starts
 
 
 @dataclass
@@ -136,11 +137,11 @@ class StageConf:
 class ClusterConf:
     """Where a run executes: ``local`` (this machine) or a Slurm site (submitted via hydra-submitit-launcher)."""
 
-    name: str = MISSING
+    name: str = MISSING  # local | zih_capella | zih_power9 | slurm_generic | slurm_local (a tag of every run)
     gpus: int = 0  # GPUs the training gets; > 1 enables MirroredStrategy with Calamari 2
     # Per-version resources of a site (e.g. zih_power9: 4 GPUs for cala2, 1 for cala1), used by interpolation.
     gpus_per_version: dict[str, int] = field(default_factory=dict)
-    cpus_per_version: dict[str, int] = field(default_factory=dict)
+    cpus_per_version: dict[str, int] = field(default_factory=dict)  # CPUs per job, per version
     modules_per_version: dict[str, list[str]] = field(
         default_factory=dict
     )  # e.g. a TensorFlow module per version
@@ -161,30 +162,30 @@ class ProfilerConf:
     name: str = "none"  # none | nsys
     # nsys: what to do when nsys is not installed: error (stop before anything starts) | warn (run unprofiled)
     if_missing: IfMissing = IfMissing.error
-    executable: str = "nsys"
+    executable: str = "nsys"  # the nsys command (a path, or found on PATH)
     report_name: str = "profile"  # report is <model_dir>/<report_name>.nsys-rep
-    args: list[str] = field(default_factory=lambda: ["--force-overwrite", "true"])
+    args: list[str] = field(default_factory=lambda: ["--force-overwrite", "true"])  # nsys profile options
 
 
 @dataclass
 class TrainConf:
     """The one vocabulary of training options (mapped per version in hsbcala.engines)."""
 
-    epochs: int = 500
+    epochs: int = 500  # the most epochs per stage (early stopping may end a stage sooner)
     # Calamari 1 counts iterations: null derives them as epochs x ceil(lines per epoch / batch_size).
     iterations: int | None = None
     samples_per_epoch: int | None = None  # null: one epoch = every training line once
-    batch_size: int = 64
-    augmentations: int = 5
+    batch_size: int = 64  # lines per training step
+    augmentations: int = 5  # augmented copies per line; > 0: two stages (augmented, then the original lines)
     early_stopping_patience: int = 10  # epochs without a better validation CER before stopping
-    seed: int = 50
-    workers: int = 10
+    seed: int = 50  # the engines' random seed (and data.split.seed's default)
+    workers: int = 10  # data-loading processes (Calamari 2) or threads (Calamari 1)
     prefetch: int | None = None  # null: Calamari's default
     # Validation while training (Calamari 2 only; Calamari 1 validates with its own settings). null: Calamari's
     # defaults (batch 16, 4 processes, no prefetch); the team's scripts used 64 / 10 / 128.
     val_batch_size: int | None = None
-    val_workers: int | None = None
-    val_prefetch: int | None = None
+    val_workers: int | None = None  # validation data-loading processes (Calamari 2)
+    val_prefetch: int | None = None  # validation prefetch (Calamari 2)
     preload: bool = True  # forced off when the data lies on the cluster's RAM disk
     skip_invalid: bool = True  # Calamari skips invalid lines; hsbcala counts and reports them
     codec: Codec = Codec.recompute  # recompute: keep shared characters, add new ones | keep_loaded: keep all
@@ -208,10 +209,10 @@ class WarmstartConf:
 
 @dataclass
 class SyntheticConf:
-    root: str = "${paths.root}/data/synthetic"
-    n_train: int = 400
-    n_val: int = 60
-    seed: int = 50
+    root: str = "${paths.root}/data/synthetic"  # the demo lines are rendered into <root>/<face>/{train,val}/
+    n_train: int = 400  # synthetic training lines
+    n_val: int = 60  # synthetic validation lines
+    seed: int = 50  # the rendering seed: the same seed gives the same lines
     text_file: str | None = (
         None  # Upper Sorbian sentences, one a line; null: the phrases built into hsbcala.synth
     )
@@ -239,7 +240,7 @@ class DataChecksConf:
 class SplitConf:
     """The seeded document-wise split of data.train when data.val is not given (hsbcala/split.py)."""
 
-    val_fraction: float = 0.1
+    val_fraction: float = 0.1  # share of the lines that go to validation (whole documents)
     seed: int = "${train.seed}"  # type: ignore[assignment]  # an interpolation, resolved to an int
     by: SplitBy = (
         SplitBy.directory
@@ -268,18 +269,20 @@ class DataConf:
 @dataclass
 class MlflowConf:
     tracking_uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite store in the project
-    experiment: str = "hsbcala-${script.name}"
+    experiment: str = "hsbcala-${script.name}"  # one experiment per script
     run_name: str = "${script.name}-${version.name}${sweep_label:}"  # + a sweep point's short label
     system_metrics: bool = True  # MLflow's machine-wide system/* and the job's own job/* (CPU, RSS)
-    system_metrics_interval_s: float = 10.0
+    system_metrics_interval_s: float = 10.0  # seconds between two samples of system/* and job/*
     log_model: bool = True  # the best model as the run's MLflow logged model (model/ artifacts too)
     register: bool = False  # also a version of the registered model ${script.model_name}, with its CER
 
 
 @dataclass
 class PathsConf:
+    # Base of relative paths, models/, pretrained/, the synthetic data and the default MLflow store
+    # (sqlite:///<root>/mlruns.db); default: the directory the command runs in.
     root: str = "${cwd:}"
-    models: str = "${paths.root}/models"
+    models: str = "${paths.root}/models"  # where model directories go
 
 
 @dataclass
@@ -301,7 +304,7 @@ class EvalConf:
     """
 
     data: list[str] | None = (
-        None  # globs of the evaluation lines; null: data.val (the run's validation lines)
+        None  # globs of the evaluation lines; null: the validation lines in model_dir's manifest.json
     )
     name: str | None = None  # the set's name in metrics and tables; null: "val" (from data.val), else "eval"
     extra: dict[str, list[str]] = field(default_factory=dict)  # named extra sets: name -> globs
@@ -321,7 +324,7 @@ class EvalConf:
     )  # training: metrics on the training run | separate: a run of its own
     comparison_experiment: str = "hsbcala-evaluation"  # MLflow experiment of a multirun's comparison table
     export: bool = False  # pack the best model + metadata as a release .tar.gz
-    export_dir: str = "${paths.root}/releases"
+    export_dir: str = "${paths.root}/releases"  # where eval.export=true writes the archive
     intervals: IntervalConf = field(default_factory=IntervalConf)
     sorbian_letters: str = "ěčćřšžźłńóĚČĆŘŠŽŹŁŃÓ"  # the class "sorbian" and the per-letter table
     worst_lines: int = 10  # how many of the worst lines the printed report shows
@@ -335,14 +338,15 @@ class Config:
     version: VersionConf = MISSING
     cluster: ClusterConf = MISSING
     profiler: ProfilerConf = field(default_factory=ProfilerConf)
-    preset: str = MISSING
+    preset: str = MISSING  # demo | full | scratch (conf/preset/): a tag of every run
     paths: PathsConf = field(default_factory=PathsConf)
     train: TrainConf = field(default_factory=TrainConf)
     warmstart: WarmstartConf = field(default_factory=WarmstartConf)
     data: DataConf = field(default_factory=DataConf)
     mlflow: MlflowConf = field(default_factory=MlflowConf)
+    # The model's stable directory; each point of a sweep trains in /<point name> below it (hsbcala.sweeps).
     model_dir: str = "${paths.models}/${script.model_name}.${version.name}${sweep_suffix:/}"
-    dry_run: bool = False
+    dry_run: bool = False  # print the engine command (and the sbatch script), exit 0, create nothing
     data_check_only: bool = (
         False  # run the data step alone: write manifest/reports, exit 0 (2 if a check fails)
     )

@@ -141,7 +141,7 @@ def fill_from_model_dir(row: Row, version: str | None, *, use_mlflow: bool = Tru
         ckpt = engine.latest_checkpoint(path)
         if ckpt is not None:
             row.stage, row.position = engine.checkpoint_key(ckpt)
-            row.unit = "iteration" if version == "cala1" else "epoch"
+            row.unit = engine.position
             try:
                 row.checkpoint_age_s = time.time() - engine.record(ckpt).stat().st_mtime
             except OSError:

@@ -273,7 +273,7 @@ def plan(cfg: Any) -> Plan:
         network=network,
         resume_from=resume_from,
         on_ramdisk=on_ramdisk,
-        gpus=cfg.cluster.gpus,
+        gpus=envs.engine_gpus(env, cfg.cluster.gpus),  # the GPU the start line names, also with gpus: 0
     )
     argv, report = command(cfg, inputs, env)
     return Plan(
@@ -331,7 +331,7 @@ def command(cfg: Any, inputs: TrainInputs, env: envs.EngineEnv) -> tuple[list[st
     argv = engines.get(cfg.version.name).train_argv(cfg.train, inputs)
     argv[0] = env.program(argv[0])
     argv, report = profile(cfg.profiler, inputs.model_dir, argv, site_modules=bool(env.modules))
-    return env.wrap(argv), report
+    return env.wrap(argv, expect_gpus=inputs.gpus), report  # (a GPU expected: checked in seconds at start)
 
 
 def profile(

@@ -22,6 +22,16 @@ _ENGINES: dict[str, Engine] = {e.name: e for e in (Cala1(), Cala2())}
 NAMES: tuple[str, ...] = tuple(sorted(_ENGINES))
 
 
+ALL: tuple[Engine, ...] = tuple(_ENGINES[n] for n in NAMES)
+#: the normalisations of the engines' calamari-eval (eval.normalization's values besides "engine")
+EVAL_RULES: tuple[str, ...] = tuple(e.eval_rules for e in ALL)
+
+
+def weights_of(model_json: Path) -> list[Path]:
+    """The weights beside a model file, whichever engine wrote it (empty: none)."""
+    return sorted({w for e in ALL for w in e.weights_of(model_json)})
+
+
 def get(name: str) -> Engine:
     try:
         return _ENGINES[name]
@@ -45,4 +55,15 @@ def owner(model_dir: Path) -> str | None:
     return next((e.name for e in _ENGINES.values() if e.owns(model_dir)), None)
 
 
-__all__ = ["NAMES", "Engine", "TrainInputs", "for_major", "get", "label", "owner"]
+__all__ = [
+    "ALL",
+    "EVAL_RULES",
+    "NAMES",
+    "Engine",
+    "TrainInputs",
+    "for_major",
+    "get",
+    "label",
+    "owner",
+    "weights_of",
+]

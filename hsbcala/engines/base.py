@@ -289,6 +289,36 @@ class Engine(ABC):
     @abstractmethod
     def lines_done(self, parser: ProgressParser, train: Any, n_train: int) -> int:
         """Training lines processed in this launch (for ``lines_per_second``)."""
+    # -- rules the rest of hsbcala once decided by version (issue 19: "a third version is one more module")
+    #: weights beside ``X.ckpt.json``: ``X.ckpt`` + each suffix (Calamari 1: an .h5; 2.3: a SavedModel directory)
+    weight_suffixes: ClassVar[tuple[str, ...]] = (".h5",)
+    #: calamari-eval's replacements after NFC, before the whitespace rules (hsbcala.cer.RULES), and their words
+    eval_replacements: ClassVar[tuple[tuple[str, str], ...]] = ()
+    eval_description: ClassVar[str] = ""
+
+    def weights_of(self, model_json: Path) -> list[Path]:
+        """The weights beside the model file ``model_json`` (``X.ckpt.json``) that exist; empty: none."""
+        stem = model_json.with_name(model_json.name[: -len(".json")])
+        return [w for w in (Path(f"{stem}{s}") for s in self.weight_suffixes) if w.exists()]
+
+    def weights_names(self, model_json: Path) -> str:
+        """The weights this engine looks for beside ``model_json``, for messages (``X.ckpt/ or X.ckpt.h5``)."""
+        stem = model_json.name[: -len(".json")]
+        return " or ".join(f"{stem}{s}" if s else f"{stem}/" for s in self.weight_suffixes)
+
+    def check_weights(self, model_json: Path, model_version: object) -> str | None:
+        """Why the weights of ``model_json`` (of the model file version ``model_version``) are missing or
+        empty, naming what was expected; None: they are there."""
+        h5 = Path(f"{model_json.with_name(model_json.name[: -len('.json')])}.h5")
+        return None if h5.is_file() and h5.stat().st_size > 0 else f"expected {h5}"
+
+    def epochs_per_stage(self, train: Any, n_train: int) -> int:
+        """Epochs per stage as the console counts them (``train.epochs``; Calamari 1: its budget in passes)."""
+        return int(train.epochs)
+
+    def check_train(self, train: Any) -> str | None:
+        """Why ``train`` settings cannot work with this engine (None: they can); checked before anything runs."""
+        return None
 
 
 def retarget(record: Path, keys: tuple[str, ...], model_dir: Path) -> list[str]:

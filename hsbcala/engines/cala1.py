@@ -296,3 +296,20 @@ class Cala1(Engine):
 
     def lines_done(self, parser: ProgressParser, train: Any, n_train: int) -> int:
         return parser.iterations_seen * train.batch_size
+
+    # -- issue 19: the version's rules (base.Engine)
+    eval_replacements = (("µ", "μ"), ("–", "-"), ("—", "-"))  # calamari-eval 1.0.7's "various" replacements
+    eval_description = (
+        "NFC, µ→μ, en/em dash→-, whitespace runs to one space, stripped (as calamari-eval 1.0.7)"
+    )
+
+    def epochs_per_stage(self, train: Any, n_train: int) -> int:
+        return max(1, max_iterations(train, n_train) // iterations_per_epoch(train, n_train))
+
+    def check_train(self, train: Any) -> str | None:
+        if train.early_stopping_patience == 1:
+            return (
+                "train.early_stopping_patience=1 cannot work: Calamari 1 with --early_stopping_nbest 1 never "
+                "validates; use 0 (off) or 2 or more"
+            )
+        return None

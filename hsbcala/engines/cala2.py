@@ -211,3 +211,32 @@ class Cala2(Engine):
 
     def lines_done(self, parser: ProgressParser, train: Any, n_train: int) -> int:
         return parser.epochs_seen * (train.samples_per_epoch or n_train)
+
+    # -- issue 19: the version's rules (base.Engine)
+    weight_suffixes = ("", ".h5")  # 2.3 (model version 6): a SavedModel X.ckpt/; 2.0-2.2 (<= 5): X.ckpt.h5
+    eval_replacements = ()
+    eval_description = "NFC, whitespace runs to one space, stripped (as calamari-eval 2.3.1)"
+
+    def check_weights(self, model_json: Path, model_version: object) -> str | None:
+        if isinstance(model_version, int) and model_version <= 5:
+            return super().check_weights(model_json, model_version)
+        ckpt = model_json.with_name(model_json.name[: -len(".json")])
+        variables = ckpt / "variables"
+        if (
+            (ckpt / "saved_model.pb").is_file()
+            and (variables / "variables.index").is_file()
+            and any(p.stat().st_size > 0 for p in variables.glob("variables.data-*"))
+        ):
+            return None
+        return (
+            f"expected the SavedModel {ckpt}/ (saved_model.pb, variables/variables.index, "
+            f"variables/variables.data-*)"
+        )
+
+    def check_train(self, train: Any) -> str | None:
+        if train.early_stopping_patience == 1:
+            return (
+                "train.early_stopping_patience=1 cannot work: Calamari 2 (tfaip) stops early only when n_to_go > 1; "
+                "use 0 (off) or 2 or more"
+            )
+        return None

@@ -37,6 +37,7 @@ from hsbcala.console import say
 from hsbcala.errors import ConfigError, EngineError
 
 READY = ".hsbcala-ready"
+START_SCRIPT = Path(__file__).with_name("engine_start.py")  # run by the engine env's Python (see there)
 
 
 def _uv() -> str:
@@ -77,8 +78,13 @@ class EngineEnv:
         """Absolute path of an engine command (bare name for kind=path: found on PATH after module loads)."""
         return str(self.prefix / "bin" / name) if self.prefix else name
 
-    def wrap(self, argv: list[str]) -> list[str]:
-        """Prefix ``argv`` with the module loads of this environment, if any."""
+    def wrap(self, argv: list[str], *, expect_gpus: int = 0) -> list[str]:
+        """Prefix ``argv`` with the module loads of this environment, if any, and with :data:`START_SCRIPT`
+        in a CUDA environment (its own CUDA libraries first) or when the command expects ``expect_gpus``
+        GPUs (refused in seconds when TensorFlow sees fewer)."""
+        if self.cuda or expect_gpus > 0:
+            check = ["--expect-gpus", str(expect_gpus)] if expect_gpus > 0 else []
+            argv = [self.program("python"), str(START_SCRIPT), *check, "--", *argv]
         if not self.modules:
             return argv
         script = "module load " + " ".join(shlex.quote(m) for m in self.modules) + ' && exec "$@"'
@@ -138,8 +144,9 @@ class EngineEnv:
         return proc.stdout
 
 
-def resolve(cfg: Any, project_root: Path) -> EngineEnv:
-    """The engine environment of this run: the cluster's override if it has one, else the version's own."""
+def resolve(cfg: Any, project_root: Path, device: str | None = None) -> EngineEnv:
+    """The engine environment of this run: the cluster's override if it has one, else the version's own.
+    ``device`` (auto/cpu/gpu) overrides the spec's ``device``."""
     spec = cfg.cluster.env if cfg.cluster.get("env") is not None else cfg.version.env
     key = "cluster.env" if cfg.cluster.get("env") is not None else "version.env"
     name = cfg.version.name
@@ -147,7 +154,7 @@ def resolve(cfg: Any, project_root: Path) -> EngineEnv:
     if spec.kind == "uv":
         if not spec.lock:
             raise ConfigError(f"{key}.lock is required for kind=uv")
-        want = str(spec.get("device", "auto"))
+        want = device or str(spec.get("device", "auto"))
         cuda = bool(spec.get("cuda_lock")) and (want == "gpu" or (want == "auto" and bool(visible_gpus())))
         field = "cuda_lock" if cuda else "lock"
         lock = Path(spec[field])
@@ -185,6 +192,74 @@ def _listed_gpus(smi: str) -> tuple[str, ...]:
     )
 
 
+class GpuInfo(NamedTuple):
+    name: str
+    compute_capability: tuple[int, int] | None  # None: this nvidia-smi cannot say (drivers before 510)
+    driver: str
+
+
+def gpu_details() -> list[GpuInfo]:
+    """The visible GPUs as ``nvidia-smi --query-gpu`` describes them (empty without nvidia-smi or GPUs)."""
+    smi = shutil.which("nvidia-smi")
+    return list(_queried_gpus(smi)) if smi and visible_gpus() else []
+
+
+@functools.lru_cache(maxsize=8)
+def _queried_gpus(smi: str) -> tuple[GpuInfo, ...]:
+    fields = "name,compute_cap,driver_version"
+    try:
+        out = subprocess.run(
+            [smi, f"--query-gpu={fields}", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    found = []
+    for row in out.stdout.splitlines() if out.returncode == 0 else ():
+        parts = [x.strip() for x in row.split(",")]
+        if len(parts) != 3:
+            continue
+        major, _, minor = parts[1].partition(".")
+        cc = (int(major), int(minor)) if major.isdigit() and minor.isdigit() else None
+        found.append(GpuInfo(parts[0], cc, parts[2]))
+    return tuple(found)
+
+
+# TensorFlow 2.15's wheel carries kernels for sm_50 … sm_75 and PTX for compute_80 only
+# (tf.sysconfig.get_build_info()["cuda_compute_capabilities"]): on compute capability 8.0 and later the driver
+# compiles the PTX at the first start (tensorflow#62320: up to 30 minutes), into its cache (~/.nv/ComputeCache),
+# which must be large enough to keep them; process.ENGINE_DEFAULTS sets CUDA_CACHE_MAXSIZE.
+JIT_FROM = (8, 0)
+
+
+def first_start_note(env: EngineEnv, gpus: list[GpuInfo] | None = None) -> str | None:
+    """What the console says before a training whose GPU makes TensorFlow compile its kernels first (None: no
+    such GPU, or not the wheel's TensorFlow)."""
+    gpus = gpu_details() if gpus is None else gpus
+    late = [g for g in gpus if g.compute_capability is not None and g.compute_capability >= JIT_FROM]
+    if not (env.cuda and late):
+        return None
+    from hsbcala.engines.process import engine_environ
+
+    size = int(engine_environ().get("CUDA_CACHE_MAXSIZE", "0") or 0)
+    cc = ".".join(map(str, late[0].compute_capability))
+    return (
+        f"note: {late[0].name} has compute capability {cc}, for which TensorFlow 2.15 ships no compiled kernels: "
+        f"the first start on such a GPU compiles them (up to 30 minutes without output, tensorflow#62320); they "
+        f"are cached for later starts (CUDA_CACHE_MAXSIZE={size / 2**30:.0f} GiB, ~/.nv/ComputeCache or "
+        f"CUDA_CACHE_PATH)"
+    )
+
+
+def engine_gpus(env: EngineEnv, cluster_gpus: int) -> int:
+    """How many GPUs the engine is given: ``cluster.gpus``, or one when it is 0 and the start line names a GPU
+    (:func:`device`), since tfaip uses no GPU it is not told of unless CUDA_VISIBLE_DEVICES is set."""
+    return cluster_gpus if cluster_gpus > 0 else int(device(env).gpu)
+
+
 class Device(NamedTuple):
     text: str  # as the start line says it
     gpu: bool  # the engine should train on a GPU (then TensorFlow's fallback to the CPU is worth a warning)
@@ -220,19 +295,135 @@ def project_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-if (
-    __name__ == "__main__"
-):  # python -m hsbcala.engines.envs cala1 cala2: build the engine environments ahead of time
+def check(env: EngineEnv, log: Path) -> dict:
+    """Run :data:`START_SCRIPT`'s probe in ``env`` (through the runner; its output in ``log``): its report."""
+    from hsbcala.engines.process import EngineProcess
+
+    with EngineProcess(
+        env.wrap([env.program("python"), str(START_SCRIPT), "--probe"]), log, log_mode="w"
+    ) as proc:
+        found = [line for line in proc.lines() if line.startswith('{"tensorflow"')]
+        code = proc.wait()
+    if code != 0 or not found:
+        raise EngineError(
+            f"checking the {env.name} engine env failed (exit {code}, log: {log}): {proc.last_lines()}"
+        )
+    import json
+
+    return json.loads(found[-1])
+
+
+def describe(env: EngineEnv, report: dict, gpus: list[GpuInfo]) -> list[str]:
+    """The check's report as lines for a person (``python -m hsbcala.engines.envs --check``)."""
+    b = report["build"]
+    caps = " ".join(b.get("cuda_compute_capabilities") or []) or "none"
+    lines = [
+        "  GPUs (nvidia-smi): "
+        + (
+            "; ".join(
+                f"{g.name}, compute capability "
+                f"{'.'.join(map(str, g.compute_capability)) if g.compute_capability else 'unknown'}"
+                for g in gpus
+            )
+            or "none listed"
+        ),
+        f"  driver: {(gpus[0].driver if gpus else None) or report['driver'] or 'no driver'}",
+        f"  TensorFlow {report['tensorflow']}: "
+        + (
+            f"built for CUDA {b.get('cuda_version')}, cuDNN {b.get('cudnn_version')}, compute capabilities {caps}"
+            if b.get("is_cuda_build")
+            else "a CPU build"
+        ),
+    ]
+    lines += [f"  {name}: {where}" for name, where in report["libraries"].items()]
+    seen = report["gpus"]
+    lines.append(
+        "  TensorFlow sees: "
+        + (
+            ", ".join(f"{g['name']} (compute capability {g['compute_capability']})" for g in seen)
+            if seen
+            else f"no GPU ({report['no_gpu_reason']})"
+        )
+    )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hsbcala.engines.envs``: build (and check) the engine environments ahead of time."""
+    import argparse
+    import tempfile
+
+    from hsbcala import engines
+
+    parser = argparse.ArgumentParser(
+        prog="python -m hsbcala.engines.envs",
+        description="Build the engine environments ahead of time (e.g. on a login node, once), and with --check "
+        "report what TensorFlow finds in them: the driver, the GPUs' compute capability, TensorFlow's build, and "
+        "where libcudart/libcudnn are loaded from. Works without a GPU (--device gpu builds the CUDA variant).",
+    )
+    parser.add_argument(
+        "args",
+        nargs="*",
+        metavar="VERSION|KEY=VALUE",
+        help=f"versions ({', '.join(engines.NAMES)}; default: all) and Hydra overrides of the training config "
+        "(e.g. cluster=zih_capella version.env.root=/scratch/envs)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        help="which lock variant to build (default: the config's version.env.device, auto: CUDA when nvidia-smi "
+        "lists a GPU)",
+    )
+    parser.add_argument("--check", action="store_true", help="load TensorFlow in each environment and report")
+    args = parser.parse_args(argv)
+    versions = [a for a in args.args if "=" not in a]
+    overrides = [a for a in args.args if "=" in a]
+    bad = [v for v in versions if v not in engines.NAMES]
+    if bad:
+        parser.error(
+            f"unknown version {bad[0]!r} (one of: {', '.join(engines.NAMES)}; overrides are KEY=VALUE)"
+        )
+
     from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     from hsbcala import schema
 
     schema.register()
+    failed = False
     with initialize_config_dir(version_base="1.3", config_dir=str(project_root() / "conf")):
-        from hsbcala import engines
-
-        for version in sys.argv[1:] or engines.NAMES:
-            cfg = compose("config", overrides=[f"version={version}"])
-            env = resolve(cfg, project_root())
+        for version in versions or engines.NAMES:
+            try:
+                cfg = compose("config", overrides=[*overrides, f"version={version}"])
+            except (HydraException, OmegaConfBaseException) as exc:
+                raise ConfigError(f"bad override: {str(exc).splitlines()[0]}") from None
+            env = resolve(cfg, project_root(), args.device)
             env.ensure()
-            print(f"{version}: {env.prefix or 'PATH'} ready")
+            print(
+                f"{version}: {env.prefix or 'PATH'} ready{' (CUDA libraries)' if env.cuda else ''}",
+                flush=True,
+            )
+            if not args.check:
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                report = check(env, Path(tmp) / "check.log")
+            gpus = gpu_details()
+            for line in describe(env, report, gpus):
+                print(line, flush=True)
+            if gpus and (env.cuda or env.kind != "uv") and not report["gpus"]:
+                print(
+                    f"hsbcala: error: {version}: nvidia-smi lists {len(gpus)} GPU(s), TensorFlow in {env.prefix} "
+                    f"sees none ({report['no_gpu_reason']})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                failed = True
+    return EngineError.exit_code if failed else 0
+
+
+if __name__ == "__main__":
+    from hsbcala.errors import clean_exit
+
+    with clean_exit():
+        sys.exit(main())

@@ -31,11 +31,21 @@ from pathlib import Path
 from typing import IO, Self
 
 from hsbcala.console import say
-from hsbcala.errors import Interrupted
+from hsbcala.engines.engine_start import MARK, NO_GPU_EXIT
+from hsbcala.errors import EngineError, Interrupted
 
 GRACE_S = 30.0  # SIGTERM → SIGKILL: long enough for TensorFlow to finish writing a checkpoint
 LINGER_S = 5.0  # after the engine exited: how long its leftover child processes may keep its output open
 ENGINE_ENV = {"PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+# Defaults a user's own setting overrides: the CUDA JIT cache at its maximum (4 GiB; CUDA's default, 256 MiB,
+# cannot hold the kernels TensorFlow 2.15 compiles on compute capability >= 8.0, which would then be compiled
+# again, for up to 30 minutes, at every start: envs.first_start_note)
+ENGINE_DEFAULTS = {"CUDA_CACHE_MAXSIZE": str(4 * 2**30)}
+
+
+def engine_environ() -> dict[str, str]:
+    """The environment every engine process starts with."""
+    return {**ENGINE_DEFAULTS, **os.environ, **ENGINE_ENV}
 
 
 class _Interrupts:
@@ -182,6 +192,7 @@ class EngineProcess:
         cwd: Path | None = None,
         log_mode: str = "a",
         tail: int = 200,  # enough for a TensorFlow traceback (restore errors are matched in it)
+        timeout_s: float | None = None,  # then stopped and EngineError (for commands that must end soon)
     ) -> None:
         self.argv = list(argv)
         self.log_path = log_path
@@ -193,6 +204,8 @@ class EngineProcess:
         self._log: IO[str] | None = None
         self._reader: _Reader | None = None
         self._drained = False
+        self.timeout_s = timeout_s
+        self._deadline: float | None = None
 
     def __enter__(self) -> Self:
         self._log = open(self.log_path, self.log_mode, encoding="utf-8")
@@ -209,7 +222,7 @@ class EngineProcess:
             encoding="utf-8",
             errors="replace",
             bufsize=1,
-            env=dict(os.environ, **ENGINE_ENV),
+            env=engine_environ(),
             cwd=self.cwd,
             start_new_session=True,
             # only signal(2) calls between fork and exec (no locks, no allocation)
@@ -217,7 +230,18 @@ class EngineProcess:
         )
         self._reader = _Reader(self.proc.stdout, self._log, self.echo, self.tail)
         self._reader.start()
+        if self.timeout_s is not None:
+            self._deadline = time.monotonic() + self.timeout_s
         return self
+
+    def _check_deadline(self) -> None:
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            self._deadline = None
+            self.stop()
+            raise EngineError(
+                f"{Path(self.argv[0]).name} did not end within {self.timeout_s:.0f} s and was stopped "
+                f"(log: {self.log_path}): {self.last_lines()}"
+            )
 
     @property
     def pid(self) -> int:
@@ -233,6 +257,7 @@ class EngineProcess:
                 line = self._reader.lines.get(timeout=0.5)
             except queue.Empty:
                 check_interrupted()
+                self._check_deadline()
                 if self.proc.poll() is not None:
                     # The engine has exited, but its output stays open while a process it started lives on
                     # (seen: calamari-predict's worker processes): after a grace period, end the leftovers
@@ -245,6 +270,7 @@ class EngineProcess:
             if line is None:
                 self._drained = True
                 return
+            self._check_deadline()
             yield line
 
     def wait(self) -> int:
@@ -260,6 +286,9 @@ class EngineProcess:
         if code in (-signal.SIGTERM, -signal.SIGINT):
             message = _active.message if _active is not None else "interrupted by {signal}"
             raise Interrupted(message.format(signal=signal.Signals(-code).name))
+        refusal = [x for x in self.tail if x.startswith(MARK)]
+        if code == NO_GPU_EXIT and refusal:  # engine_start.py's GPU check: its one line is the message
+            raise EngineError(refusal[-1][len(MARK) :].strip() + f" (log: {self.log_path})")
         return code
 
     def output_tail(self) -> str:

@@ -203,21 +203,12 @@ def check_model(folder: Path, entry: Entry) -> list[ModelInfo]:
 
 
 def _check_weights(file: Path, major: int, version: object) -> None:
-    ckpt = file.with_name(file.name[: -len(".json")])
-    h5 = ckpt.with_name(ckpt.name + ".h5")
-    if major == 2 and not (isinstance(version, int) and version <= 5):  # 2.3 (model version 6): a SavedModel
-        variables = ckpt / "variables"
-        if not (
-            (ckpt / "saved_model.pb").is_file()
-            and (variables / "variables.index").is_file()
-            and any(p.stat().st_size > 0 for p in variables.glob("variables.data-*"))
-        ):
-            raise DataError(
-                f"{file} has no weights: expected the SavedModel {ckpt}/ (saved_model.pb, "
-                f"variables/variables.index, variables/variables.data-*)"
-            )
-    elif not (h5.is_file() and h5.stat().st_size > 0):
-        raise DataError(f"{file} has no weights: expected {h5}")
+    from hsbcala import engines
+
+    engine = engines.for_major(major)
+    missing = engine.check_weights(file, version) if engine else f"no engine for Calamari {major}"
+    if missing:
+        raise DataError(f"{file} has no weights: {missing}")
 
 
 def status(target: Path, entry: Entry) -> str:

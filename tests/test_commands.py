@@ -2,7 +2,8 @@
 
 Regenerate on purpose (after a deliberate change of a command line) with:
     HSBCALA_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/test_commands.py
-and review the diff of tests/golden/ before committing it.
+and review the diff of tests/golden/ before committing it. A test whose file it rewrote fails (so a run that
+regenerates can never pass, in CI or anywhere); run again without the variable to see them pass.
 """
 
 from __future__ import annotations
@@ -59,15 +60,28 @@ def normalise(argv: list[str]) -> str:
     return re.sub(r"\$ENVS/(cala[12])-[0-9a-f]{12}", r"$ENVS/\1-<lock hash>", text) + "\n"
 
 
-def check_golden(name: str, argv: list[str]) -> None:
-    path = GOLDEN / f"{name}.txt"
-    text = normalise(argv)
-    if os.environ.get("HSBCALA_REGEN_GOLDEN"):
+def compare_golden(path: Path, text: str, what: str) -> None:
+    """``text`` against the recorded golden file ``path``. Only ``HSBCALA_REGEN_GOLDEN=1`` regenerates (``0`` or
+    unset compares; any other value is refused, not guessed at): a file that differs is rewritten and the test
+    still fails, naming it, so that regenerating can never turn a changed command into a passing run."""
+    regen = os.environ.get("HSBCALA_REGEN_GOLDEN", "")
+    if regen not in ("", "0", "1"):
+        pytest.fail(f"HSBCALA_REGEN_GOLDEN={regen!r}: set it to 1 to regenerate, or unset it", pytrace=False)
+    recorded = path.read_text() if path.exists() else None
+    if text == recorded:
+        return
+    if regen == "1":
         path.write_text(text)
-    assert path.exists(), f"no golden file {path}; create it with HSBCALA_REGEN_GOLDEN=1"
-    assert text == path.read_text(), (
-        f"command changed; if on purpose, regenerate with HSBCALA_REGEN_GOLDEN=1 ({path})"
-    )
+        pytest.fail(
+            f"{what} regenerated: {path}; review `git diff {GOLDEN}` and run again without HSBCALA_REGEN_GOLDEN",
+            pytrace=False,
+        )
+    assert recorded is not None, f"no golden file {path}; create it with HSBCALA_REGEN_GOLDEN=1"
+    assert text == recorded, f"{what} changed; if on purpose, regenerate with HSBCALA_REGEN_GOLDEN=1 ({path})"
+
+
+def check_golden(name: str, argv: list[str]) -> None:
+    compare_golden(GOLDEN / f"{name}.txt", normalise(argv), "command")
 
 
 @pytest.mark.parametrize("script,version,cluster", COMBOS)

@@ -537,7 +537,7 @@ SITE_CONFIGS = ("zih_capella", "zih_power9", "slurm_generic")
 def test_site_sbatch_script_matches_golden(tmp_path, gt, cluster, version):
     """The sbatch script each site config renders (resources, partition, signal, Python on the node), as a
     user of that site would submit it; regenerate with HSBCALA_REGEN_GOLDEN=1 after a deliberate change."""
-    from tests.test_commands import GOLDEN
+    from tests.test_commands import GOLDEN, compare_golden
 
     proc = launch(
         tmp_path,
@@ -559,7 +559,4 @@ def test_site_sbatch_script_matches_golden(tmp_path, gt, cluster, version):
 
     text = text.replace(str(tmp_path), "$ROOT").replace(sys.executable, "$PYTHON")
     text = text.replace(tempfile.gettempdir() + "/hsbcala-dry-run", "$TMP/hsbcala-dry-run")
-    path = GOLDEN / f"sbatch-{cluster}-{version}.txt"
-    if os.environ.get("HSBCALA_REGEN_GOLDEN"):
-        path.write_text(text)
-    assert text == path.read_text(), f"sbatch script changed; if on purpose, regenerate ({path})"
+    compare_golden(GOLDEN / f"sbatch-{cluster}-{version}.txt", text, "sbatch script")

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from hsbcala.engines import envs
-from tests.conftest import ROOT, compose_cfg
+from tests.conftest import ROOT, compose_cfg, path_without
 
 PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)", re.MULTILINE)
 
@@ -32,14 +32,33 @@ def test_cuda_lock_is_the_cpu_lock_plus_nvidias_libraries(version):
 
 
 @pytest.mark.parametrize(
-    "device,visible,cuda", [("auto", "", False), ("gpu", "", True), ("cpu", "0", False), ("auto", "0", None)]
+    "device,visible,smi,cuda",
+    [
+        ("auto", "", "V100", False),  # CUDA_VISIBLE_DEVICES="" hides the GPU nvidia-smi lists
+        ("gpu", "", None, True),  # asked for: the CUDA variant, whatever the machine
+        ("cpu", "0", "V100", False),  # asked for: the CPU variant, whatever the machine
+        ("auto", "0", "V100", True),  # a GPU that nvidia-smi lists and the process may use
+        ("auto", "0", "none", False),  # nvidia-smi installed, but it lists no GPU
+        ("auto", "0", None, False),  # no nvidia-smi at all
+    ],
 )
-def test_the_lock_variant_follows_the_setting_and_the_machine(monkeypatch, device, visible, cuda):
+def test_the_lock_variant_follows_the_setting_and_the_machine(
+    tmp_path, monkeypatch, device, visible, smi, cuda
+):
+    """The machine is made here (a stand-in nvidia-smi, or none on PATH), so the expectation is written down
+    for each case rather than asked of the code under test."""
+    path = path_without("nvidia-smi")
+    if smi is not None:
+        fake = tmp_path / "bin" / "nvidia-smi"  # its own path: nvidia-smi's answer is cached per executable
+        fake.parent.mkdir()
+        listed = "echo 'GPU 0: Tesla V100-SXM2-32GB (UUID: GPU-1234)'" if smi == "V100" else "true"
+        fake.write_text(f"#!/bin/sh\n{listed}\n", encoding="utf-8")
+        fake.chmod(0o755)
+        path = f"{fake.parent}{os.pathsep}{path}"
+    monkeypatch.setenv("PATH", path)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     cfg = compose_cfg(["version=cala2", f"version.env.device={device}"])
     env = envs.resolve(cfg, ROOT)
-    if cuda is None:  # auto on a visible device: a GPU only if nvidia-smi lists one (none on this machine)
-        cuda = bool(envs.visible_gpus())
     assert env.cuda is cuda
     assert env.lock == ROOT / "envs" / ("cala2-cuda.lock.txt" if cuda else "cala2.lock.txt")
     assert ("-cuda-" in env.prefix.name) is cuda  # a separate directory: switching never rebuilds the other

@@ -24,19 +24,19 @@ mlflow is imported lazily (here only), so ``dry_run`` and ``--help`` stay fast.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
-from hsbcala.console import say
+from hsbcala.console import log, say
 from hsbcala.engines.envs import project_root
 from hsbcala.errors import ConfigError
 from hsbcala.trackinfo import (
@@ -60,11 +60,27 @@ if TYPE_CHECKING:
     from hsbcala.evaluate import Plan
 
 
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc).strip() else repr(exc)
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What a store that cannot be used raises: MLflow's own error (the REST client wraps every failed
+    request in it), SQLAlchemy's (a sqlite file that is not a database), an OSError (permissions). Anything
+    else is a bug in hsbcala and keeps its traceback."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError  # mlflow's own dependency, loaded with it
+
+    return (MlflowException, SQLAlchemyError, OSError)
+
+
 def _create_experiment(client: Any, name: str, artifact_location: str | None) -> str:
     """Create the experiment, or take the one a concurrent job (an array task) created a moment earlier."""
+    from mlflow.exceptions import MlflowException
+
     try:
         return client.create_experiment(name, artifact_location=artifact_location)
-    except Exception:
+    except MlflowException:  # RESOURCE_ALREADY_EXISTS, or the sqlite store's unique-constraint error
         exp = client.get_experiment_by_name(name)
         if exp is None:
             raise
@@ -75,8 +91,102 @@ def _training_view(client: Any, exp_id: str, tags: dict[str, str]) -> None:
     """Let MLflow's UI open the experiment in its model-training view (runs, charts, models) instead of the
     GenAI one it guesses without the tag; a view someone chose in the UI is kept."""
     if EXPERIMENT_KIND_TAG not in tags:
-        with contextlib.suppress(Exception):  # a view is a convenience: never a reason to stop
+        try:
             client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+        except _store_errors() as exc:  # a view is a convenience: never a reason to stop
+            log.warning("MLflow: the experiment's model-training view was not set: %s", _first_line(exc))
+
+
+# ---- reading a run back on resume: "gone" vs "not answering" (issue 19: a 503 must not split a training)
+
+# MLflow's error codes of a store that cannot answer now (MLflow's own table maps them to 503, 429, 504);
+# the sqlite store raises TEMPORARILY_UNAVAILABLE for a locked database (mlflow/store/db/utils.py)
+_TRANSIENT_CODES = frozenset({"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"})
+RESUME_ATTEMPTS = 4  # hsbcala's own attempts, each with MLflow's own HTTP retries inside
+
+
+def _transient(exc: BaseException) -> bool:
+    """True for a failure that may pass: a refused or reset connection, a timeout, a server that kept
+    answering 5xx/429 through MLflow's own retries (``mlflow.utils.rest_utils.http_request`` raises a plain
+    MlflowException for all of these, the ``requests`` error, an OSError, as its context), or one of
+    :data:`_TRANSIENT_CODES`. A malformed URI (InvalidUrlException) or any answer the server gave on purpose
+    (404 ``RESOURCE_DOES_NOT_EXIST``, 403, 400) is not."""
+    from mlflow.exceptions import InvalidUrlException, MlflowException
+
+    if not isinstance(exc, MlflowException) or isinstance(exc, InvalidUrlException):
+        return False
+    if exc.error_code in _TRANSIENT_CODES:
+        return True
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        if isinstance(cause, OSError):  # requests.RequestException is an OSError (IOError)
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _patiently(what: str, uri: str, call: Callable[[], Any]) -> Any:
+    """``call()``, asked again while the store fails transiently (:func:`_transient`), each retry said on the
+    console; the last failure is raised. A non-transient failure is raised at once.
+
+    MLflow's own HTTP retries (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``/``_BACKOFF_FACTOR``) work inside each
+    attempt, but :func:`hsbcala.trackinfo.bound_http` keeps them short for the whole process, so that a
+    best-effort call during training (a metric, which is spooled and sent later) costs seconds. A run read
+    back on resume is the one call whose failure cannot be redone later (the launch would have to choose
+    between a new run and none), so it gets more patience of its own, without raising MLflow's setting for
+    every call; the waits scale with the user's ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``. MLflow retries
+    HTTP only: the sqlite store's locked database is retried here too."""
+    factor = float(os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR") or 1)
+    for attempt in range(1, RESUME_ATTEMPTS + 1):
+        try:
+            return call()
+        except _store_errors() as exc:
+            if not _transient(exc) or attempt == RESUME_ATTEMPTS:
+                raise
+            wait = factor * 2**attempt
+            say(
+                f"MLflow ({uri}) did not answer {what} ({_first_line(exc)[:400]}); asking again in "
+                f"{wait:.1f} s (attempt {attempt + 1} of {RESUME_ATTEMPTS})"
+            )
+            time.sleep(wait)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _refused(what: str, uri: str, run_id: str, exc: BaseException) -> ConfigError:
+    said = (
+        f"did not answer {what} after {RESUME_ATTEMPTS} attempts"
+        if _transient(exc)
+        else f"refused to answer {what}"
+    )
+    return ConfigError(
+        f"mlflow.tracking_uri={uri}: the tracking store {said} ({_first_line(exc)[:400]}); training was not "
+        f"continued and the model directory still names run {run_id}: launch again when the store answers, "
+        f"and training resumes in that run"
+    )
+
+
+def _resumable(mlflow: Any, run_id: str, uri: str) -> bool:
+    """Whether the run the model directory names can be re-opened. False only when the store says for sure
+    that it is not there (``RESOURCE_DOES_NOT_EXIST``: the directory was trained against another store) or
+    it was deleted: then a new run is started, and the console says so. A store that does not answer is
+    asked again (:func:`_patiently`) and then refused (:class:`ConfigError`): never a silent new run, which
+    would split one training's curves over two runs and rewrite the run id in the state."""
+    try:
+        run = _patiently(f"for the run {run_id}", uri, lambda: mlflow.get_run(run_id))
+    except _store_errors() as exc:
+        if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+            say(
+                f"the MLflow run {run_id} named in this model directory is not in {uri} (trained against "
+                f"another tracking store?): a new run is started, its curves start at this launch"
+            )
+            return False
+        raise _refused(f"for the run {run_id}", uri, run_id, exc) from exc
+    if run.info.lifecycle_stage == "deleted":
+        say(
+            f"the MLflow run {run_id} named in this model directory was deleted from {uri}: a new run is started"
+        )
+        return False
+    return True
 
 
 class _JobSampler:
@@ -92,12 +202,24 @@ class _JobSampler:
         self._thread.start()
 
     def _run(self) -> None:
+        import psutil
+
         try:
             usage = JobUsage()
-            hist = self.tracker._mlflow.MlflowClient().get_metric_history(self.tracker.run_id, self.KEY)
-            step = max((m.step for m in hist), default=-1) + 1
-        except Exception:  # noqa: BLE001 - no psutil view of this process, or no store: no job metrics
+        except psutil.Error as exc:  # a container that hides /proc: MLflow's system metrics remain
+            say(
+                f"warning: no job/* metrics (the job's CPU and memory): psutil cannot read this process: {exc}"
+            )
             return
+        try:  # a resumed run goes on numbering where the last launch stopped
+            hist = self.tracker._mlflow.MlflowClient().get_metric_history(self.tracker.run_id, self.KEY)
+        except _store_errors() as exc:
+            say(
+                f"warning: MLflow ({self.tracker.uri}): no job/* metrics in this launch (the job's CPU and "
+                f"memory): their last sample number could not be read: {_first_line(exc)}"
+            )
+            return
+        step = max((m.step for m in hist), default=-1) + 1
         usage.sample()  # CPU is measured from here
         while not self._stop.wait(self.interval):
             metrics = usage.sample()
@@ -112,10 +234,10 @@ class _JobSampler:
 
 
 def _spool(spool: Path | None, run_id: str, metrics: list[Any]) -> None:
-    """Append metrics that could not be sent (one JSON line each); a full disk loses them, with no crash."""
+    """Append metrics that could not be sent (one JSON line each); a full disk loses them (said), no crash."""
     if spool is None:
         return
-    with contextlib.suppress(OSError):
+    try:
         spool.parent.mkdir(parents=True, exist_ok=True)
         with open(spool, "a", encoding="utf-8") as f:
             f.writelines(
@@ -131,6 +253,10 @@ def _spool(spool: Path | None, run_id: str, metrics: list[Any]) -> None:
                 + "\n"
                 for m in metrics
             )
+    except OSError as exc:  # a full disk: the training matters more than these values
+        say(
+            f"warning: {len(metrics)} metric values could not be kept for later either ({spool}: {exc}); they are lost"
+        )
 
 
 def replay(spool: Path, run_id: str | None = None) -> int:
@@ -186,36 +312,50 @@ class Tracker:
             else:
                 exp_id = exp.experiment_id
             _training_view(mlflow.MlflowClient(), exp_id, dict(exp.tags) if exp else {})
-        except Exception as exc:
+        except _store_errors() as exc:
             raise ConfigError(
-                f"mlflow.tracking_uri={masked(uri)}: cannot use the tracking store: {str(exc).splitlines()[0]}"
+                f"mlflow.tracking_uri={masked(uri)}: cannot use the tracking store: {_first_line(exc)}"
             ) from exc
         if cfg.mlflow.system_metrics:
             mlflow.set_system_metrics_sampling_interval(cfg.mlflow.system_metrics_interval_s)
             mlflow.set_system_metrics_samples_before_logging(1)
-        resumed = run_id is not None
-        if resumed:
-            try:
-                mlflow.get_run(run_id)
-            except Exception:  # noqa: BLE001 - not in this store (another tracking URI) or deleted
-                resumed, run_id = False, None  # the model dir came from another store: start a new run
+        resumed = run_id is not None and _resumable(mlflow, run_id, masked(uri))
+        if not resumed:
+            run_id = None
         if resumed and previous:
             client = mlflow.MlflowClient()
-            with contextlib.suppress(Exception):
+            try:
                 client.set_terminated(run_id, "KILLED")
                 client.set_tag(run_id, "hsbcala.crashed_launch", json.dumps(previous)[:5000])
-        self.run = mlflow.start_run(
-            run_id=run_id,
-            experiment_id=None if resumed else exp_id,
-            run_name=None if resumed else cfg.mlflow.run_name,
-            log_system_metrics=bool(cfg.mlflow.system_metrics),
-        )
+            except _store_errors() as exc:  # the run is re-opened below all the same
+                say(
+                    f"warning: MLflow ({masked(uri)}): the crashed launch's run {run_id} was not marked KILLED: "
+                    f"{_first_line(exc)}"
+                )
+        try:
+            if resumed:  # re-opening is idempotent (the run set RUNNING): it may be asked again
+                self.run = _patiently(
+                    f"when re-opening the run {run_id}",
+                    masked(uri),
+                    lambda: mlflow.start_run(
+                        run_id=run_id, log_system_metrics=bool(cfg.mlflow.system_metrics)
+                    ),
+                )
+            else:  # creating is not: a retry could create a second run
+                self.run = mlflow.start_run(
+                    experiment_id=exp_id,
+                    run_name=cfg.mlflow.run_name,
+                    log_system_metrics=bool(cfg.mlflow.system_metrics),
+                )
+        except _store_errors() as exc:
+            if resumed:
+                raise _refused(f"when re-opening the run {run_id}", masked(uri), run_id, exc) from exc
+            raise ConfigError(
+                f"mlflow.tracking_uri={masked(uri)}: cannot start a run in the tracking store: {_first_line(exc)}"
+            ) from exc
         self.run_id = self.run.info.run_id
         self.uri = masked(uri)
         self.resumed = resumed
-        mlflow.set_tags(tags)
-        if not resumed:
-            mlflow.log_params(params)
         self._pending: list[Any] = []
         self._lock = threading.RLock()  # the job-metrics thread logs too
         self._last: dict[str, float] = {}  # each curve's last value logged by this launch
@@ -223,23 +363,47 @@ class Tracker:
         self._datasets: dict[str, tuple[str, str]] = {}  # split -> (dataset name, digest)
         self._last_flush = time.monotonic()
         self._ended = False
+        self._sampler: _JobSampler | None = None
         self.spool = spool
         self.degraded = False
+        self._said: set[str] = set()  # the best-effort calls whose failure was said (once each)
+        # the run is open: from here on tracking is best-effort (the runner ends the run however it goes)
+        self.set_tags(tags)
+        if not resumed:
+            try:
+                mlflow.log_params(params)
+            except Exception as exc:  # noqa: BLE001 - said by _failed (a bug with its traceback)
+                self._failed("logging the params", exc)
         if spool is not None and spool.is_file():
-            n = replay(spool, self.run_id)
-            if n:
-                say(f"sent {n} metric values spooled while the tracking store was unreachable")
-        self._sampler = (
-            _JobSampler(self, cfg.mlflow.system_metrics_interval_s) if cfg.mlflow.system_metrics else None
-        )
+            try:
+                n = replay(spool, self.run_id)
+            except Exception as exc:  # noqa: BLE001 - said by _failed; the spool stays for the next launch
+                self._failed(f"sending the metrics kept in {spool}", exc)
+            else:
+                if n:
+                    say(f"sent {n} metric values spooled while the tracking store was unreachable")
+        if cfg.mlflow.system_metrics:
+            self._sampler = _JobSampler(self, cfg.mlflow.system_metrics_interval_s)
 
-    def _failed(self, what: str, exc: Exception) -> None:
-        if not self.degraded:
-            say(
-                f"warning: MLflow ({self.uri}): {what} failed: {str(exc).splitlines()[0] if str(exc) else exc!r}; "
-                f"training goes on, metrics are kept in the model directory and sent later"
-            )
-        self.degraded = True
+    def _failed(self, what: str, exc: Exception, *, degrade: bool = True) -> None:
+        """A best-effort call failed: said once per kind of call (not at every flush of a long outage). An
+        error that is not the store's is a bug in hsbcala: said as one, with its traceback (console and log).
+        ``degrade``: tracking is incomplete (the end of the training says so, with the spool to replay)."""
+        if what not in self._said:
+            self._said.add(what)
+            if not isinstance(exc, _store_errors()):
+                log.warning(
+                    "warning: MLflow (%s): %s failed with an unexpected error, a bug in hsbcala; training goes on",
+                    self.uri,
+                    what,
+                    exc_info=exc,
+                )
+            else:
+                later = (
+                    "" if self.degraded else "; tracking goes on as far as it can, metrics not sent are kept"
+                )
+                say(f"warning: MLflow ({self.uri}): {what} failed: {_first_line(exc)}{later}")
+        self.degraded = self.degraded or degrade
 
     def log(self, step: int, metrics: dict[str, float], *, curve: bool = True) -> None:
         """Metrics at ``step`` (an epoch; ``curve=False``: a sample number, e.g. the job's resources)."""
@@ -272,12 +436,12 @@ class Tracker:
         """The last epoch of the run: this launch's, else (a resumed launch that logged none) the run's."""
         if self._step is not None:
             return self._step
-        with contextlib.suppress(Exception):
-            hist = self._mlflow.MlflowClient().get_metric_history(
-                self.run_id, "stage"
-            )  # logged at every epoch
-            return max((m.step for m in hist), default=0)
-        return 0
+        try:
+            hist = self._mlflow.MlflowClient().get_metric_history(self.run_id, "stage")  # logged every epoch
+        except _store_errors() as exc:
+            self._failed("reading the run's last epoch (the final figures go to epoch 0)", exc)
+            return 0
+        return max((m.step for m in hist), default=0)
 
     def log_final(self, metrics: dict[str, float]) -> None:
         """The end-of-training figures, at the last epoch (a step 0 would add a point at the start of a curve
@@ -332,7 +496,7 @@ class Tracker:
                     )
                 self._mlflow.log_input(ds, context=context, tags={"lines": str(len(rows))})
                 self._datasets[split] = (name, digest)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - best-effort; said by _failed (a bug with its traceback)
             self._failed("logging the dataset inputs", exc)
 
     def log_model(self, files: list[Path], cfg: Any, best_val_cer: float | None) -> str | None:
@@ -383,7 +547,7 @@ class Tracker:
             client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step)])
             client.finalize_logged_model(model.model_id, "READY")
             self.set_tags({"hsbcala.logged_model": model.model_id})
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - best-effort; said by _failed (a bug with its traceback)
             self._failed("logging the model", exc)
             return None
         if cfg.mlflow.get("register"):
@@ -407,10 +571,8 @@ class Tracker:
                 model_id=model_id,
             )
             say(f"registered as {name} version {mv.version} (validation CER {shown})")
-        except Exception as exc:  # noqa: BLE001 - the training and its run are complete; say what is missing
-            say(
-                f"warning: MLflow ({self.uri}): registering the model as {name} failed: {str(exc).splitlines()[0]}"
-            )
+        except Exception as exc:  # noqa: BLE001 - the training and its run are complete; said by _failed
+            self._failed(f"registering the model as {name}", exc, degrade=False)  # the run itself is whole
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         try:
@@ -420,19 +582,19 @@ class Tracker:
                 )
             elif path.is_file():
                 self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
-        except Exception as exc:  # noqa: BLE001 - best-effort, see the class docstring
+        except Exception as exc:  # noqa: BLE001 - best-effort; said by _failed (a bug with its traceback)
             self._failed(f"logging {path.name}", exc)
 
     def log_text(self, text: str, name: str) -> None:
         try:
             self._mlflow.log_text(text, name)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - best-effort; said by _failed (a bug with its traceback)
             self._failed(f"logging {name}", exc)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         try:
             self._mlflow.set_tags(tags)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - best-effort; said by _failed (a bug with its traceback)
             self._failed("setting tags", exc)
 
     def end(self, status: str) -> None:
@@ -453,11 +615,14 @@ class Tracker:
 
 def metric_history(uri: str, run_id: str, key: str) -> list[float]:
     """A run's values of ``key`` in step order; [] when the store cannot be read (for status displays)."""
-    try:
-        from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient
 
+    try:
         hist = MlflowClient(tracking_uri=uri).get_metric_history(run_id, key)
-    except Exception:  # noqa: BLE001 - a status display must not fail on an unreachable store
+    except _store_errors() as exc:  # a status display must not fail on an unreachable store
+        log.warning(
+            "warning: MLflow (%s): %s of run %s not read: %s", masked(uri), key, run_id, _first_line(exc)
+        )
         return []
     return [m.value for m in sorted(hist, key=lambda m: (m.step, m.timestamp))]
 
@@ -484,10 +649,10 @@ def prepare_store(uri: str) -> None:
 
     try:
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
-    except Exception as exc:  # noqa: BLE001 - MLflow raises many types (sqlalchemy, permission)
+    except _store_errors() as exc:
         raise ConfigError(
-            f"mlflow.tracking_uri={uri}: cannot create the tracking store: {str(exc).splitlines()[0]}"
-        ) from None
+            f"mlflow.tracking_uri={masked(uri)}: cannot create the tracking store: {_first_line(exc)}"
+        ) from exc
 
 
 # ---- Evaluation: the metrics of evaluate.py on the training run (or their own run), multirun comparisons
@@ -503,11 +668,10 @@ class EvalTracker:
 
         self.uri = tracking_uri(cfg)
         self.client = MlflowClient(tracking_uri=self.uri)
-        self.training_run_id = self._training_run(p)
+        training = self._training_run(p)
+        self.training_run_id = training.info.run_id if training else None
         self.separate = cfg.eval.mlflow_run == "separate" or self.training_run_id is None
-        self.training_params: dict[str, str] = {}
-        if self.training_run_id:
-            self.training_params = dict(self.client.get_run(self.training_run_id).data.params)
+        self.training_params: dict[str, str] = dict(training.data.params) if training else {}
         if not self.separate:
             self.run_id = self.training_run_id
             return
@@ -521,9 +685,9 @@ class EvalTracker:
                 )
             )
             _training_view(self.client, exp_id, dict(exp.tags) if exp else {})
-        except Exception as exc:  # MLflow raises many types (connection, sqlalchemy, permission)
+        except _store_errors() as exc:
             raise ConfigError(
-                f"mlflow.tracking_uri={self.uri}: cannot use the tracking store: {str(exc).splitlines()[0]}"
+                f"mlflow.tracking_uri={masked(self.uri)}: cannot use the tracking store: {_first_line(exc)}"
             ) from exc
         tags = {
             "hsbcala.kind": "evaluation",
@@ -542,7 +706,10 @@ class EvalTracker:
 
         self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
 
-    def _training_run(self, p: Plan) -> str | None:
+    def _training_run(self, p: Plan) -> Any | None:
+        """The training run the model directory names, if this store has it (else None, said); a store that
+        does not answer is asked again and then refused, as on resume (:func:`_resumable`): an outage must
+        not send the figures to a separate run."""
         if p.model_dir is None:
             return None
         from hsbcala import modeldir
@@ -550,15 +717,29 @@ class EvalTracker:
         state = modeldir.load_state(p.model_dir)
         if state is None or not state.run_id:
             return None
+        uri = masked(self.uri)
+        what = f"for the training run {state.run_id}"
         try:
-            run = self.client.get_run(state.run_id)
-        except Exception:  # noqa: BLE001 - not in this store (another tracking URI) or deleted
+            run = _patiently(what, uri, lambda: self.client.get_run(state.run_id))
+        except _store_errors() as exc:
+            if getattr(exc, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":
+                said = "did not answer" if _transient(exc) else "refused to answer"
+                raise ConfigError(
+                    f"mlflow.tracking_uri={uri}: the tracking store {said} {what} of {p.model_dir} "
+                    f"({_first_line(exc)[:300]}); launch the evaluation again when the store answers"
+                ) from exc
             say(
-                f"the training run {state.run_id} of {p.model_dir} is not in {self.uri}; "
+                f"the training run {state.run_id} of {p.model_dir} is not in {uri}; "
                 f"logging to a separate evaluation run"
             )
             return None
-        return state.run_id if run.info.lifecycle_stage == "active" else None
+        if run.info.lifecycle_stage != "active":
+            say(
+                f"the training run {state.run_id} of {p.model_dir} was deleted from {uri}; "
+                f"logging to a separate evaluation run"
+            )
+            return None
+        return run
 
     def log(self, metrics: dict[str, float], tags: dict[str, str], files: list[tuple[Path, str]]) -> None:
         from mlflow.entities import Metric, RunTag
@@ -629,7 +810,7 @@ def log_comparison(
         for i in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics per batch
             client.log_batch(run.info.run_id, metrics=batch[i : i + 1000])
         client.set_terminated(run.info.run_id, "FINISHED")
-    except Exception:
+    except BaseException:  # not swallowed: the run ends FAILED (never RUNNING) and the error goes on
         client.set_terminated(run.info.run_id, "FAILED")
         raise
     return run.info.run_id

@@ -69,14 +69,24 @@ class Progress:
     early-stopping patience left, lines/s, elapsed and estimated time left. The engine's own output goes to
     ``<model_dir>/engine.log`` (``verbose=true`` streams it too)."""
 
-    def __init__(self, *, epochs: int, stages: int, patience: int, lines_per_epoch: int) -> None:
+    def __init__(
+        self,
+        *,
+        epochs: int,
+        stages: int,
+        patience: int,
+        lines_per_epoch: int,
+        best: tuple[float, int, float | None] | None = None,
+    ) -> None:
+        """``best``: a resumed training's best so far (CER, stage, epoch within the stage or None if unknown),
+        so that the first line after a resume names the epoch the best was reached at, not the current one."""
         self.epochs, self.stages, self.patience = epochs, stages, patience
         self.lines_per_epoch = lines_per_epoch
         self.t0 = time.monotonic()
-        self.best: tuple[float, int, int] | None = None  # (CER, stage, epoch)
+        self.best: tuple[float, int, float | None] | None = best  # (CER, stage, epoch)
         self.since_best = 0
         self.done = 0
-        self._stage = -1
+        self._stage = best[1] if best is not None else -1
         self._bar: LiveBar | None = None
 
     def start(self, model_dir: Any, engine: str, device: str, n_train: int, n_val: int, train: Any) -> None:
@@ -86,28 +96,52 @@ class Progress:
             f"batch {train.batch_size}, {train.workers} worker(s); engine output: {model_dir}/engine.log"
         )
 
-    def update(self, stage: int, epoch: float, metrics: dict[str, float]) -> None:
+    def update(
+        self,
+        stage: int,
+        epoch: float,
+        metrics: dict[str, float],
+        *,
+        check: bool | None = None,
+        best_epoch: float | None = None,
+    ) -> None:
+        """One line per validation check (``check``; None: an update with a best CER is one). ``best_epoch``:
+        where the engine's best so far was reached (the parser knows; without it, the epoch it improved)."""
         if stage != self._stage:
             if self._stage != -1:
                 self.best, self.since_best = None, 0  # the engines start "best" afresh in a new stage
             self._stage = stage
-        if "best_val_cer" not in metrics:
+        if check is None:
+            check = "best_val_cer" in metrics
+        if not check:
             return
         ep = round(epoch)
-        best = metrics["best_val_cer"]
-        if self.best is None or best < self.best[0]:
-            self.best, self.since_best = (best, stage, ep), 0
-        else:
+        best = metrics.get("best_val_cer")
+        if best is not None:
+            if self.best is None or best < self.best[0]:
+                self.best = (best, stage, best_epoch if best_epoch is not None else ep)
+            elif best_epoch is not None and best == self.best[0]:
+                self.best = (best, stage, best_epoch)
+        # patience counts checks since the best (known after a resume too); without its epoch, checks seen
+        if self.best is not None and self.best[2] is not None:
+            self.since_best = max(0, ep - round(self.best[2]))
+        elif best is not None:
             self.since_best += 1
         self.done += 1
         elapsed = time.monotonic() - self.t0
         left = (elapsed / self.done) * max(0, self.epochs - ep) if self.done else 0
         val = metrics.get("val_cer")
+        if self.best is None:
+            best_text = "no best yet (no validation CER below 100 %)"
+        elif self.best[2] is None:
+            best_text = f"best {self.best[0]:.4f} (before this launch)"
+        else:
+            best_text = f"best {self.best[0]:.4f} (epoch {round(self.best[2])})"
         parts = [
             f"stage {stage + 1}/{max(self.stages, stage + 1)} epoch {ep}/{self.epochs}",
             f"train CER {metrics['train_cer']:.4f}" if "train_cer" in metrics else None,
             f"val CER {val:.4f}" if val is not None else None,
-            f"best {self.best[0]:.4f} (epoch {self.best[2]})",
+            best_text,
             f"patience {max(0, self.patience - self.since_best)} left" if self.patience else None,
             f"{self.done * self.lines_per_epoch / elapsed:.1f} lines/s" if elapsed > 0 else None,
             f"{_clock(elapsed)} elapsed, ~{_clock(left)} left in this stage",

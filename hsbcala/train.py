@@ -124,6 +124,7 @@ def _execute(cfg: Any, p: Plan) -> float | None:
         cfg.train, p.inputs.n_train, stage=stage, start=start, best_val_cer=state.best_val_cer
     )
     parser.best_val_cer_stage1 = state.best_val_cer_stage1
+    parser.best_epoch = state.best_epoch if state.best_val_cer is not None else None
     tracker = None
     status = "FAILED"
     if p.resume_from:
@@ -155,6 +156,8 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                 stages=2 if cfg.train.augmentations else 1,  # with augmentation both engines train twice
                 patience=cfg.train.early_stopping_patience,
                 lines_per_epoch=cfg.train.samples_per_epoch or p.inputs.n_train,
+                # a resumed training's best so far, with the epoch it was reached at (not the first line's)
+                best=None if parser.best_val_cer is None else (parser.best_val_cer, stage, parser.best_epoch),
             )
             device = envs.device(p.env)
             progress.start(md.path, engine.name, device.text, p.inputs.n_train, p.n_val, cfg.train)
@@ -211,7 +214,13 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                         expect_gpu = False
                     for update in parser.feed(line):
                         tracker.log(update.step, update.metrics)
-                        progress.update(parser.stage, parser.epoch_of(update.step), update.metrics)
+                        progress.update(
+                            parser.stage,
+                            parser.epoch_of(update.step),
+                            update.metrics,
+                            check=update.check,
+                            best_epoch=parser.best_epoch,
+                        )
                 code = proc.wait()  # (an engine stopped by SIGTERM/SIGINT raises Interrupted)
                 if (
                     code != 0
@@ -305,7 +314,7 @@ def _keep_bests(state: State, parser: Any) -> None:
     if parser.best_val_cer_stage1 is not None:
         state.best_val_cer_stage1 = parser.best_val_cer_stage1
     if parser.best_val_cer is not None or parser.stage > 0:
-        state.best_val_cer = parser.best_val_cer
+        state.best_val_cer, state.best_epoch = parser.best_val_cer, parser.best_epoch
 
 
 def _end(

@@ -179,3 +179,69 @@ def test_a_file_or_pipe_gets_plain_lines_only(monkeypatch):
         time.sleep(0.2)
         progress.update(0, 1, {"val_cer": 0.4, "best_val_cer": 0.4})
     assert "\r" not in plain.getvalue() and plain.getvalue().count("\n") == 1
+
+
+def console_lines(parser: ProgressParser, progress, lines, capsys) -> list[str]:
+    """The console lines a training prints for the engine's ``lines`` (train.py's loop)."""
+    capsys.readouterr()
+    for line in lines:
+        for u in parser.feed(line):
+            progress.update(
+                parser.stage, parser.epoch_of(u.step), u.metrics, check=u.check, best_epoch=parser.best_epoch
+            )
+    return [x for x in capsys.readouterr().err.splitlines() if x.startswith("hsbcala: stage")]
+
+
+def test_cala1_every_check_gets_its_line_also_at_accuracy_zero(capsys):
+    """Issue 19, item 16: the recorded excerpt's six checks all report accuracy 0 % (no valid model yet); each
+    gets its console line, with no invented best."""
+    from hsbcala import console
+
+    parser = engines.get("cala1").Parser(per_stage=60, check_every=20, batch_size=8, lines_per_epoch=160)
+    progress = console.Progress(epochs=3, stages=2, patience=10, lines_per_epoch=160)
+    out = console_lines(parser, progress, (DATA / "cala1-train-excerpt.log").read_text().splitlines(), capsys)
+    assert [x.split(" | ")[0] for x in out] == [
+        f"hsbcala: stage {s}/2 epoch {e}/3" for s in (1, 2) for e in (1, 2, 3)
+    ], out
+    assert all("no best yet" in x for x in out), out
+    assert parser.best_val_cer is None
+
+
+def test_cala1_line_after_a_resume_names_the_epoch_of_the_best(capsys):
+    """Resumed at check 2 with the best (CER 0.9382) reached at check 1: the engine's "No better model" lines
+    repeat that best, and the console says where it was reached, not the current epoch."""
+    from hsbcala import console
+
+    parser = engines.get("cala1").Parser(
+        per_stage=100, check_every=20, start=40, batch_size=8, lines_per_epoch=160, best_val_cer=0.9382
+    )
+    parser.best_epoch = 1.0  # from hsbcala-state.json (train.py)
+    progress = console.Progress(
+        epochs=5, stages=1, patience=10, lines_per_epoch=160, best=(0.9382, 0, parser.best_epoch)
+    )
+    lines = [  # (Calamari 1 prints a check before the display line of the same iteration)
+        "Checking early stopping model",
+        "No better model found. Currently accuracy of 6.180000% at iter 20 (remaining nbest = 8)",
+        "#00000060: loss=200.0 ler=0.95 dt=0.1s",
+        "Checking early stopping model",
+        "Found better model with accuracy of 7.000000%",
+    ]
+    out = console_lines(parser, progress, lines, capsys)
+    assert [x.split(" | ")[0] for x in out] == [
+        "hsbcala: stage 1/1 epoch 3/5",
+        "hsbcala: stage 1/1 epoch 4/5",
+    ]
+    assert "best 0.9382 (epoch 1)" in out[0] and "patience 8 left" in out[0], out[0]
+    assert "best 0.9300 (epoch 4)" in out[1] and "patience 10 left" in out[1], out[1]
+    assert parser.best_epoch == 4.0
+
+
+def test_cala2_line_after_a_resume_names_the_epoch_of_the_best(capsys):
+    from hsbcala import console
+
+    parser = engines.get("cala2").Parser(per_stage=5, start=3, best_val_cer=0.8936)
+    parser.best_epoch = 1.0
+    progress = console.Progress(epochs=5, stages=1, patience=5, lines_per_epoch=32, best=(0.8936, 0, 1.0))
+    line = "INFO  tfaip.trainer.callbacks.logger: Results of epoch    4 CER: 0.91 - loss: 3.5 - val_CER: 0.95"
+    (out,) = console_lines(parser, progress, [line], capsys)
+    assert "epoch 4/5" in out and "best 0.8936 (epoch 1)" in out and "patience 2 left" in out, out

@@ -97,6 +97,7 @@ def flag(value: bool) -> str:
 class Update:
     step: int
     metrics: dict[str, float]
+    check: bool = False  # a validation check (Calamari 2: an epoch's line): the console prints one line for it
 
 
 @dataclass
@@ -124,6 +125,7 @@ class ProgressParser:
     stage: int = 0
     start: int = 0  # epoch (cala2) or iteration (cala1) of the checkpoint resumed from
     best_val_cer: float | None = None  # of the current stage
+    best_epoch: float | None = None  # where best_val_cer was reached (the console's epoch within its stage)
     best_val_cer_stage1: float | None = None  # of the first (augmented) stage, once it is over
     epochs_seen: int = 0
     iterations_seen: int = 0
@@ -135,6 +137,7 @@ class ProgressParser:
             metrics = {"stage": 1.0}
             if self.stage == 0:  # (a resumed second stage prints the line again)
                 self.best_val_cer_stage1, self.best_val_cer = self.best_val_cer, None
+                self.best_epoch = None
                 if self.best_val_cer_stage1 is not None:
                     metrics["best_val_cer_stage1"] = self.best_val_cer_stage1
             self.stage = 1
@@ -167,8 +170,10 @@ class ProgressParser:
     def _offset(self) -> int:
         return self.stage * self.per_stage
 
-    def _best(self, cer: float) -> float:
-        self.best_val_cer = cer if self.best_val_cer is None else min(self.best_val_cer, cer)
+    def _best(self, cer: float, epoch: float) -> float:
+        """The best CER so far with ``cer`` reached at ``epoch`` (within the stage, as the console counts)."""
+        if self.best_val_cer is None or cer < self.best_val_cer:
+            self.best_val_cer, self.best_epoch = cer, epoch
         return self.best_val_cer
 
 

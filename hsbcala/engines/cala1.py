@@ -103,14 +103,19 @@ class Cala1Parser(ProgressParser):
         self._checks += 1
         self.checks_seen += 1
         it = self._checks * self.check_every
+        # (both lines give the best accuracy so far; "No better model" does not print the check's own)
         acc = float((better or worse).group(1)) / 100.0
         if better:
-            metrics = {"val_cer": 1.0 - acc, "best_val_cer": self._best(1.0 - acc)}
-        elif acc <= 0:  # no valid model yet (Calamari 1 starts from accuracy 0)
-            return []
+            metrics = {"val_cer": 1.0 - acc, "best_val_cer": self._best(1.0 - acc, float(self._checks))}
+        elif acc <= 0:
+            # no valid model yet (Calamari 1 starts from accuracy 0): no best CER is invented, but the check
+            # still gets its console line (a training can go many checks like this, minutes without a word)
+            metrics = {}
         else:
-            metrics = {"best_val_cer": self._best(1.0 - acc)}
-        return [self._update(self._offset() + it, {**metrics, "iteration": float(it)})]
+            metrics = {"best_val_cer": self._best(1.0 - acc, float(self._checks))}
+        update = self._update(self._offset() + it, {**metrics, "iteration": float(it)})
+        update.check = True
+        return [update]
 
 
 class Cala1(Engine):

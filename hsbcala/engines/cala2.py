@@ -40,11 +40,11 @@ class Cala2Parser(ProgressParser):
         values = {k: float(v) for k, v in _PAIR.findall(m.group(2))}
         metrics = {_NAMES[k]: v for k, v in values.items() if k in _NAMES}
         if "val_cer" in metrics:
-            metrics["best_val_cer"] = self._best(metrics["val_cer"])
+            metrics["best_val_cer"] = self._best(metrics["val_cer"], float(epoch))
             self.checks_seen += 1
         metrics["stage"] = float(self.stage)
         self.epochs_seen += 1
-        return [Update(self._offset() + epoch, metrics)]
+        return [Update(self._offset() + epoch, metrics, check=True)]
 
 
 class Cala2(Engine):

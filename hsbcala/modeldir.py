@@ -45,8 +45,7 @@ class State:
     tracking_uri: str | None = None
     status: str = "training"  # training | finished
     best_val_cer: float | None = None  # of the exported best model (its stage: the last one trained)
-    best_epoch: float | None = None  # where best_val_cer was reached (epoch within its stage, as the console counts)
-    best_epoch: float | None = None  # where best_val_cer was reached (epoch within its stage, as the console counts)
+    best_epoch: float | None = None  # where best_val_cer was reached (the console's epoch in its stage)
     best_val_cer_stage1: float | None = None  # the first stage's best, with augmentation
     history: list[dict] = field(
         default_factory=list

@@ -19,6 +19,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from hsbcala import engines
 from hsbcala.errors import ConfigError
 
 PROFILERS = ("none", "nsys")
@@ -54,10 +55,8 @@ class SplitBy(StrEnum):
     pattern = "pattern"
 
 
-class Normalization(StrEnum):
-    engine = "engine"  # the model version's own calamari-eval rules
-    calamari1 = "calamari1"
-    calamari2 = "calamari2"
+# "engine": the model version's own calamari-eval rules; or one engine's rules by name (engines.EVAL_RULES)
+Normalization = StrEnum("Normalization", [("engine", "engine"), *((r, r) for r in engines.EVAL_RULES)])
 
 
 class EvalRun(StrEnum):
@@ -439,11 +438,8 @@ def check(cfg: Any) -> None:
     for key in ("augmentations", "early_stopping_patience"):
         if getattr(cfg.train, key) < 0:
             raise ConfigError(f"train.{key} must be >= 0, got {getattr(cfg.train, key)}")
-    if cfg.train.early_stopping_patience == 1:
-        raise ConfigError(
-            "train.early_stopping_patience=1 cannot work: Calamari 2 (tfaip) stops early only when n_to_go > 1, "
-            "and Calamari 1 with --early_stopping_nbest 1 never validates; use 0 (off) or 2 or more"
-        )
+    if cfg.version.name in engines.NAMES and (why := engines.get(cfg.version.name).check_train(cfg.train)):
+        raise ConfigError(why)
     if cfg.train.iterations is not None and cfg.train.iterations < 1:
         raise ConfigError(f"train.iterations must be >= 1 or null, got {cfg.train.iterations}")
     if cfg.cluster.gpus < 0:

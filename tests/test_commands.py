@@ -147,7 +147,11 @@ ORIGINAL_FLAGS = {
 def test_zih_power9_has_every_original_flag(script, version):
     argv = build([f"script={script}", f"version={version}", "cluster=zih_power9"])
     assert argv[:2] == ["bash", "-lc"] and "module load modenv/ml" in argv[2]
-    assert argv[4].endswith(f"/venvs/hsbcala-{version}/bin/calamari-train")
+    # the site venv's Python checks the node's GPUs first (engines/engine_start.py), then runs the engine
+    gpus = "4" if version == "cala2" else "1"
+    assert argv[4].endswith(f"/venvs/hsbcala-{version}/bin/python")
+    assert argv[6:9] == ["--expect-gpus", gpus, "--"]
+    assert argv[9].endswith(f"/venvs/hsbcala-{version}/bin/calamari-train")
     for flag, value in ORIGINAL_FLAGS[version].items():
         assert flag in argv, flag
         if value is not None:

@@ -1,8 +1,8 @@
 """Evaluate trained models: ``python evaluate.py script=fraktur version=cala2 [-m] [eval.…]``.
 
 CER overall and per preprocessing variant group, with the model version's own calamari-predict, logged to
-MLflow; after ``-m`` the comparison table (Markdown, CSV, PNG) is written to the sweep dir. See README
-"Evaluation" and hsbcala/evaluate.py.
+MLflow; after ``-m`` the comparison table (Markdown, CSV, PNG) is written to the sweep dir. See
+docs/evaluate.md and hsbcala/evaluate.py.
 """
 
 import hydra

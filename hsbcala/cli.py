@@ -60,8 +60,8 @@ def describe(exc: BaseException) -> str | None:
     if m and isinstance(exc, AttributeError) and "'NoneType' object" in str(exc):
         return (
             f"{m.group(1)}: cannot be set on the command line while it is null in the config ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0]}); set it in a config file (for cluster.env: a cluster config, see README "
-            f'"Slurm clusters")'
+            f"{str(exc).splitlines()[0]}); set it in a config file (for cluster.env: a cluster config, see "
+            "docs/clusters.md)"
         )
     return None
 

@@ -7,7 +7,7 @@ code: never a traceback wall for bad input. Anything else that escapes is a bug 
 not pass for the user's mistake: its traceback is kept (stderr and Hydra's ``hsbcala.log``), the last line
 says it is a bug and where to report it, and the exit code is its own.
 
-Exit codes (README "Bad input"):
+Exit codes (docs/bad-input.md):
 
 ====  ==========================================================================================
 0     done, or nothing to do

@@ -4,7 +4,8 @@ Flow of :func:`run` (called by ``evaluate.py`` once per Hydra job; ``-m`` evalua
 
 1. check the ``eval`` node (:func:`check`); find the model: ``eval.model`` or the best model of ``model_dir``
    (:func:`find_model`), refusing a directory without one or one of the other Calamari version;
-2. the evaluation sets: ``eval.data`` (default ``data.val``) and the named ``eval.extra`` sets, each resolved
+2. the evaluation sets: ``eval.data`` (default: the validation lines the model's ``manifest.json`` records;
+   without one ``data.val``, else the saved split) and the named ``eval.extra`` sets, each resolved
    and checked with :mod:`hsbcala.data` (lines without valid GT are left out and counted, or stop the run with
    ``eval.skip_invalid=false``); every line is put into the variant groups whose file-name patterns
    (``eval.groups``, fnmatch on the image's name) it matches; a group no line matches is reported and shown as

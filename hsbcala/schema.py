@@ -219,7 +219,7 @@ class SyntheticConf:
 
 @dataclass
 class DataChecksConf:
-    """Action per data check: fail | warn | drop (see hsbcala/checks.py; README "Data checks and manifest").
+    """Action per data check: fail | warn | drop (see hsbcala/checks.py; docs/data.md).
     train.skip_invalid=false turns every drop into fail."""
 
     missing_gt: Action = Action.fail  # image without .gt.txt (fail | drop)
@@ -252,7 +252,7 @@ class DataConf:
     train: list[str] = MISSING  # globs of line images with .gt.txt beside them (or GT archives)
     val: list[str] | None = None  # null/[]: split data.train by document (data.split)
     synthetic: SyntheticConf = field(default_factory=SyntheticConf)
-    # --- hsbcala/datastep.py: checks, split, manifest, codec report (README "Data checks and manifest")
+    # --- hsbcala/datastep.py: checks, split, manifest, codec report (docs/data.md)
     checks: DataChecksConf = field(default_factory=DataChecksConf)
     split: SplitConf = field(default_factory=SplitConf)
     whitelist: str | None = None  # allowed GT characters (space always allowed); null: no whitelist check

@@ -1,4 +1,4 @@
-"""Every way train.py and evaluate.py end, each one line and a documented exit code (README "Bad input"):
+"""Every way train.py and evaluate.py end, each one line and a documented exit code (docs/bad-input.md):
 0 done (or nothing to do), 2 bad input (config, data, model directory, tracking store), 3 the engine or the file
 system failed, 130 interrupted. The paths that need a real engine run are in the slow tests named below."""
 

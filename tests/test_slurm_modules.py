@@ -65,7 +65,7 @@ def test_engine_runs_with_the_modules_lmod_loaded_in_the_job(slurm_cluster, tmp_
     site_venv = envs.resolve(compose_cfg(["version=cala2"]), ROOT)  # stands for a venv the site built
     site_venv.ensure()
     model_dir = tmp_path / "model-cala2"
-    # A site's cluster config, as README "Slurm clusters" says to add one (slurm_local with the site's env):
+    # A site's cluster config, as docs/clusters.md says to add one (slurm_local with the site's env):
     # `cluster.env={kind: venv, …}` on the command line does not compose while the cluster's env is null.
     site = tmp_path / "conf" / "cluster"
     site.mkdir(parents=True)

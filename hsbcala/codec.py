@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from hsbcala import fsutil
+
 FORMAT = "hsbcala-codec-report/1"
 REPORT_JSON = "codec-report.json"
 REPORT_TXT = "codec-report.txt"
@@ -161,6 +163,7 @@ def full_text(r: dict[str, Any]) -> str:
 
 def write(r: dict[str, Any], directory: Path) -> list[Path]:
     directory = Path(directory)
-    (directory / REPORT_JSON).write_text(json.dumps(r, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    (directory / REPORT_TXT).write_text(full_text(r), encoding="utf-8")
+    # atomic: evaluation reads the JSON back (the warm-start model it names: hsbcala.baseline)
+    fsutil.atomic_write_text(directory / REPORT_JSON, json.dumps(r, ensure_ascii=False, indent=1) + "\n")
+    fsutil.atomic_write_text(directory / REPORT_TXT, full_text(r))
     return [directory / REPORT_JSON, directory / REPORT_TXT]

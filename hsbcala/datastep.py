@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hsbcala import archives, checks, codec, data, manifest, split
+from hsbcala import archives, checks, codec, data, fsutil, manifest, split
 from hsbcala.errors import DataError
 from hsbcala.hashcache import HashCache
 
@@ -99,8 +99,9 @@ class DataPlan:
         self.written["manifest"], self.manifest_sha256 = manifest.write(self.manifest, directory)
         if self.split is not None:
             path = directory / split.SPLIT_FILE
-            path.write_text(
-                json.dumps(self.split.to_json(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
+            # atomic: a later launch reuses the saved split, and refuses one that was cut short
+            fsutil.atomic_write_text(
+                path, json.dumps(self.split.to_json(), ensure_ascii=False, indent=1) + "\n"
             )
             self.written["split"] = path
         if self.codec_report is not None:

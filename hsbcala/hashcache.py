@@ -11,8 +11,9 @@ Rules that keep it correct:
 - An entry is used only if size, ``st_mtime_ns`` and inode all still match; anything else re-reads the file.
 - A file modified less than :data:`RACY_S` seconds before the scan started is not cached ("racily clean", as
   git calls it): a write in the same timestamp tick as our read would leave the mtime unchanged.
-- Writes are atomic (temporary file + ``os.replace``) and merge with what another process wrote meanwhile,
-  so parallel jobs (a sweep) at worst both compute an entry. JSON, not SQLite: home directories on clusters
+- Writes are atomic and durable (:func:`hsbcala.fsutil.atomic_write_text`) and merge with what another process
+  wrote meanwhile, so parallel jobs (a sweep) at worst both compute an entry. A file that is damaged all the
+  same (written by a tool of its own) is discarded with a message naming it: its files are read again. JSON, not SQLite: home directories on clusters
   are often NFS, where SQLite's locking is unreliable.
 - :data:`VERSION` is part of every file: changing what is cached (e.g. the image check) invalidates it all.
 - A cache directory that cannot be written is not an error: the run just is not cached.
@@ -22,14 +23,15 @@ Deleting the cache directory is always safe.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from hsbcala import fsutil
+from hsbcala.console import say
 
 VERSION = 1
 RACY_S = 2.0
@@ -53,6 +55,7 @@ class HashCache:
         self.dir = Path(root).expanduser() / "files" if root else None
         self._shards: dict[str, dict[str, Any]] = {}
         self._dirty: set[str] = set()
+        self._discarded: set[Path] = set()  # damaged files already reported (a save reads them again)
         self._racy_before_ns = time.time_ns() - int(RACY_S * 1e9)
         self.hits = 0
         self.misses = 0
@@ -65,10 +68,15 @@ class HashCache:
 
     def _read_shard(self, directory: str) -> dict[str, Any]:
         try:
-            d = json.loads(self._shard_file(directory).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            d = fsutil.read_json(self._shard_file(directory))
+        except fsutil.Unreadable as exc:  # only a cache: say what is dropped, then work without it
+            if exc.path not in self._discarded:
+                self._discarded.add(exc.path)
+                say(
+                    f"hash cache {exc.path} discarded ({exc.problem}); the files of {directory} are read again"
+                )
             return {}
-        if not isinstance(d, dict) or d.get("version") != VERSION or d.get("dir") != directory:
+        if d.get("version") != VERSION or d.get("dir") != directory:
             return {}
         entries = d.get("entries")
         return entries if isinstance(entries, dict) else {}
@@ -105,21 +113,10 @@ class HashCache:
             self.dir.mkdir(parents=True, exist_ok=True)
             for directory in sorted(self._dirty):
                 merged = {**self._read_shard(directory), **self._shards[directory]}
-                target = self._shard_file(directory)
-                fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".json")
-                try:
-                    with os.fdopen(fd, "w", encoding="utf-8") as f:
-                        json.dump(
-                            {"version": VERSION, "dir": directory, "entries": merged},
-                            f,
-                            ensure_ascii=False,
-                            separators=(",", ":"),
-                        )
-                    os.replace(tmp, target)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        os.unlink(tmp)
-                    raise
+                shard = {"version": VERSION, "dir": directory, "entries": merged}
+                fsutil.atomic_write_text(
+                    self._shard_file(directory), json.dumps(shard, ensure_ascii=False, separators=(",", ":"))
+                )
         except OSError:
             pass  # a read-only or full cache directory: this run is simply not cached
         self._dirty.clear()

@@ -36,6 +36,10 @@ STALE_S = 600  # an owner record on another host whose heartbeat is older than t
 HEARTBEAT_S = 60
 SPOOL = ".hsbcala/pending-metrics.jsonl"  # metrics MLflow could not take (hsbcala.tracking.Tracker)
 ENGINE_LOG = "engine.log"
+OWNER_RECOVER = (
+    "it names the launch that last trained here; make sure that no training or engine still runs in this "
+    "directory, then delete it"
+)
 
 
 @dataclass
@@ -52,8 +56,32 @@ class State:
     )  # one entry per launch: start time, job id, resumed from
 
 
+# A damaged state file is refused, never taken for "no state": read as none, a finished model would be trained
+# again in a new MLflow run and an interrupted one would lose the run its curves belong to.
+STATE_RECOVER = (
+    "it records the MLflow run to continue and whether training finished, so hsbcala will not guess: restore "
+    "it from a backup, or move it aside to train on from the newest checkpoint in a new MLflow run"
+)
+STATUSES = ("training", "finished")
+
+
+def _read_state(path: Path) -> dict:
+    """The state file's object ({}: none); :class:`fsutil.Unreadable` when it is damaged or not a state."""
+    file = Path(path) / STATE_FILE
+    d = fsutil.read_json(file, recover=STATE_RECOVER)
+    if not d:
+        return d
+    if d.get("version") not in engines.NAMES:
+        problem = f"its version {d.get('version')!r} is none of {', '.join(engines.NAMES)}"
+        raise fsutil.Unreadable(file, problem, STATE_RECOVER)
+    if d.get("status", "training") not in STATUSES:
+        raise fsutil.Unreadable(file, f"its status {d.get('status')!r} is none of {STATUSES}", STATE_RECOVER)
+    return d
+
+
 def load_state(path: Path) -> State | None:
-    d = fsutil.read_json(Path(path) / STATE_FILE)
+    """hsbcala's state of the model directory ``path``; None only when it has no state file."""
+    d = _read_state(path)
     if not d:
         return None
     known = set(State.__dataclass_fields__)
@@ -62,8 +90,8 @@ def load_state(path: Path) -> State | None:
 
 def detect_version(path: Path) -> str | None:
     """Which Calamari version wrote ``path`` (from hsbcala's state, else from the engine's files)."""
-    version = fsutil.read_json(Path(path) / STATE_FILE).get("version")
-    if version in engines.NAMES:
+    version = _read_state(path).get("version")
+    if version is not None:
         return version
     return engines.owner(Path(path))
 
@@ -158,7 +186,8 @@ class ModelDir:
                     f"model_dir {self.path} is in use by another training (lock {self.lock_file}); "
                     f"wait for it or choose another model_dir"
                 ) from None
-            previous = fsutil.read_json(self.owner_file) or None
+            # damaged: refused, as it may name a live engine that still writes here
+            previous = fsutil.read_json(self.owner_file, recover=OWNER_RECOVER) or None
             if previous:
                 _refuse_live(self.path, previous)
             owner = Owner(self.owner_file, previous)

@@ -29,7 +29,7 @@ from hsbcala.engines.base import (
     max_iterations,
     retarget,
 )
-from hsbcala.fsutil import read_json
+from hsbcala.fsutil import read_json, read_json_if_complete
 
 # Calamari 1.0.7's network when --network is not given (calamari_ocr/scripts/train.py: --network default)
 DEFAULT_NETWORK = "cnn=40:3x3,pool=2x2,cnn=60:3x3,pool=2x2,lstm=200,dropout=0.5"
@@ -192,7 +192,11 @@ class Cala1(Engine):
     def checkpoints(self, model_dir: Path) -> list[Path]:
         found = []
         for p in map(Path, _glob.glob(_glob.escape(str(model_dir)) + "/model_*.ckpt.json")):
-            if p.name != "model_last.ckpt.json" and p.with_suffix(".h5").is_file() and read_json(p):
+            if (
+                p.name != "model_last.ckpt.json"
+                and p.with_suffix(".h5").is_file()
+                and read_json_if_complete(p)
+            ):
                 found.append(p.with_suffix(""))
         return found
 
@@ -248,8 +252,8 @@ class Cala1(Engine):
         kept = model_dir / self.KEPT
         if not (kept / "best.ckpt.json").is_file():
             return []
-        now = read_json(model_dir / "best.ckpt.json")
-        before = read_json(kept / "best.ckpt.json")
+        now = read_json_if_complete(model_dir / "best.ckpt.json")  # cut short by a kill: no better model
+        before = read_json_if_complete(kept / "best.ckpt.json")
 
         def rank(d: dict) -> tuple[int, float]:
             return int(d.get("currentStage", 0) or 0), float(d.get("earlyStoppingBestAccuracy", 0) or 0)

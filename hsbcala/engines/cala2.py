@@ -21,7 +21,7 @@ from typing import Any
 
 from hsbcala.engines.base import Engine, ProgressParser, TrainInputs, Update, flag, retarget
 from hsbcala.errors import EngineError
-from hsbcala.fsutil import read_json
+from hsbcala.fsutil import read_json, read_json_if_complete
 
 EXPORT_SCRIPT = Path(__file__).with_name("cala2_export.py")
 
@@ -142,7 +142,9 @@ class Cala2(Engine):
         return [
             p
             for p in map(Path, _glob.glob(pattern))
-            if _NUMBERED.match(p.parent.name) and (p.parent / "variables").is_dir() and read_json(p)
+            if _NUMBERED.match(p.parent.name)
+            and (p.parent / "variables").is_dir()
+            and read_json_if_complete(p)
         ]
 
     RESTORE_ERRORS = (

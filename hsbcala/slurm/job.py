@@ -123,8 +123,8 @@ def job(cfg: Any) -> Iterator[None]:
             say(f"dry run: the job would unpack {cfg.cluster.stage.archive} to {cfg.cluster.stage.dir}")
         yield
         return
+    launches = _launches(cfg)  # first: a damaged state file is refused before any data is staged
     staged = stage(cfg)
-    launches = _launches(cfg)
     try:
         yield
     finally:

@@ -171,6 +171,9 @@ class TrainConf:
     """The one vocabulary of training options (mapped per version in hsbcala.engines)."""
 
     epochs: int = 500  # the most epochs per stage (early stopping may end a stage sooner)
+    # N > 0: train a resumed (also a finished) model N epochs per stage beyond its checkpoint's budget; a resume
+    # otherwise keeps the checkpoint's epochs, batch size and learning rate, whatever this command says
+    extend_epochs: int = 0
     # Calamari 1 counts iterations: null derives them as epochs x ceil(lines per epoch / batch_size).
     iterations: int | None = None
     samples_per_epoch: int | None = None  # null: one epoch = every training line once
@@ -435,7 +438,7 @@ def check(cfg: Any) -> None:
     for key in ("epochs", "batch_size", "workers"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {getattr(cfg.train, key)}")
-    for key in ("augmentations", "early_stopping_patience"):
+    for key in ("augmentations", "early_stopping_patience", "extend_epochs"):
         if getattr(cfg.train, key) < 0:
             raise ConfigError(f"train.{key} must be >= 0, got {getattr(cfg.train, key)}")
     if cfg.version.name in engines.NAMES and (why := engines.get(cfg.version.name).check_train(cfg.train)):

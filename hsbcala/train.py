@@ -40,7 +40,7 @@ from hsbcala.engines.base import Engine
 from hsbcala.engines.process import EngineProcess, deferred, interruptible
 from hsbcala.errors import ConfigError, EngineError, Interrupted, RestoreFailed
 from hsbcala.modeldir import ModelDir, State
-from hsbcala.trainplan import WARMSTART_DIR, Plan, copy_warmstart, make_links, plan
+from hsbcala.trainplan import WARMSTART_DIR, Plan, copy_warmstart, make_links, plan, warmstart_files
 
 INTERRUPTED = "interrupted by {signal}; the last checkpoint is kept, run the same command again to resume"
 
@@ -69,9 +69,33 @@ def _refuse_other_data(p: Plan) -> None:
         )
 
 
+def _finished(p: Plan) -> str:
+    """A finished model that this launch does not extend: what it is, and how to train it more."""
+    more = (
+        "to train it N epochs more: the same command with train.extend_epochs=N"
+        if p.engine.extendable
+        else f"train.extend_epochs is not possible here: {p.engine.not_extendable}"
+    )
+    return (
+        f"{p.model_dir.path} has finished training (the engine's best validation CER "
+        f"{p.state.best_val_cer if p.state else None}); not retraining. {more[0].upper()}{more[1:]}; "
+        f"to train afresh: another model_dir"
+    )
+
+
 def _run(cfg: DictConfig) -> float | None:
     p = plan(cfg)
+    finished = p.state is not None and p.state.status == "finished" and p.inputs.extend_to is None
     if cfg.dry_run:
+        if finished:  # its resume command would never run
+            say(_finished(p))
+            return None
+        if p.warmstart_source is not None:  # the command names the copy; say what is copied from where
+            files = ", ".join(f.name + ("/" if f.is_dir() else "") for f in warmstart_files(p.warmstart_source))
+            say(
+                f"warm start: copies {files} from {p.warmstart_source.parent} into "
+                f"{p.model_dir.path / WARMSTART_DIR}/ before the engine starts (the command reads the copy)"
+            )
         print(shlex.join(p.argv), flush=True)
         return None
     if cfg.data_check_only:  # the data step alone: reports into the model dir, exit 0 (2 if a check failed)
@@ -79,14 +103,12 @@ def _run(cfg: DictConfig) -> float | None:
 
         datastep.check_only(p.data, p.model_dir.path, say)
         return None
-    if p.state is not None and p.state.status == "finished":
+    if finished:
         _refuse_other_data(p)
-        say(
-            f"{p.model_dir.path} has finished training (the engine's best validation CER {p.state.best_val_cer}); "
-            f"not retraining. "
-            f"Choose another model_dir to train again."
-        )
+        say(_finished(p))
         return p.state.best_val_cer
+    if p.state is not None and p.state.status == "finished":  # extended: on the data it was trained on only
+        _refuse_other_data(p)
     p.data.announce(say)  # what the data checks found, the split, the codec table
     from hsbcala import trackinfo
 
@@ -132,6 +154,8 @@ def _execute(cfg: Any, p: Plan) -> float | None:
     t0 = time.monotonic()
     with interruptible(INTERRUPTED), md.lock() as owner:
         _check_current(p)  # under the lock, before anything is written: nothing of this launch to undo
+        if p.inputs.extend_to is not None:  # train.extend_epochs: training again until the new budget is reached
+            state.status, state.epochs_target = "training", p.inputs.extend_to
         held = True
         try:
             if owner.previous:
@@ -190,6 +214,7 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                             "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
                             "resumed_from": str(p.resume_from) if p.resume_from else None,
+                            "extended_to": p.inputs.extend_to,
                         }
                     )
                     md.save_state(state)
@@ -202,6 +227,8 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                     tracker.log(0, {"skipped_lines": p.skipped})
                 p.data.track(tracker)  # data/ artifacts, data.* tags (hsbcala.datastep)
                 tracker.describe(cfg, p)  # the run's note; the lines as MLflow dataset inputs
+                if p.inputs.extend_to is not None:  # (the run's params, immutable, keep the first launch's)
+                    tracker.set_tags({"hsbcala.epochs_extended_to": str(p.inputs.extend_to)})
                 from hsbcala import provenance
 
                 provenance.log(tracker, p.env, envs.project_root())  # environment/: freeze, modules, git

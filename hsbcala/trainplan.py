@@ -164,6 +164,16 @@ class NewChars:
     record: dict[str, Any]
 
 
+def warmstart_files(source: Path) -> list[Path]:
+    """The files of the ensemble member ``source`` (``X.ckpt.json``) that :func:`copy_warmstart` copies."""
+    stem = source.name[: -len(".json")]  # X.ckpt
+    return sorted(
+        f
+        for f in source.parent.iterdir()
+        if f.name == source.name or f.name.startswith(stem + ".") or f.name == stem
+    )
+
+
 def copy_warmstart(source: Path, target_dir: Path, new_chars: NewChars | None = None) -> None:
     """Copy one ensemble member (``X.ckpt.json`` and its weights ``X.ckpt/`` or ``X.ckpt.h5``) into the model
     directory. The engine warm-starts from the copy: Calamari 2 upgrades an older model version in place,
@@ -175,13 +185,11 @@ def copy_warmstart(source: Path, target_dir: Path, new_chars: NewChars | None = 
     relaunch before the first checkpoint finds the prepared copy in place."""
     if target_dir.is_dir():
         return  # a relaunch of a fresh training that died before its first checkpoint
-    stem = source.name[: -len(".json")]  # X.ckpt
     tmp = target_dir.with_name(target_dir.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for f in source.parent.iterdir():
-        if f.name == source.name or f.name.startswith(stem + ".") or f.name == stem:
-            (shutil.copytree if f.is_dir() else shutil.copy2)(f, tmp / f.name)
+    for f in warmstart_files(source):
+        (shutil.copytree if f.is_dir() else shutil.copy2)(f, tmp / f.name)
     if new_chars is not None:
         copied = [o for o in new_chars.origins if o.base is not None]
         if copied:
@@ -254,6 +262,7 @@ def plan(cfg: Any) -> Plan:
     except DataError as exc:
         raise _explain_staging(cfg, exc) from None
 
+    extend_to = _resume_settings(cfg, engine, resume_from, state, data_plan.n_train)
     warm, network, model = _warmstart(cfg.warmstart, cfg.train.network, engine, resume_from is not None)
     new_chars = _new_chars(str(cfg.train.new_chars_init), table, engine, env, model, data_plan)
     warm_source = model.path if model is not None else None
@@ -272,6 +281,7 @@ def plan(cfg: Any) -> Plan:
         warmstart=warm,
         network=network,
         resume_from=resume_from,
+        extend_to=extend_to,
         on_ramdisk=on_ramdisk,
         gpus=envs.engine_gpus(env, cfg.cluster.gpus),  # the GPU the start line names, also with gpus: 0
     )
@@ -292,6 +302,40 @@ def plan(cfg: Any) -> Plan:
         new_chars,
         tuple(x for x in (train_links, val_links) if x is not None),
     )
+
+
+def _resume_settings(
+    cfg: Any, engine: Engine, resume_from: Path | None, state: State | None, n_train: int
+) -> int | None:
+    """A resume: say in one line what the engine will use (the checkpoint's epochs, batch size and learning
+    rate, whatever this command says; train.extend_epochs), and put those values into ``cfg.train``, so that the
+    console, the run's description and (for a new run) its params show the values really used. Returns the new
+    epoch budget of an extension (None: the checkpoint's). A finished model without an extension: nothing (it
+    is not trained again)."""
+    from omegaconf import open_dict, read_write
+
+    from hsbcala.engines.base import resume_settings
+
+    finished = state is not None and state.status == "finished"
+    if resume_from is None or (finished and not cfg.train.extend_epochs):
+        return None
+    stored, extend_to, line = resume_settings(
+        engine,
+        resume_from,
+        cfg.train,
+        n_train,
+        finished=finished,
+        target=state.epochs_target if state is not None else None,
+    )
+    say(line)
+    with read_write(cfg.train), open_dict(cfg.train):
+        cfg.train.epochs = extend_to if extend_to is not None else stored.epochs
+        cfg.train.batch_size = stored.batch_size
+        if engine.position == "iteration":
+            cfg.train.iterations = None  # (Calamari 1's budget: the epochs above in passes over the lines)
+        if stored.learning_rate is not None:
+            cfg.train.learning_rate = stored.learning_rate
+    return extend_to
 
 
 def preflight(cfg: Any) -> None:

@@ -42,6 +42,12 @@ is ``train.iterations`` if set (the original scripts: 5,000,000) else ``train.ep
 
 Resume: Calamari 2 reads every setting back from the checkpoint (``calamari-resume-training
 <checkpoint>/trainer_params.json``); Calamari 1 needs the data again (``--checkpoint … --files … --validation``).
+Neither takes ``train.epochs``, ``batch_size`` or ``learning_rate`` from the command that resumes: the
+checkpoint's values (:meth:`Engine.stored`) are what the engine uses, so hsbcala's console and run description
+use them too and a launch with other values is told so. ``train.extend_epochs=N`` raises the epoch budget by N
+where the resume command takes one: Calamari 2 (``--trainer.epochs``, tfaip's trainer parameters are
+overridable on ``calamari-resume-training``); Calamari 1.0.7's ``calamari-resume-training`` takes only the
+checkpoint and the data.
 """
 
 from __future__ import annotations
@@ -71,7 +77,18 @@ class TrainInputs:
     resume_from: Path | None = None  # Calamari 2: trainer_params.json; Calamari 1: model_*.ckpt
     on_ramdisk: bool = False
     gpus: int = 0
+    extend_to: int | None = None  # a resume with a new epoch budget per stage (train.extend_epochs)
 
+
+@dataclass(frozen=True)
+class Stored:
+    """The settings a checkpoint carries, which the engine uses when it resumes from it (both engines read them
+    back from the checkpoint, not from the command): hsbcala's console, run description and messages use them."""
+
+    epochs: int  # epochs per stage (Calamari 1: its iteration budget in passes over the lines)
+    epoch: int  # the epoch (within its stage) the checkpoint was written at
+    batch_size: int
+    learning_rate: float | None
 
 def iterations_per_epoch(train: Any, n_train: int) -> int:
     """I: iterations of one pass over the training lines (or over ``train.samples_per_epoch``)."""
@@ -84,6 +101,59 @@ def max_iterations(train: Any, n_train: int) -> int:
     if train.iterations is not None:
         return int(train.iterations)
     return train.epochs * iterations_per_epoch(train, n_train)
+
+
+def resume_settings(
+    engine: Engine, checkpoint: Path, train: Any, n_train: int, *, finished: bool, target: int | None
+) -> tuple[Stored, int | None, str]:
+    """(the checkpoint's settings, the new epoch budget per stage or None, the one line that tells the user)
+    for resuming ``checkpoint`` with ``train`` (``train.extend_epochs``). ``finished``: the training ended (its
+    checkpoint is its last); ``target``: the budget of an extension that was interrupted (hsbcala-state.json),
+    which a relaunch of the same command continues instead of extending once more."""
+    from hsbcala.errors import ConfigError
+
+    s = engine.stored(checkpoint)
+    extend = int(train.get("extend_epochs") or 0)
+    extend_to = None
+    if target is not None and not finished:
+        # an extension under way (interrupted): the same command continues it, never extends twice
+        extend_to = target if target > s.epochs else None
+    elif extend > 0:
+        if not engine.extendable:
+            raise ConfigError(f"train.extend_epochs={extend}: {engine.not_extendable}")
+        # a finished training may have stopped early: N more epochs from where it stopped
+        extend_to = (s.epoch if finished else s.epochs) + extend
+    epochs = extend_to if extend_to is not None else s.epochs
+    asked = (
+        max_iterations(train, n_train) // iterations_per_epoch(train, n_train)
+        if engine.position == "iteration"
+        else int(train.epochs)
+    )
+    ignored = [
+        f"{key}={mine}"
+        for key, mine, theirs in (
+            ("train.epochs", asked, s.epochs),
+            ("train.batch_size", train.batch_size, s.batch_size),
+            ("train.learning_rate", train.get("learning_rate"), s.learning_rate),
+        )
+        if mine is not None and theirs is not None and float(mine) != float(theirs)
+    ]
+    lr = "" if s.learning_rate is None else f", learning rate {s.learning_rate:g}"
+    how = f"extended by {epochs - s.epochs} from {s.epochs}" if extend_to is not None else "the checkpoint's"
+    line = (
+        f"resume: {engine.name} continues from {engine.checkpoint_name(checkpoint)} (epoch {s.epoch}) with "
+        f"the checkpoint's settings: {epochs} epochs per stage ({how}), batch {s.batch_size}{lr}"
+    )
+    if ignored:
+        line += (
+            f"; this command's {', '.join(ignored)} not used (a resume keeps the checkpoint's; "
+            + (
+                "to train N more epochs: train.extend_epochs=N)"
+                if engine.extendable
+                else "to train with other settings: a new model_dir warm-started from this one)"
+            )
+        )
+    return s, extend_to, line
 
 
 def flag(value: bool) -> str:
@@ -271,6 +341,14 @@ class Engine(ABC):
     @abstractmethod
     def checkpoint_files(self, checkpoint: Path) -> list[Path]:
         """The files (or directories) making up one checkpoint."""
+
+    # Whether the resume command takes a new epoch budget (train.extend_epochs); else why not, for the message.
+    extendable: ClassVar[bool] = False
+    not_extendable: ClassVar[str] = ""
+
+    @abstractmethod
+    def stored(self, checkpoint: Path) -> Stored:
+        """The settings ``checkpoint`` carries (what a resume from it uses)."""
 
     def after_launch(self, model_dir: Path) -> list[str]:
         """Repair what a launch may have damaged (called however the launch ended); return what was done."""

@@ -23,6 +23,7 @@ from typing import Any
 from hsbcala.engines.base import (
     Engine,
     ProgressParser,
+    Stored,
     TrainInputs,
     Update,
     iterations_per_epoch,
@@ -277,6 +278,23 @@ class Cala1(Engine):
             )
         shutil.rmtree(kept, ignore_errors=True)
         return note
+
+    not_extendable = (
+        "Calamari 1.0.7's calamari-resume-training takes no settings, only the checkpoint and the data; "
+        "train a new model from this one instead: warmstart.model=<model_dir>/best.ckpt.json model_dir=<another>"
+    )
+
+    def stored(self, checkpoint: Path) -> Stored:
+        d = read_json(self.record(checkpoint))
+        # hsbcala checks early stopping once per pass over the lines (base.iterations_per_epoch)
+        per_epoch = max(1, int(d.get("earlyStoppingFrequency", 0) or 1))
+        lr = ((d.get("model") or {}).get("network") or {}).get("learningRate")
+        return Stored(
+            epochs=max(1, int(d.get("maxIters", 0) or 0) // per_epoch),
+            epoch=int(d.get("iter", 0) or 0) // per_epoch,
+            batch_size=int(d.get("batchSize", 0) or 0),
+            learning_rate=None if lr is None else float(lr),
+        )
 
     def resume_point(self, checkpoint: Path) -> tuple[int, int]:
         stage, it = self.checkpoint_key(checkpoint)

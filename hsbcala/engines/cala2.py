@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from hsbcala.engines.base import Engine, ProgressParser, TrainInputs, Update, flag, retarget
+from hsbcala.engines.base import Engine, ProgressParser, Stored, TrainInputs, Update, flag, retarget
 from hsbcala.errors import EngineError
 from hsbcala.fsutil import read_json, read_json_if_complete
 
@@ -57,7 +57,10 @@ class Cala2(Engine):
 
     def train_argv(self, train: Any, inp: TrainInputs) -> list[str]:
         if inp.resume_from is not None:
-            return ["calamari-resume-training", str(inp.resume_from)]
+            # tfaip's resume parses the checkpoint's trainer parameters and takes overrides of them (the
+            # schedule follows: learning_rate.epochs is set from trainer.epochs when training starts)
+            extend = [] if inp.extend_to is None else ["--trainer.epochs", str(inp.extend_to)]
+            return ["calamari-resume-training", str(inp.resume_from), *extend]
         argv = [
             "calamari-train",
             "--trainer.output_dir",
@@ -198,6 +201,18 @@ class Cala2(Engine):
     def checkpoint_key(self, checkpoint: Path) -> tuple[int, int]:
         d = read_json(checkpoint)
         return int(d.get("current_stage", 0) or 0), int(d.get("current_epoch", 0) or 0)
+
+    extendable = True
+
+    def stored(self, checkpoint: Path) -> Stored:
+        d = read_json(checkpoint)  # trainer_params.json
+        lr = (d.get("learning_rate") or {}).get("lr")
+        return Stored(
+            epochs=int(d["epochs"]),
+            epoch=int(d.get("current_epoch", 0) or 0),
+            batch_size=int(d["gen"]["setup"]["train"]["batch_size"]),
+            learning_rate=None if lr is None else float(lr),
+        )
 
     def prepare_resume(self, checkpoint: Path, model_dir: Path) -> list[str]:
         # tfaip resumes from <output_dir>/<saved_checkpoint_sub_dir> and writes everything below output_dir

@@ -13,8 +13,18 @@ the summed GT lengths, both taken after the engine's default text pre-processing
   whitespace rules: ``µ``→``μ`` (micro sign to Greek mu), ``–`` and ``—`` (en/em dash) → ``-``.
 
 :data:`RULES` names these two normalisations (``calamari2``, ``calamari1``); each engine's ``eval_rules`` says which one
-each version's calamari-eval uses. Bidi reordering is not applied here: it changes nothing in left-to-right
-text (Latin, Fraktur), which is all this project evaluates.
+each version's calamari-eval uses. Bidi reordering is not applied here: it changes no order in left-to-right
+text (Latin, Fraktur), which is all this project evaluates. But it does DELETE characters, and that is applied
+(:func:`remove_invisible`): python-bidi (0.4.2 in Calamari 2's environment, 0.6.12 in Calamari 1's) drops, by
+rule X9 of the Unicode bidi algorithm, every character of bidi class BN (the byte-order mark U+FEFF, zero-width
+space U+200B, zero-width (non-)joiner U+200C/U+200D, soft hyphen U+00AD, C0/C1 controls other than tab and line
+breaks) and the embedding controls LRE, RLE, LRO, RLO, PDF (checked: all 186 such code points, ``"a" + c + "b"``
+→ ``"ab"`` in both environments). Both engines read a ``.gt.txt`` with ``codecs.open(path, "r", "utf-8")``
+(calamari_ocr 2.3.1 ``ocr/dataset/datareader/file.py:186``, 1.0.7 ``ocr/datasets/file_dataset.py:40``), which keeps
+a leading BOM as U+FEFF; the bidi step removes it before ``strip()``. So a GT starting with a BOM costs no error in
+calamari-eval (0 / 10 for ``\ufeffHač na puć`` against ``Hač na puć``) and, since the training pre-processing is
+the same, the engines never train on it either. The isolates (LRI, RLI, FSI, PDI) make python-bidi fail with an
+assertion in both versions; they are left as they are.
 
 The alignment is rapidfuzz's ``Levenshtein.opcodes`` (C; common prefix and suffix cut off, then Hyyrö's
 bit-parallel algorithm, O(⌈m/64⌉·n)): unit costs, so the distance, hence every error count and CER, is exactly
@@ -68,9 +78,25 @@ RULES: dict[str, tuple[tuple[str, str], ...]] = {e.eval_rules: e.eval_replacemen
 DESCRIPTION = {e.eval_rules: e.eval_description for e in engines.ALL}
 
 
+#: the bidi classes python-bidi deletes (rule X9; see the module doc)
+INVISIBLE_BIDI_CLASSES = frozenset({"BN", "LRE", "RLE", "LRO", "RLO", "PDF"})
+
+
+def invisible(text: str) -> list[str]:
+    """The characters of ``text`` the engines' bidi step deletes (BOM, zero-width, soft hyphen …), in order."""
+    return [c for c in text if unicodedata.bidirectional(c) in INVISIBLE_BIDI_CLASSES]
+
+
+def remove_invisible(text: str) -> str:
+    """``text`` without the characters the engines' bidi step deletes (first step of their pre-processing)."""
+    if text.isascii() and text.isprintable():  # the common case, and no ASCII printable character is BN
+        return text
+    return "".join(c for c in text if unicodedata.bidirectional(c) not in INVISIBLE_BIDI_CLASSES)
+
+
 def normalize(text: str, rules: str = "calamari2") -> str:
     """The text as calamari-eval compares it (see the module doc for each rule set)."""
-    text = unicodedata.normalize("NFC", text.strip())
+    text = unicodedata.normalize("NFC", remove_invisible(text).strip())
     for old, new in RULES[rules]:
         text = text.replace(old, new)
     for pattern, new in _SPACES:

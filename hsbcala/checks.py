@@ -19,11 +19,19 @@ check                        finds                                              
 ``too_small``                less than ``data.min_image_px`` px wide or high     fail, warn, drop drop
 ``mixed_normalization``      lines not in NFC while others are (NFC/NFD mixed)   fail, warn, drop warn
 ``whitelist``                characters outside ``data.whitelist(_file)``        fail, warn, drop warn
+``invisible_chars``          characters the engines delete before training and   fail, warn       warn
+                             evaluation: a UTF-8 byte-order mark (U+FEFF), zero-
+                             width (non-)joiners, soft hyphens … (bidi class BN)
 ============================ =================================================== ================ ===========
 
 A line that cannot be trained on at all (the first five rows but ``missing_image``) cannot be kept with a
 warning; a ``.gt.txt`` without image is not a line, so it cannot be dropped (only reported or refused).
 ``train.skip_invalid=false`` turns every ``drop`` into ``fail``: nothing is left out silently.
+
+``invisible_chars`` reports what both engines do silently: their bidi pre-processing deletes these characters
+(:func:`hsbcala.cer.remove_invisible`, with the sources), so a BOM written by an editor costs nothing, but a
+zero-width joiner or soft hyphen that a transcriber put in on purpose is never learnt. ``Line.text`` is the
+text without them, as the engines see it (and as the manifest, the codec report and the CER count it).
 
 ``mixed_normalization`` reports the lines whose GT is not in NFC when other lines are
 (lines of plain ASCII are both and count for neither side); the engines normalise to NFC themselves, so
@@ -44,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hsbcala import data, linesize
+from hsbcala import cer, data, linesize
 from hsbcala.errors import ConfigError
 from hsbcala.hashcache import HashCache
 
@@ -64,6 +72,11 @@ CHECKS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "too_small": ("image too small to show a line", ("fail", "warn", "drop"), "drop"),
     "mixed_normalization": ("GT not in NFC while other lines are", ("fail", "warn", "drop"), "warn"),
     "whitelist": ("characters outside the whitelist", ("fail", "warn", "drop"), "warn"),
+    "invisible_chars": (
+        "characters the engines delete (BOM, zero-width, soft hyphen)",
+        ("fail", "warn"),
+        "warn",
+    ),
 }
 FIRST = 5  # offending paths kept per check in reports
 
@@ -75,7 +88,10 @@ class Line:
     image: Path
     gt: Path
     key: str  # data.train | data.val: where it came from
-    text: str | None = None  # GT decoded and stripped (as the engines strip it), not normalised
+    text: str | None = (
+        None  # GT decoded, invisible characters deleted and stripped (as the engines do), not NFC
+    )
+    invisible: tuple[str, ...] = ()  # the characters the engines delete (BOM, zero-width …), as found
     gt_sha256: str | None = None
     image_sha256: str | None = None
     image_bytes: int | None = None
@@ -183,7 +199,8 @@ def _read_gt(line: Line) -> None:
         )
         line.problem = ("bad_encoding", reason)
         return
-    line.text = decoded.strip()
+    line.invisible = tuple(cer.invisible(decoded))
+    line.text = cer.remove_invisible(decoded).strip() if line.invisible else decoded.strip()
     if not unicodedata.normalize("NFC", line.text).strip():
         line.problem = (
             "empty_gt",
@@ -365,6 +382,14 @@ def evaluate(
     not_nfc: list[Line] = []
     for line in usable:
         text = line.text or ""
+        if line.invisible:
+            shown = " ".join(f"U+{ord(c):04X}" for c in sorted(set(line.invisible)))
+            hit(
+                "invisible_chars",
+                line,
+                f"ground truth file {line.gt} holds {len(line.invisible)} character(s) the engines delete "
+                f"({shown}{', a UTF-8 byte-order mark' if chr(0xFEFF) in line.invisible else ''})",
+            )
         if "\n" in text or "\r" in text:
             n = len(text.splitlines())
             hit("multi_line", line, f"ground truth file {line.gt} has {n} lines of text")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -88,14 +88,19 @@ def warnings_of(s: EvalSet, groups: dict[str, list[str]], *, only_set: bool) -> 
 def training_overlap(trained: Any, sets: list[EvalSet], base: Path) -> list[str]:
     """A warning when evaluation lines are also training lines: ``trained`` is the list of lines the model
     was trained on (from its manifest), or the ``data`` node whose ``train`` globs stand for them."""
+    from omegaconf import OmegaConf
+
     from hsbcala import data
+    from hsbcala.errors import DataError
 
     if isinstance(trained, list):
         train = trained
+    elif OmegaConf.is_missing(trained, "train") or not trained.train:
+        return []  # no training lines named (evaluation needs none): nothing to compare
     else:
         try:
-            train = data.resolve(list(trained.train), key="data.train", base=base)
-        except Exception:  # noqa: BLE001 - the training data may not exist here; nothing to compare
+            train = data.resolve(list(trained.train), key="data.train", **_resolve_kw(trained, base))
+        except DataError:  # the configuration's training data is not on this machine: nothing to compare
             return []
     train_gts = {data.gt_path(p).resolve() for p in train}
     out = []
@@ -116,6 +121,8 @@ class Recorded:
     manifest: Path
     train: list[Path]
     val: list[Path]
+    #: each validation line's record: image_sha256, gt_sha256, text (what the model was validated on)
+    records: dict[Path, dict[str, Any]] = field(default_factory=dict)
 
 
 def recorded_lines(model_dir: Path) -> Recorded | None:
@@ -128,7 +135,8 @@ def recorded_lines(model_dir: Path) -> Recorded | None:
     val = [Path(x["image"]) for x in lines if x.get("split") == "val"]
     if not val:
         return None
-    return Recorded(path, [Path(x["image"]) for x in lines if x.get("split") == "train"], val)
+    records = {Path(x["image"]): x for x in lines if x.get("split") == "val"}
+    return Recorded(path, [Path(x["image"]) for x in lines if x.get("split") == "train"], val, records)
 
 
 def recorded_patterns(rec: Recorded) -> tuple[list[str], str]:
@@ -152,24 +160,80 @@ def recorded_patterns(rec: Recorded) -> tuple[list[str], str]:
     return [_glob.escape(str(p)) for p in rec.val], f"the validation lines recorded in {rec.manifest.name}"
 
 
+def verify_recorded(rec: Recorded, cache_dir: str | None) -> None:
+    """Refuse (one line) when recorded validation lines are no longer the bytes the manifest hashed.
+
+    The manifest names lines by path; the same path can hold other content later (a synthetic set rendered
+    again with other settings, GT corrected, an image re-binarised). Scored under the old names, such lines
+    would give a CER of other data, reported as the model's validation CER. The hashes are checked like the
+    training's data step computes them (:func:`hsbcala.checks.scan`; image hashes cached by file identity)."""
+    from hsbcala import checks
+    from hsbcala.errors import DataError
+    from hsbcala.hashcache import HashCache
+
+    cache = HashCache(cache_dir)
+    changed = []
+    for line in checks.scan(rec.val, key="the manifest's validation lines", cache=cache):
+        r = rec.records.get(line.image) or {}
+        if line.gt_sha256 != r.get("gt_sha256") or line.image_sha256 != r.get("image_sha256"):
+            changed.append((line, r))
+    cache.save()
+    if not changed:
+        return
+    line, r = changed[0]
+    if line.gt_sha256 != r.get("gt_sha256"):
+        now = line.text if line.text is not None else (line.problem or ("", "unreadable"))[1]
+        example = f"{line.gt} now reads {_short(now)!r}, recorded {_short(r.get('text') or '')!r}"
+    else:
+        example = f"{line.image} is another image than the one recorded (SHA-256 {str(r.get('image_sha256'))[:12]}…)"
+    raise DataError(
+        f"{len(changed)} of {len(rec.val)} validation lines recorded in {rec.manifest} changed since the model "
+        f"was trained (e.g. {example}); these are not the lines it was validated on: restore them (a synthetic "
+        f"set: the training's data.synthetic settings render it again exactly), or evaluate other lines with "
+        f"eval.data=[GLOBS]"
+    )
+
+
+def _short(text: str, n: int = 40) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def config_differs(rec: Recorded, data_conf: Any, base: Path) -> str | None:
     """A warning when this configuration's data.val names other lines than the model was validated on."""
     from omegaconf import OmegaConf
 
     from hsbcala import data
+    from hsbcala.errors import DataError
 
     if OmegaConf.is_missing(data_conf, "val") or not data_conf.val:
         return None
+    why = ""
     try:
-        configured = {p.resolve() for p in data.resolve(list(data_conf.val), key="data.val", base=base)}
-    except Exception:  # noqa: BLE001 - this configuration's data may not exist here
-        configured = set()
-    if configured != {p.resolve() for p in rec.val}:
+        resolved = data.resolve(list(data_conf.val), key="data.val", **_resolve_kw(data_conf, base))
+    except DataError as exc:
+        # Not resolvable here (e.g. the demo's synthetic set, for a model trained elsewhere). The recorded lines
+        # ARE here (recorded_patterns checked), so these patterns do name other lines; say why, rather than
+        # "differs" alone (before, any exception read as "no lines" and the warning gave no reason).
+        resolved, why = (), f" ({exc})"
+    if {p.resolve() for p in resolved} != {p.resolve() for p in rec.val}:
         return (
             f"data.val of this configuration ({', '.join(data_conf.val)}) is not what the model was validated "
-            f"on; evaluating on its recorded validation lines ({rec.manifest}); set eval.data to choose others"
+            f"on{why}; evaluating on its recorded validation lines ({rec.manifest}); set eval.data to choose others"
         )
     return None
+
+
+def _resolve_kw(data_conf: Any, base: Path) -> dict[str, Any]:
+    """data.resolve's arguments as the training used them: a GT archive unpacks to the same directory under
+    ``data.cache_dir`` (with other arguments its lines would have other paths and read as other lines)."""
+    from hsbcala import archives
+
+    return {
+        "base": base,
+        "archive_root": data_conf.cache_dir,
+        "limits": archives.Limits.of(data_conf),
+        "say": None,
+    }
 
 
 def recorded_documents(model_dir: Path | None) -> dict[Path, str]:

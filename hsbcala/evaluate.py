@@ -72,6 +72,7 @@ class Plan:
     sets: list[evalsets.EvalSet]
     rules: str
     warnings: list[str] = field(default_factory=list)
+    own_val: bool = False  # the main set is the validation lines the model's manifest records
 
     @property
     def images(self) -> list[Path]:
@@ -183,6 +184,7 @@ def plan(cfg: Any) -> Plan:
         main_patterns, main_key = list(cfg.eval.data), "eval.data"
     elif recorded is not None:  # what the model was validated on, whatever this configuration says
         main_patterns, main_key = evalsets.recorded_patterns(recorded)
+        evalsets.verify_recorded(recorded, cfg.data.cache_dir)  # the same bytes, not just the same names
         say(f"evaluating on the {len(recorded.val)} validation lines recorded in {recorded.manifest}")
         note = evalsets.config_differs(recorded, cfg.data, base)
         if note:
@@ -208,7 +210,10 @@ def plan(cfg: Any) -> Plan:
     specs += [(name, f"eval.extra.{name}", list(pats)) for name, pats in cfg.eval.extra.items()]
     sets = []
     for name, key, patterns in specs:
-        evalsets.ensure_demo_lines(cfg.data.synthetic, cfg.script.face, patterns)
+        if not (recorded is not None and cfg.eval.data is None and name == main):
+            # not for the recorded lines: they are checked as they are; rendering this configuration's
+            # synthetic set would not make them (it goes to its own folder, see hsbcala/synth)
+            evalsets.ensure_demo_lines(cfg.data.synthetic, cfg.script.face, patterns)
         s = evalsets.load_set(name, key, patterns, groups, base=base, skip_invalid=cfg.eval.skip_invalid)
         sets.append(s)
         warnings += evalsets.warnings_of(s, groups, only_set=len(specs) == 1)
@@ -219,7 +224,10 @@ def plan(cfg: Any) -> Plan:
         if note:
             warnings.append(note)
     rules = engines.get(version).eval_rules if cfg.eval.normalization == "engine" else cfg.eval.normalization
-    return Plan(str(cfg.mlflow.run_name), version, checkpoint, model_dir, env, groups, sets, rules, warnings)
+    own_val = recorded is not None and cfg.eval.data is None and not cfg.eval.model
+    return Plan(
+        str(cfg.mlflow.run_name), version, checkpoint, model_dir, env, groups, sets, rules, warnings, own_val
+    )
 
 
 # ------------------------------------------------------------------------------------------------ predict
@@ -416,6 +424,8 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
                 scoring.score_sets(p.sets, p.groups, p.rules, predictions, out_dir, scoring.options(cfg.eval))
             )
             result["predict"] = {"argv": argv, "seconds": round(predict_s, 3), "lines": len(images)}
+            if p.own_val:
+                result["engine_check"] = _engine_check(p, result)
             result["checkpoint"] = str(p.checkpoint)
             result["model_dir"] = str(p.model_dir) if p.model_dir else result.get("model_dir")
             result["mlflow"] = {
@@ -460,6 +470,27 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
         if tracker is not None:
             with contextlib.suppress(Exception):
                 tracker.end(status)
+
+
+def _engine_check(p: Plan, result: dict) -> dict:
+    """The best model on the training's own validation lines must score what the engine measured for it while
+    training (``best_val_cer``): two CERs for one model on the same lines mean one of them is not what it claims
+    (:func:`hsbcala.scoring.engine_agreement`). One console line either way, with both figures."""
+    assert p.model_dir is not None  # own_val: the lines come from the model directory's manifest
+    state = modeldir.load_state(p.model_dir)
+    engine_cer = state.best_val_cer if state is not None else None
+    main = result["sets"][0]
+    ours = main["overall"]["cer"]
+    agree, line = scoring.engine_agreement(ours, engine_cer, main["missing_predictions"])
+    if engine_cer is not None:
+        say(line if agree else f"warning: {line}")
+    return {
+        "evaluation": ours,
+        "engine": engine_cer,
+        "tolerance": scoring.ENGINE_CER_TOLERANCE,
+        "agree": agree,
+        "note": line,
+    }
 
 
 def _log(tracker: Any, p: Plan, result: dict, out_dir: Path, table: dict[str, Path], curve: list) -> None:

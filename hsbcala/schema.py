@@ -211,7 +211,10 @@ class WarmstartConf:
 
 @dataclass
 class SyntheticConf:
-    root: str = "${paths.root}/data/synthetic"  # the demo lines are rendered into <root>/<face>/{train,val}/
+    # the demo lines are rendered into <root>/<face>/{train,val}/; size and seed in the default root, so sets of
+    # other sizes or seeds never re-render each other's lines in place (a sweep over n_train did, and evaluation
+    # then scored other lines under the names its manifest records)
+    root: str = "${paths.root}/data/synthetic/${.n_train}+${.n_val}-seed${.seed}"
     n_train: int = 400  # synthetic training lines
     n_val: int = 60  # synthetic validation lines
     seed: int = 50  # the rendering seed: the same seed gives the same lines
@@ -236,6 +239,7 @@ class DataChecksConf:
     too_small: Action = Action.drop  # under data.min_image_px wide or high (no legible text)
     mixed_normalization: Action = Action.warn  # some lines NFC, others not
     whitelist: Action = Action.warn  # characters outside data.whitelist / data.whitelist_file
+    invisible_chars: Action = Action.warn  # BOM, zero-width, soft hyphen: the engines delete them (fail | warn)
 
 
 @dataclass

@@ -319,3 +319,35 @@ def metrics_of(result: dict) -> dict[str, float]:
         put(f"eval/{d['set']}/finetune_change_low", d["interval"].get("low"))
         put(f"eval/{d['set']}/finetune_change_high", d["interval"].get("high"))
     return out
+
+
+#: how far evaluation's CER of the best model on the training's own validation lines may lie from the engine's
+#: best validation CER (``hsbcala-state.json``: ``best_val_cer``, 4 decimals) and still count as the same figure:
+#: half a percentage point. Both sum edit distances over the same lines and divide by their GT characters
+#: (Calamari 2: ``tf.edit_distance(normalize=True)`` weighted by GT length, model.py:52-66; Calamari 1: its
+#: Evaluator), but the engine compares codec labels of the training graph's greedy decoding, before the text
+#: post-processing calamari-predict applies (whitespace runs, strip): a near-random model that outputs runs of
+#: spaces differs by some tenths of a point (measured: 1.4725 vs 1.4699 after 1 epoch), a trained one not at all.
+ENGINE_CER_TOLERANCE = 0.005
+
+
+def engine_agreement(ours: float | None, engine: float | None, missing: int) -> tuple[bool, str]:
+    """(agree, one line) comparing evaluation's CER of the best model with the engine's best validation CER
+    on the same lines; the line says why they may differ when they do."""
+    if ours is None or engine is None:
+        return True, "no figure to compare"
+    both = f"evaluation {ours:.4f} vs the engine's best validation CER {engine:.4f} (hsbcala-state.json)"
+    if abs(ours - engine) <= ENGINE_CER_TOLERANCE:
+        return True, f"the best model's CER on its own validation lines agrees with training: {both}"
+    why = [
+        f"{missing} lines got no prediction (counted as empty)" if missing else None,
+        (
+            "the best model is not the one the engine's figure belongs to (a training resumed with other "
+            "settings, or best.ckpt replaced after training), or the engine measured other lines than its "
+            "manifest records"
+        ),
+    ]
+    return False, (
+        f"the best model's CER on its own validation lines differs from training's by more than "
+        f"{ENGINE_CER_TOLERANCE:.3f}: {both}; {'; '.join(w for w in why if w)}"
+    )

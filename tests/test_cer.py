@@ -199,3 +199,47 @@ def test_real_lines_count_the_errors_of_the_reference_line_by_line(real_pairs):
     assert (s.lines, s.chars, s.errors) == (LINES, sum(len(g) for g, _ in real_pairs), total)
     for (g, p), a in zip(real_pairs, ours, strict=True):
         _check_accounts_for_every_edit(g, p, a)
+
+
+# Invisible characters: calamari-eval's bidi step deletes them (hsbcala/cer.py module doc), so a .gt.txt an
+# editor saved with a byte-order mark costs nothing. Each pair: (GT file bytes, prediction, errors, GT chars).
+INVISIBLE = [
+    ("\ufeffHač na puć".encode(), "Hač na puć", 0, 10),  # the issue's BOM
+    ("\ufeff Hač na puć \r\n".encode(), "Hač na puć", 0, 10),  # BOM before a space: stripped after deleting
+    ("Hač\u200b na\u00ad puć".encode(), "Hač na puć", 0, 10),  # zero-width space, soft hyphen
+    ("Hač na puć\r".encode(), "Hač na puć", 0, 10),  # a CR stays handled as before
+    ("Ha\u0063\u030c na puć".encode(), "Hač na puć", 0, 10),  # NFD as before
+]
+
+
+@pytest.mark.parametrize(("raw", "pred", "errors", "chars"), INVISIBLE)
+def test_invisible_characters_cost_nothing(raw, pred, errors, chars):
+    s = cer.score([(raw.decode("utf-8"), pred)])
+    assert (s.errors, s.chars) == (errors, chars)
+    assert cer.invisible(raw.decode("utf-8")) == [c for c in raw.decode("utf-8") if c in "\ufeff\u200b\u00ad"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["cala1", "cala2"])
+def test_invisible_characters_count_as_in_calamari_eval(tmp_path, version):
+    """The real calamari-eval of each version on the same files gives the same errors and GT characters."""
+    import re
+    import subprocess
+
+    from hsbcala.engines import envs
+    from tests.conftest import ROOT, compose_cfg
+
+    for i, (raw, pred, _, _) in enumerate(INVISIBLE):
+        (tmp_path / f"l{i}.gt.txt").write_bytes(raw)
+        (tmp_path / f"l{i}.pred.txt").write_text(pred + "x", encoding="utf-8")  # one error a line
+    program = envs.resolve(compose_cfg([f"version={version}"]), ROOT).program("calamari-eval")
+    gt = f"{tmp_path}/*.gt.txt"
+    argv = [program, "--gt.texts", gt] if version == "cala2" else [program, "--gt", gt, "--no_progress_bars"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    m = re.search(r"\((\d+) errs, (\d+) total chars", proc.stdout + proc.stderr)
+    assert m, (proc.stdout + proc.stderr)[-3000:]
+    rules = "calamari2" if version == "cala2" else "calamari1"
+    ours = cer.score(
+        [(raw.decode("utf-8"), pred + "x") for raw, pred, _, _ in INVISIBLE], rules
+    )  # as evaluate.py reads a .gt.txt: UTF-8, the BOM kept as U+FEFF
+    assert (ours.errors, ours.chars) == (int(m.group(1)), int(m.group(2))) == (len(INVISIBLE), 50)

@@ -351,3 +351,24 @@ def test_a_failed_check_creates_nothing_when_training(tmp_path, lines):
     proc = run_train(tmp_path, "data.checks.mixed_normalization=fail")
     assert proc.returncode == 2 and str(bad) in proc.stderr.splitlines()[-1]
     assert not (tmp_path / "model").exists() and not (tmp_path / "mlruns.db").exists()
+
+
+def test_a_byte_order_mark_is_reported_and_not_counted_as_a_character(tmp_path, lines):
+    """A .gt.txt saved with a BOM: the engines delete U+FEFF (their bidi step, hsbcala/cer.py), so it is no
+    character of the text, the manifest or its character set; the data check says how many lines carry one."""
+    train, val = lines
+    for image in (train[0], val[0]):
+        gt_of(image).write_bytes(b"\xef\xbb\xbf" + gt_of(image).read_bytes())
+    dp = prepare(tmp_path)  # default: warn, the lines stay
+    finding = dp.outcome.findings["invisible_chars"]
+    assert finding.action == "warn" and sorted(p for p, _, _ in finding.items) == sorted([train[0], val[0]])
+    assert "U+FEFF, a UTF-8 byte-order mark" in finding.items[0][1]
+    assert (dp.n_train, dp.n_val) == (6, 4)
+    assert dp.manifest["checks"]["invisible_chars"]["count"] == 2
+    records = {r["image"]: r for r in dp.manifest["lines"]}
+    assert records[str(train[0])]["text"] == text(train[0]).lstrip("\ufeff")
+    assert not any("\ufeff" in r["text"] for r in dp.manifest["lines"])
+    assert dp.manifest["totals"]["charset_size"] == len(
+        {c for r in dp.manifest["lines"] for c in unicodedata.normalize("NFC", r["text"])}
+    )
+    assert "invisible_chars=fail" in error_of(tmp_path, "data.checks.invisible_chars=fail")

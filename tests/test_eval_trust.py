@@ -112,3 +112,37 @@ def test_synthetic_sets_of_other_sizes_or_seeds_get_their_own_folder():
     assert len(folders) == 4, folders
     assert default.data.val[0] == default.data.train[0].replace("/train/", "/val/")
     assert "/1000+60-seed50/fraktur/train/" in default.data.train[0]
+
+
+def _archive_of_lines(tmp: Path) -> Path:
+    import tarfile
+
+    from PIL import Image
+
+    src = tmp / "src" / "book"
+    src.mkdir(parents=True)
+    for i in range(3):
+        Image.new("L", (120, 48), 255).save(src / f"l{i}.png")
+        (src / f"l{i}.gt.txt").write_text(f"Hač na puć {i}", encoding="utf-8")
+    archive = tmp / "lines.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src, arcname="book")
+    return archive
+
+
+def test_data_val_in_an_archive_is_compared_where_the_training_unpacked_it(tmp_path):
+    """data.val naming the recorded lines inside a GT archive is no 'other lines' (before, the comparison
+    unpacked the archive under the default cache, not data.cache_dir, and warned falsely); data.val that
+    cannot be resolved here says why."""
+    from hsbcala import data, evalsets
+
+    archive = _archive_of_lines(tmp_path)
+    cfg = compose_cfg([f"data.val=[{archive}]", f"data.cache_dir={tmp_path / 'cache'}"])
+    val = list(data.resolve([str(archive)], key="data.val", base=tmp_path, archive_root=tmp_path / "cache"))
+    rec = evalsets.Recorded(tmp_path / "manifest.json", [], val)
+    assert evalsets.config_differs(rec, cfg.data, tmp_path) is None
+
+    gone = compose_cfg([f"data.val=[{tmp_path}/nowhere/*.png]"])
+    note = evalsets.config_differs(rec, gone.data, tmp_path)
+    assert note is not None and "is not what the model was validated on (data.val: pattern" in note
+    assert "matches no file" in note

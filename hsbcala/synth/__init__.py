@@ -11,7 +11,11 @@ builds a whole set.
 
 :func:`ensure_synthetic` creates ``root/<face>/train`` and ``root/<face>/val`` once; a stamp file
 (``synth.json``) records the parameters, and the set is rebuilt in a temporary directory and swapped in by
-renaming when they change. Manual use::
+renaming when they change. The configured root (``data.synthetic.root``) carries the set's size and seed by
+default (``<paths.root>/data/synthetic/1000+60-seed50``), so a sweep over ``data.synthetic.n_train`` gives
+each size its own folder instead of rebuilding one folder in place under the names that earlier models'
+manifests record (evaluation refuses lines whose hashes changed: :func:`hsbcala.evalsets.verify_recorded`).
+Manual use::
 
     python -m hsbcala.synth OUTDIR --face fraktur
 """

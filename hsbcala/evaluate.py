@@ -425,7 +425,7 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
             )
             result["predict"] = {"argv": argv, "seconds": round(predict_s, 3), "lines": len(images)}
             if p.own_val:
-                result["engine_check"] = _engine_check(p, result)
+                result["engine_check"] = _engine_check(p, result, out_dir)
             result["checkpoint"] = str(p.checkpoint)
             result["model_dir"] = str(p.model_dir) if p.model_dir else result.get("model_dir")
             result["mlflow"] = {
@@ -472,7 +472,7 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
                 tracker.end(status)
 
 
-def _engine_check(p: Plan, result: dict) -> dict:
+def _engine_check(p: Plan, result: dict, out_dir: Path) -> dict:
     """The best model on the training's own validation lines must score what the engine measured for it while
     training (``best_val_cer``): two CERs for one model on the same lines mean one of them is not what it claims
     (:func:`hsbcala.scoring.engine_agreement`). One console line either way, with both figures."""
@@ -480,12 +480,17 @@ def _engine_check(p: Plan, result: dict) -> dict:
     state = modeldir.load_state(p.model_dir)
     engine_cer = state.best_val_cer if state is not None else None
     main = result["sets"][0]
-    ours = main["overall"]["cer"]
-    agree, line = scoring.engine_agreement(ours, engine_cer, main["missing_predictions"])
+    statistic = engines.get(p.version).val_cer_statistic
+    if statistic == "summed":
+        ours = main["overall"]["cer"]
+    else:  # the engine's own average, from the per-line table just written
+        ours = scoring.line_mean_cer(out_dir / main["name"] / scoring.LINES_FILE)
+    agree, line = scoring.engine_agreement(ours, engine_cer, main["missing_predictions"], statistic)
     if engine_cer is not None:
         say(line if agree else f"warning: {line}")
     return {
         "evaluation": ours,
+        "statistic": statistic,
         "engine": engine_cer,
         "tolerance": scoring.ENGINE_CER_TOLERANCE,
         "agree": agree,

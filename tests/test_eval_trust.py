@@ -72,7 +72,8 @@ def test_changed_validation_lines_are_refused_and_the_engine_cer_is_matched(requ
     check = result["engine_check"]
     state = json.loads((md / "hsbcala-state.json").read_text(encoding="utf-8"))
     assert check["engine"] == state["best_val_cer"] is not None
-    assert check["evaluation"] == result["sets"][0]["overall"]["cer"]
+    if check["statistic"] == "summed":  # Calamari 2; Calamari 1 averages per-line rates (engines/cala1.py)
+        assert check["evaluation"] == result["sets"][0]["overall"]["cer"]
     assert check["agree"], check["note"]
     assert abs(check["evaluation"] - check["engine"]) <= scoring.ENGINE_CER_TOLERANCE
     assert "agrees with training: evaluation" in proc.stderr and f"{state['best_val_cer']:.4f}" in proc.stderr
@@ -94,12 +95,12 @@ def test_changed_validation_lines_are_refused_and_the_engine_cer_is_matched(requ
 
 
 def test_the_engine_check_names_both_figures_when_they_differ():
-    agree, line = scoring.engine_agreement(0.9973, 0.8936, 0)
-    assert not agree and "evaluation 0.9973 vs the engine's best validation CER 0.8936" in line
+    agree, line = scoring.engine_agreement(0.9973, 0.8936, 0, "summed")
+    assert not agree and "evaluation CER 0.9973 vs the engine's best validation CER 0.8936" in line
     assert "\n" not in line
-    agree, line = scoring.engine_agreement(0.0005, 0.0005, 0)
-    assert agree and "agrees" in line
-    assert scoring.engine_agreement(0.2, 0.8, 3)[1].count("3 lines got no prediction") == 1
+    agree, line = scoring.engine_agreement(0.0005, 0.0005, 0, "line_mean")
+    assert agree and "agrees" in line and "mean line CER (the engine's statistic) 0.0005" in line
+    assert scoring.engine_agreement(0.2, 0.8, 3, "summed")[1].count("3 lines got no prediction") == 1
 
 
 def test_synthetic_sets_of_other_sizes_or_seeds_get_their_own_folder():

@@ -378,6 +378,9 @@ class Engine(ABC):
     #: calamari-eval's replacements after NFC, before the whitespace rules (hsbcala.cer.RULES), and their words
     eval_replacements: ClassVar[tuple[tuple[str, str], ...]] = ()
     eval_description: ClassVar[str] = ""
+    #: what the engine's validation CER (``best_val_cer``) averages: "summed" (errors / GT characters over the
+    #: lines, as calamari-eval) or "line_mean" (the mean of each line's errors / its GT characters)
+    val_cer_statistic: ClassVar[str] = "summed"
 
     def weights_of(self, model_json: Path) -> list[Path]:
         """The weights beside the model file ``model_json`` (``X.ckpt.json``) that exist; empty: none."""

@@ -329,6 +329,10 @@ class Cala1(Engine):
     eval_description = (
         "NFC, µ→μ, en/em dash→-, whitespace runs to one space, stripped (as calamari-eval 1.0.7)"
     )
+    # Calamari 1.0.7's early stopping (backends/tensorflow_backend/callbacks/earlystopping.py:218-230) averages
+    # the graph's per-line tf.edit_distance(normalize=True) (tensorflow_model.py:342-345): np.mean per batch,
+    # then over the batches. Calamari 2 weights the same per-line rates by GT length (model.py:52-66): summed.
+    val_cer_statistic = "line_mean"
 
     def epochs_per_stage(self, train: Any, n_train: int) -> int:
         return max(1, max_iterations(train, n_train) // iterations_per_epoch(train, n_train))

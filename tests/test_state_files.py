@@ -118,6 +118,14 @@ def test_atomic_writes_sync_the_file_before_the_rename_and_the_directory_after(t
     assert _durably_replaced(syncs, target)
     assert json.loads(target.read_text(encoding="utf-8")) == {"version": "cala2"}
     assert [p.name for p in tmp_path.iterdir()] == [modeldir.STATE_FILE]  # no temporary file left
+    umask = os.umask(0o027)
+    try:
+        fsutil.atomic_write_text(tmp_path / "shared.json", "{}")
+    finally:
+        os.umask(umask)
+    assert (
+        tmp_path / "shared.json"
+    ).stat().st_mode & 0o777 == 0o640  # as open() creates it, not mkstemp's 0600
 
 
 def test_split_codec_report_and_hash_cache_are_written_durably(tmp_path, syncs):

@@ -372,3 +372,18 @@ def test_a_byte_order_mark_is_reported_and_not_counted_as_a_character(tmp_path, 
         {c for r in dp.manifest["lines"] for c in unicodedata.normalize("NFC", r["text"])}
     )
     assert "invisible_chars=fail" in error_of(tmp_path, "data.checks.invisible_chars=fail")
+
+
+def test_a_byte_order_mark_is_no_new_character_of_the_codec_report(tmp_path, lines):
+    """The codec report counts the characters the engines train on: a BOM is none (it is deleted first)."""
+    from tests.test_codec_report import german_charset
+    from tests.test_models import conv, lstm, pool, v2_trainer_params
+
+    train, val = lines
+    for image in train + val:
+        gt_of(image).write_bytes(b"\xef\xbb\xbf" + gt_of(image).read_bytes())
+    model = tmp_path / "german" / "best.ckpt.json"
+    model.parent.mkdir()
+    model.write_text(json.dumps(v2_trainer_params([conv(8), pool(), lstm(16)], german_charset())), "utf-8")
+    r = prepare(tmp_path, f"warmstart.model={model}").codec_report
+    assert r is not None and "\ufeff" not in {e["char"] for e in r["added"]}

@@ -135,6 +135,8 @@ def short_table(r: dict[str, Any], width: int = 12) -> list[str]:
     unused = chars(r["unused"], False) if r["unused"] else "-"
     out.append(f"  {verb} {len(r['unused']):>4}  unused by the GT: {unused}")
     out.append(f"  → {r['effect']}")
+    if r.get("excluded_lines"):  # data.exclude: their characters are not counted above
+        out.append(f"  (without the {r['excluded_lines']:,} lines left out by data.exclude)")
     return out
 
 

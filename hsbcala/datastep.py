@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hsbcala import archives, checks, codec, data, fsutil, manifest, split
+from hsbcala import archives, checks, codec, data, exclude, fsutil, manifest, split
 from hsbcala.errors import DataError
 from hsbcala.hashcache import HashCache
 
@@ -54,6 +54,7 @@ class DataPlan:
     cache_misses: int = 0
     written: dict[str, Path] = field(default_factory=dict)
     manifest_sha256: str | None = None
+    exclusion: exclude.Exclusion | None = None  # data.exclude: the lines left out
 
     # ----------------------------------------------------------------------------------------- console
     def announce(self, say) -> None:
@@ -83,6 +84,8 @@ class DataPlan:
             )
         for note in self.split.notes if self.split else []:
             say(f"split: {note}")
+        for line in self.exclusion.messages() if self.exclusion else []:
+            say(line)
         if self.codec_report is not None:
             for line in codec.short_table(self.codec_report):
                 say(line)
@@ -207,16 +210,18 @@ def _dry(cfg: Any, base: Path, model_dir: Path, dry_count: int | None, cache: Ha
     """The fast path of ``dry_run``: resolve (and split), read no line."""
     train_p, val_p = list(cfg.data.train), list(cfg.data.val or [])
     kw = _resolve_kw(cfg.data, base, cache)
+    ex = exclude.load(list(cfg.data.exclude), base)
+    keep = ex.apply if ex is not None else tuple
     if not val_p:
-        sp = _split(cfg, data.resolve(train_p, key="data.train", **kw), model_dir)
+        sp = _split(cfg, keep(data.resolve(train_p, key="data.train", **kw)), model_dir)
         return DataPlan(
             tuple(map(str, sp.train)), tuple(map(str, sp.val)), len(sp.train), len(sp.val), split=sp
         )
-    if dry_count is not None and not archives.involves_archive(train_p + val_p, base):
+    if dry_count is not None and ex is None and not archives.involves_archive(train_p + val_p, base):
         # the demo set (hsbcala's own files) or data staged on the node: not here to resolve
         return DataPlan(_absolute(train_p, base), _absolute(val_p, base), dry_count, 0)
-    train = data.resolve(train_p, key="data.train", **kw)
-    val = data.resolve(val_p, key="data.val", **kw)
+    train = keep(data.resolve(train_p, key="data.train", **kw))
+    val = keep(data.resolve(val_p, key="data.val", **kw))
     as_files = archives.involves_archive(train_p + val_p, base)
     return DataPlan(
         _engine(train_p, base, list(train), as_files),
@@ -252,9 +257,15 @@ def prepare(
         kw = _resolve_kw(cfg.data, base, cache)
         train_p, val_p = list(cfg.data.train), list(cfg.data.val or [])
         train_images = data.resolve(train_p, key="data.train", **kw)
+        # data.exclude: before the split and the checks (an excluded line is not checked, split or used)
+        exclusion = exclude.load(list(cfg.data.exclude), base)
+        if exclusion is not None:
+            train_images = exclusion.apply(train_images)
         sp = None
         if val_p:
             val_images = data.resolve(val_p, key="data.val", **kw)
+            if exclusion is not None:
+                val_images = exclusion.apply(val_images)
             overlap = data._overlap(train_images, val_images)
             if overlap is not None:
                 raise DataError(overlap)
@@ -313,6 +324,11 @@ def prepare(
         split=split_info,
     )
     report = _codec_report(cfg, outcome.kept, resuming)
+    if exclusion is not None:
+        man["totals"]["excluded"] = len(exclusion.excluded)
+        man["excluded"] = exclusion.record()
+        if report is not None:
+            report["excluded_lines"] = len(exclusion.excluded)
     as_files = sp is not None or archives.involves_archive(train_p + val_p, base)
     return DataPlan(
         engine_train=_engine(train_p, base, [x.image for x in kept_train], as_files),
@@ -328,19 +344,23 @@ def prepare(
         seconds=time.perf_counter() - t0,
         cache_hits=cache.hits,
         cache_misses=cache.misses,
+        exclusion=exclusion,
     )
 
 
-def check_only(dp: DataPlan, model_dir: Path, say) -> None:
+def check_only(dp: DataPlan, model_dir: Path, say, after: Any = None) -> None:
     """``data_check_only=true``: print, write the reports, exit 0 or raise the failed check's DataError.
 
     The reports go into the model directory, or into ``<model_dir>/data-check/`` when it already holds a
-    training (whose own manifest must not be overwritten)."""
+    training (whose own manifest must not be overwritten). ``after(target)``: more reports into the same
+    directory (``data.triage``: :func:`hsbcala.triage.run`), also when a check failed."""
     dp.announce(say)
     target = model_dir / "data-check" if (model_dir / STATE_FILE).exists() else model_dir
     note = dp.write(target)
     if note:
         say(note)
+    if after is not None:
+        after(target)
     say(
         f"data check {'FAILED' if dp.error else 'passed'}: wrote {', '.join(p.name for p in dp.written.values())} "
         f"to {target}"

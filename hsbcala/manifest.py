@@ -8,6 +8,7 @@
      "checks": {<check>: {"action", "count", "first": [{"path", "reason"}, …]}, …},
      "dropped": [{"image", "check"}, …],
      "split": {"mode": "given" | "split", "seed", "val_fraction", "by", "pattern", "reused"},
+     "excluded": {"files", "count", "lines", "not_in_data"},  (only with data.exclude; + totals.excluded)
      "lines": [{"image", "gt", "text", "image_sha256", "gt_sha256", "width", "height", "variant",
                 "document", "split"}, …]}
 

@@ -270,6 +270,13 @@ class DataConf:
     archive_max_bytes: int = 20_000_000_000  # a GT archive unpacking to more is refused; 0: no cap
     archive_max_ratio: float = 100.0  # ... or to more than this many times its own size (zip bomb); 0: no cap
     cache_dir: str | None = "${oc.env:HSBCALA_CACHE_DIR,${oc.env:HOME}/.cache/hsbcala}"  # hashes, archives
+    # files listing lines to leave out, one image path, .gt.txt or line id a row (# comments; triage.tsv rows
+    # work as they are); applied before the split and the checks (hsbcala/exclude.py)
+    exclude: list[str] = field(default_factory=list)
+    # with data_check_only=true: a model reads every line and triage.tsv/.html rank the lines worth a human
+    # look (CER against the document's, length vs width, duplicates, Unicode); hsbcala/triage.py
+    triage: bool = False
+    triage_model: str | None = None  # the .ckpt.json triage reads with; null: warmstart.model (none: no CER)
 
 
 @dataclass

@@ -46,6 +46,8 @@ NOT_A_MODEL = (
     "data.checks.",
     "data.archive_max_bytes",
     "data.archive_max_ratio",
+    "data.triage",  # a report beside data_check_only (data.exclude, which changes the data, does count)
+    "data.triage_model",
     "warmstart.pretrained_dir",
 )
 # config sections: a key ending in one of these names keeps its section too (``data.train``)

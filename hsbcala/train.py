@@ -24,6 +24,7 @@ model directory again, so bad input never leaves a half-written model directory 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shlex
 import shutil
@@ -101,7 +102,12 @@ def _run(cfg: DictConfig) -> float | None:
     if cfg.data_check_only:  # the data step alone: reports into the model dir, exit 0 (2 if a check failed)
         from hsbcala import datastep
 
-        datastep.check_only(p.data, p.model_dir.path, say)
+        after = None
+        if cfg.data.triage:  # the lines ranked for a human look (hsbcala/triage.py)
+            from hsbcala import triage
+
+            after = functools.partial(triage.run, cfg, p)
+        datastep.check_only(p.data, p.model_dir.path, say, after)
         return None
     if finished:
         _refuse_other_data(p)
@@ -297,7 +303,7 @@ def _execute(cfg: Any, p: Plan) -> float | None:
             best = "n/a" if parser.best_val_cer is None else f"{parser.best_val_cer:.4f}"
             say(
                 f"finished {md.path}: best validation CER {best} (the engine's own, measured while training; "
-                f"evaluate.py measures the exported model anew); MLflow run {tracker.run_id}"
+                f"evaluate.py measures the exported model anew); MLflow run {tracker.shown()}"
             )
             if tracker.degraded:
                 say(

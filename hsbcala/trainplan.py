@@ -255,6 +255,11 @@ def plan(cfg: Any) -> Plan:
 
     if cfg.dry_run and cfg.data_check_only:
         raise ConfigError("dry_run=true and data_check_only=true: choose one")
+    if cfg.data.triage and not cfg.data_check_only:  # the point is to look before training
+        raise ConfigError(
+            "data.triage=true runs with data_check_only=true: look at triage.html, list the lines to leave "
+            "out in a file, then train with data.exclude=[FILE]"
+        )
     try:
         data_plan = datastep.prepare(
             cfg, base=base, model_dir=md.path, dry_count=dry_count, resuming=resume_from is not None

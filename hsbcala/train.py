@@ -79,7 +79,7 @@ def _finished(p: Plan) -> str:
     )
     return (
         f"{p.model_dir.path} has finished training (the engine's best validation CER "
-        f"{p.state.best_val_cer if p.state else None}); not retraining. {more[0].upper()}{more[1:]}; "
+        f"{p.state.best_val_cer if p.state else None}); not retraining; {more}; "
         f"to train afresh: another model_dir"
     )
 

@@ -3,7 +3,7 @@
 #
 #   1. Debian packages. As root with apt, installs what is missing: python3 and python3-venv (only while there
 #      is no uv yet: step 2 needs them), the fonts of the synthetic demo lines (fonts-ebgaramond,
-#      fonts-blankenburg, fontconfig) and, with --test, slurm-wlm, munge and lmod. Not root: names the packages
+#      fonts-blankenburg, fontconfig) and, with --test, slurm-wlm, munge, lmod and chromium. Not root: names the packages
 #      to ask an administrator for and stops (exit 1) before downloading anything.
 #   2. uv: the copy of an earlier run, else the one on PATH, else uv (the version pinned in uv.lock) from
 #      PyPI into a private virtualenv, ${HSBCALA_CACHE_DIR:-~/.cache/hsbcala}/bootstrap, made with the
@@ -94,7 +94,8 @@ if ((with_fonts)); then
     ((is_root && has_apt)) && ! deb_installed fontconfig && optional+=(fontconfig)  # fc-list; nice to have
 fi
 if ((with_tests && has_apt)); then
-    for p in slurm-wlm munge lmod; do deb_installed "$p" || optional+=("$p"); done
+    # chromium: the HTML reports are opened in a real headless browser (tests/test_htmlreport.py)
+    for p in slurm-wlm munge lmod chromium; do deb_installed "$p" || optional+=("$p"); done
 fi
 missing=("${admin[@]}" "${optional[@]}")
 if ((${#missing[@]})) && ((is_root && has_apt)); then

@@ -25,7 +25,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from hsbcala import intervals, report, scoring, trackinfo, tracking
+from hsbcala import htmlreport, intervals, report, scoring, trackinfo, tracking
 from hsbcala.console import say
 from hsbcala.scoring import RESULT_FILE
 
@@ -230,8 +230,17 @@ class ComparisonTable(Callback):
             return
         diffs = differences(results)
         paths = report.write(results, sweep_dir, stem="cer-table", differences=diffs)
+        ev = config.get("eval") or {}
+        paths["html"] = htmlreport.write_comparison(  # logged with the table
+            results,
+            diffs,
+            sweep_dir / htmlreport.FILE,
+            int(ev.get("html_lines", 50)),
+            int((ev.get("intervals") or {}).get("seed", 0)),
+        )
         print("\n" + report.markdown(results, differences=diffs), flush=True)
         say(f"comparison table: {paths['md']} (and {paths['csv'].name}, {paths['png'].name})")
+        say(f"results in {sweep_dir}; the models' lines side by side: {paths['html']}")
         errors = []
         uri = next(((r.get("mlflow") or {}).get("tracking_uri") for r in results if r.get("mlflow")), None)
         if uri is None:

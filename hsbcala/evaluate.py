@@ -47,7 +47,19 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from hsbcala import cer, charclasses, engines, evalsets, fsutil, modeldir, report, schema, scoring, tracking
+from hsbcala import (
+    cer,
+    charclasses,
+    engines,
+    evalsets,
+    fsutil,
+    htmlreport,
+    modeldir,
+    report,
+    schema,
+    scoring,
+    tracking,
+)
 from hsbcala.console import say
 from hsbcala.engines import envs
 from hsbcala.engines.base import Engine
@@ -103,6 +115,8 @@ def check(cfg: Any) -> None:
         raise ConfigError(f"eval.confusions must be >= 0, got {ev.confusions}")
     if ev.worst_lines < 0:
         raise ConfigError(f"eval.worst_lines must be >= 0, got {ev.worst_lines}")
+    if ev.html_lines < 0:
+        raise ConfigError(f"eval.html_lines must be >= 0, got {ev.html_lines}")
     if ev.intervals.resamples < 1:
         raise ConfigError(f"eval.intervals.resamples must be >= 1, got {ev.intervals.resamples}")
     if not 0 < ev.intervals.level < 1:
@@ -420,8 +434,11 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
             predictions, predict_s, argv = predict(
                 p, p.checkpoint, images, links, work / "pred", log_path, cfg, meanwhile=open_run
             )
+            lines: dict[str, list] = {}  # per set its lines with their alignments, for eval-report.html
             result.update(
-                scoring.score_sets(p.sets, p.groups, p.rules, predictions, out_dir, scoring.options(cfg.eval))
+                scoring.score_sets(
+                    p.sets, p.groups, p.rules, predictions, out_dir, scoring.options(cfg.eval), lines=lines
+                )
             )
             result["predict"] = {"argv": argv, "seconds": round(predict_s, 3), "lines": len(images)}
             if p.own_val:
@@ -455,6 +472,9 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
             table = report.write(
                 [result], out_dir, stem="cer-table", differences=result.get("baseline_differences")
             )
+            table["html"] = htmlreport.write_evaluation(  # logged with the table, under eval/
+                result, lines, out_dir / htmlreport.FILE, cfg.eval.html_lines, cfg.eval.intervals.seed
+            )
             _log(tracker, p, result, out_dir, table, curve)
             status = "FINISHED"
             say(
@@ -462,6 +482,7 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
                 + f"; MLflow run {tracker.run_id}"
                 + (f"; release {result['export']}" if result.get("export") else "")
             )
+            say(f"results in {out_dir}; the lines to look at: {table['html']}")
             return result
     except (Interrupted, KeyboardInterrupt):
         status = "KILLED"

@@ -341,6 +341,9 @@ class EvalConf:
     intervals: IntervalConf = field(default_factory=IntervalConf)
     sorbian_letters: str = "ěčćřšžźłńóĚČĆŘŠŽŹŁŃÓ"  # the class "sorbian" and the per-letter table
     worst_lines: int = 10  # how many of the worst lines the printed report shows
+    # eval-report.html: how many of the worst lines it shows with image and aligned text, and as many
+    # lines drawn from the rest (seeded by eval.intervals.seed); 0: the summary and confusions only
+    html_lines: int = 50
     baseline: bool = False  # also evaluate the warm-start model the training started from
     checkpoints: EvalCheckpoints = EvalCheckpoints.best  # all: score every checkpoint (both stages)
 

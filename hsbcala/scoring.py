@@ -77,6 +77,7 @@ class _Line:
     errors: int
     words: int
     word_errors: int
+    alignment: cer.Alignment | None = None  # the CER's own alignment (hsbcala.htmlreport shows it)
 
 
 def _interval_dict(iv: intervals.Interval) -> dict:
@@ -110,9 +111,11 @@ def score_sets(
     predictions: dict[Path, str | None],
     out_dir: Path,
     opts: Options | int = Options(),
+    lines: dict[str, list] | None = None,
 ) -> dict:
     """CER per set (:class:`hsbcala.evalsets.EvalSet`) and group with intervals, classes and WER; per set
-    ``lines.tsv``, ``confusions.tsv`` and ``characters.tsv`` in ``out_dir/<set>/``."""
+    ``lines.tsv``, ``confusions.tsv`` and ``characters.tsv`` in ``out_dir/<set>/``. ``lines``, when given,
+    receives per set name its lines with their alignments (for :mod:`hsbcala.htmlreport`)."""
     if isinstance(opts, int):  # the number of confusions only (the arguments before intervals existed)
         opts = Options(confusions=opts)
     sets = []
@@ -135,7 +138,9 @@ def score_sets(
             for g in gs:
                 by_group[g].add(gt, al)
             doc = docs[img] if docs else ""
-            rows.append(_Line(img, doc, gs, gt, pred, al.errors, nw, we))
+            rows.append(_Line(img, doc, gs, gt, pred, al.errors, nw, we, al))
+        if lines is not None:
+            lines[s.name] = rows
         set_dir = out_dir / s.name
         set_dir.mkdir(parents=True, exist_ok=True)
         _write_lines(set_dir / LINES_FILE, rows)

@@ -7,7 +7,9 @@ step and the store check before the engine starts stay fast.
 
 from __future__ import annotations
 
+import datetime
 import json
+import math
 import os
 import socket
 import subprocess
@@ -281,3 +283,54 @@ class JobUsage:
             out["job/cpu_utilization_percentage"] = cpu / self.cpus
         self._started = True
         return out
+
+
+# ---- how the MLflow UI is reached and what its charts show (issue 22, item 1)
+
+# MLflow 3.17's UI ignores ``mlflow.experimentKind`` for the view it opens: its feature flag
+# ``shouldEnableWorkflowBasedNavigation`` is on in OSS (server/js … main.js: ``Z0 = () => !0``), and then the
+# experiment's kind is derived from one global "workflow type" (the sidebar's "GenAI / Model training"
+# switch), read from the URL's ``?workflowType=`` first, else the browser's localStorage
+# ``mlflow.workflowType``, else ``genai``. There is no server option for it. So a link that opens the training
+# view must carry ``workflowType=machine_learning``; the UI keeps the parameter while one navigates (it is
+# one of its preserved search parameters, with ``workspace``), and a click on "Model training" in the sidebar
+# remembers the choice in that browser. The tag stays: older UIs and the experiments list read it.
+UI_VIEW_QUERY = "workflowType=machine_learning"
+
+
+def ui_url(server: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI's address of an experiment (its runs table) or of one run, in the model-training view."""
+    base = f"{server.rstrip('/')}/#/experiments/{experiment_id}"
+    return f"{base}/runs/{run_id}?{UI_VIEW_QUERY}" if run_id else f"{base}/runs?{UI_VIEW_QUERY}"
+
+
+# A CER falls from ~1 to ~0.01 in a short training: on a linear axis everything after the first epochs is a
+# flat line near 0. val_cer_log10 makes a halving the same height wherever it happens (a per cent scale would
+# not: same shape as the CER). A CER of 0 (a tiny validation set read without error) is shown at 1e-4
+# (0.01 %): below what any validation set here can resolve, and finite, which MLflow requires.
+CER_LOG_FLOOR = 1e-4
+
+
+def for_mlflow(metrics: dict[str, float]) -> dict[str, float]:
+    """An engine's epoch metrics as the run shows them: ``stage`` counted from 1 like the console's
+    ``stage 1/2`` (the engines' progress parsers count from 0), and ``val_cer_log10`` beside ``val_cer``."""
+    out = dict(metrics)
+    if "stage" in out:
+        out["stage"] = float(out["stage"]) + 1
+    if out.get("val_cer") is not None:
+        out["val_cer_log10"] = math.log10(max(float(out["val_cer"]), CER_LOG_FLOOR))
+    return out
+
+
+def training_run_name(cfg: Any, started: datetime.datetime) -> str:
+    """A new training run's MLflow name: ``<model_dir's name>-<yyyymmdd-HHMM>`` (which directory, and when),
+    so that two trainings of the same config are two rows one can tell apart; a name given with
+    ``mlflow.run_name=`` is kept as given. The default is recognised by its unresolved template."""
+    from omegaconf import OmegaConf
+
+    from hsbcala.schema import MlflowConf
+
+    raw = OmegaConf.to_container(cfg.mlflow, resolve=False).get("run_name")
+    if raw != MlflowConf.run_name:
+        return str(cfg.mlflow.run_name)
+    return f"{Path(str(cfg.model_dir)).name}-{started:%Y%m%d-%H%M}"

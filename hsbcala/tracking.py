@@ -24,6 +24,7 @@ mlflow is imported lazily (here only), so ``dry_run`` and ``--help`` stay fast.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -47,11 +48,14 @@ from hsbcala.trackinfo import (
     dataset_rows,
     default_artifact_root,
     flatten,
+    for_mlflow,
     git_commit,
     masked,
     run_note,
     split_digest,
     tracking_uri,
+    training_run_name,
+    ui_url,
 )
 
 bound_http()  # before any mlflow import: bounded HTTP retries, MLflow's own logger at WARNING
@@ -344,7 +348,7 @@ class Tracker:
             else:  # creating is not: a retry could create a second run
                 self.run = mlflow.start_run(
                     experiment_id=exp_id,
-                    run_name=cfg.mlflow.run_name,
+                    run_name=training_run_name(cfg, datetime.datetime.now()),
                     log_system_metrics=bool(cfg.mlflow.system_metrics),
                 )
         except _store_errors() as exc:
@@ -385,6 +389,14 @@ class Tracker:
         if cfg.mlflow.system_metrics:
             self._sampler = _JobSampler(self, cfg.mlflow.system_metrics_interval_s)
 
+    def shown(self) -> str:
+        """The run for the console: its name and id, and on a tracking server the UI's link to it in the
+        model-training view (:func:`hsbcala.trackinfo.ui_url`; a sqlite store has no address to link)."""
+        text = f"{self.run.info.run_name} ({self.run_id})"
+        if self.uri.startswith(("http://", "https://")):
+            text += f": {ui_url(self.uri, self.run.info.experiment_id, self.run_id)}"
+        return text
+
     def _failed(self, what: str, exc: Exception, *, degrade: bool = True) -> None:
         """A best-effort call failed: said once per kind of call (not at every flush of a long outage). An
         error that is not the store's is a bug in hsbcala: said as one, with its traceback (console and log).
@@ -410,6 +422,8 @@ class Tracker:
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
+        if curve:  # an engine's epoch metrics: stage from 1, val_cer_log10 beside val_cer
+            metrics = for_mlflow(metrics)
         with self._lock:
             self._pending += [Metric(k, float(v), ts, int(step)) for k, v in metrics.items()]
             if curve:
@@ -521,7 +535,7 @@ class Tracker:
             params = {"network": str(cfg.train.network), "warmstart": str(cfg.warmstart.model)}
             model = client.create_logged_model(
                 exp_id,
-                name=f"{cfg.script.model_name}-{cfg.version.name}",
+                name=self.run.info.run_name or f"{cfg.script.model_name}-{cfg.version.name}",  # as the run
                 source_run_id=self.run_id,
                 tags=tags,
                 params=params,

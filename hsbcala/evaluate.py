@@ -513,7 +513,7 @@ def _engine_check(p: Plan, result: dict, out_dir: Path) -> dict:
         "evaluation": ours,
         "statistic": statistic,
         "engine": engine_cer,
-        "tolerance": scoring.ENGINE_CER_TOLERANCE,
+        "tolerance": scoring.engine_tolerance(engine_cer) if engine_cer is not None else None,
         "agree": agree,
         "note": line,
     }

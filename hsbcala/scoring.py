@@ -331,10 +331,18 @@ def metrics_of(result: dict) -> dict[str, float]:
 #: half a percentage point. The engine compares the codec labels of the training graph's greedy CTC decoding
 #: (the same argmax-and-merge calamari-predict decodes with) with the GT, before the text post-processing
 #: calamari-predict applies (whitespace runs, strip); a near-random model that outputs runs of spaces differs by
-#: some tenths of a point (measured, Calamari 2, 3 epochs: 1.4725 vs 1.4699, 1.3207 vs 1.3220, 0.9332 vs 0.9332).
-#: The statistic is the engine's own (``Engine.val_cer_statistic``): Calamari 2 sums errors over GT characters as
-#: calamari-eval does, Calamari 1 averages each line's rate, which is compared as such.
+#: some tenths of a point (measured, Calamari 2, 3 epochs: 1.4725 vs 1.4699, 1.3207 vs 1.3220, 0.9332 vs 0.9332;
+#: Calamari 1, 8 iterations: 0.9219 vs 0.9163), growing with the garbage it outputs, hence also 2 % of the engine's
+#: figure (the issue's 0.8936 vs 0.9973 is far outside either). The statistic is the engine's own
+#: (``Engine.val_cer_statistic``): Calamari 2 sums errors over GT characters as calamari-eval does, Calamari 1
+#: averages each line's rate, which is compared as such.
 ENGINE_CER_TOLERANCE = 0.005
+ENGINE_CER_RELATIVE = 0.02
+
+
+def engine_tolerance(engine: float) -> float:
+    """How far evaluation may lie from the engine's figure ``engine`` (see :data:`ENGINE_CER_TOLERANCE`)."""
+    return max(ENGINE_CER_TOLERANCE, ENGINE_CER_RELATIVE * engine)
 
 
 def line_mean_cer(lines_tsv: Path) -> float | None:
@@ -362,7 +370,8 @@ def engine_agreement(
     both = (
         f"evaluation {what} {ours:.4f} vs the engine's best validation CER {engine:.4f} (hsbcala-state.json)"
     )
-    if abs(ours - engine) <= ENGINE_CER_TOLERANCE:
+    tolerance = engine_tolerance(engine)
+    if abs(ours - engine) <= tolerance:
         return True, f"the best model on its own validation lines agrees with training: {both}"
     why = [
         f"{missing} lines got no prediction (counted as empty)" if missing else None,
@@ -374,5 +383,5 @@ def engine_agreement(
     ]
     return False, (
         f"the best model on its own validation lines differs from training by more than "
-        f"{ENGINE_CER_TOLERANCE:.3f}: {both}; {'; '.join(w for w in why if w)}"
+        f"{tolerance:.4f}: {both}; {'; '.join(w for w in why if w)}"
     )

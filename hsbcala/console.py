@@ -77,12 +77,20 @@ class Progress:
         patience: int,
         lines_per_epoch: int,
         best: tuple[float, int, float | None] | None = None,
+        start_epoch: int = 0,
+        clock: Any = time.monotonic,
     ) -> None:
         """``best``: a resumed training's best so far (CER, stage, epoch within the stage or None if unknown),
-        so that the first line after a resume names the epoch the best was reached at, not the current one."""
+        so that the first line after a resume names the epoch the best was reached at, not the current one.
+        ``start_epoch``: the epoch (within its stage) resumed from, where the bar starts counting."""
+        from hsbcala.eta import Eta
+
         self.epochs, self.stages, self.patience = epochs, stages, patience
         self.lines_per_epoch = lines_per_epoch
-        self.t0 = time.monotonic()
+        self.clock = clock
+        self.t0 = clock()
+        self.start_epoch = start_epoch
+        self.eta = Eta(epochs, patience, start_epoch, clock)
         self.best: tuple[float, int, float | None] | None = best  # (CER, stage, epoch)
         self.since_best = 0
         self.done = 0
@@ -110,6 +118,7 @@ class Progress:
         if stage != self._stage:
             if self._stage != -1:
                 self.best, self.since_best = None, 0  # the engines start "best" afresh in a new stage
+                self.eta.restart()
             self._stage = stage
         if check is None:
             check = "best_val_cer" in metrics
@@ -128,8 +137,8 @@ class Progress:
         elif best is not None:
             self.since_best += 1
         self.done += 1
-        elapsed = time.monotonic() - self.t0
-        left = (elapsed / self.done) * max(0, self.epochs - ep) if self.done else 0
+        elapsed = self.clock() - self.t0
+        self.eta.epoch_done(ep)
         val = metrics.get("val_cer")
         if self.best is None:
             best_text = "no best yet (no validation CER below 100 %)"
@@ -144,11 +153,12 @@ class Progress:
             best_text,
             f"patience {max(0, self.patience - self.since_best)} left" if self.patience else None,
             f"{self.done * self.lines_per_epoch / elapsed:.1f} lines/s" if elapsed > 0 else None,
-            f"{_clock(elapsed)} elapsed, ~{_clock(left)} left in this stage",
+            f"{_clock(elapsed)} elapsed, {self.eta.text(ep, self.since_best)}",
         ]
         say(" | ".join(x for x in parts if x))
         if self._bar is not None:
-            self._bar.next_epoch(ep + 1, self.epochs)
+            per = self.eta.per_epoch()
+            self._bar.next_epoch(ep + 1, self.epochs, per[0] if per else None)
 
     @contextlib.contextmanager
     def bar(self, stream: Any = None, interval: float = 0.5) -> Iterator[LiveBar | None]:
@@ -158,7 +168,7 @@ class Progress:
         if not _isatty(stream):
             yield None
             return
-        self._bar = LiveBar(stream, interval, self.epochs)
+        self._bar = LiveBar(stream, interval, self.epochs, self.start_epoch + 1)
         self._bar.start()
         try:
             yield self._bar
@@ -179,16 +189,16 @@ class LiveBar(logging.Filter):
 
     The engines say nothing between epochs (Calamari 2 runs with ``progress_bar_mode 2``, one line per epoch, because
     its redrawn bar fills a log file with thousands of lines; Calamari 1 prints only its display lines), so the
-    fraction is estimated from the time the previous epoch took, and marked ``~``. Before the first epoch ends
+    fraction is estimated from the epoch lines' time per epoch (hsbcala.eta), and marked ``~``. Before the first epoch ends
     there is no estimate: the bar shows the elapsed time only. It is also a logging filter on hsbcala's logger:
     any message first clears the bar's line, so lines never run into it."""
 
-    def __init__(self, stream: Any, interval: float, epochs: int) -> None:
+    def __init__(self, stream: Any, interval: float, epochs: int, epoch: int = 1) -> None:
         super().__init__()
         import threading
 
         self.stream, self.interval, self.epochs = stream, interval, epochs
-        self.epoch = 1
+        self.epoch = epoch  # after a resume: the epoch after the checkpoint's, as the epoch lines count
         self.epoch_started = time.monotonic()
         self.last_epoch_s: float | None = None
         self._drawn = False
@@ -206,9 +216,10 @@ class LiveBar(logging.Filter):
         log.removeFilter(self)
         self.clear()
 
-    def next_epoch(self, epoch: int, epochs: int) -> None:
+    def next_epoch(self, epoch: int, epochs: int, per_epoch: float | None = None) -> None:
+        """``per_epoch``: the estimate of the epoch lines (hsbcala.eta, start-up excluded); else the last one's."""
         now = time.monotonic()
-        self.last_epoch_s = now - self.epoch_started
+        self.last_epoch_s = per_epoch or now - self.epoch_started
         self.epoch, self.epochs, self.epoch_started = epoch, epochs, now
 
     def text(self, width: int = 24) -> str:
@@ -218,7 +229,11 @@ class LiveBar(logging.Filter):
         head = f"epoch {self.epoch}/{self.epochs} "
         if not self.last_epoch_s:
             return f"{head}[{'?' * width}] {_clock(elapsed)} (no estimate before the first epoch ends)"
-        frac = min(elapsed / self.last_epoch_s, 0.99)
+        frac = elapsed / self.last_epoch_s
+        if frac >= 1:  # longer than estimated: say so rather than sit at ~99 %
+            return (
+                f"{head}[{'=' * width}] {_clock(elapsed)}, longer than the usual ~{_clock(self.last_epoch_s)}"
+            )
         done = int(frac * width)
         return f"{head}[{'=' * done}>{' ' * (width - done - 1)}] ~{frac:.0%} {_clock(elapsed)}"
 

@@ -188,6 +188,7 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                 lines_per_epoch=cfg.train.samples_per_epoch or p.inputs.n_train,
                 # a resumed training's best so far, with the epoch it was reached at (not the first line's)
                 best=None if parser.best_val_cer is None else (parser.best_val_cer, stage, parser.best_epoch),
+                start_epoch=start // parser.check_every,  # a resume: the bar counts on from there, as the lines do
             )
             device = envs.device(p.env)
             progress.start(md.path, engine.name, device.text, p.inputs.n_train, p.n_val, cfg.train)

@@ -66,15 +66,15 @@ class Eta:
         left = per * remaining
         if not remaining:
             return "last epoch done (export follows)"
-        head = (
-            f"~{clock(left)} left" if measured else f"at most ~{clock(left)} left (epoch 1 has the start-up)"
-        )
+        head = f"~{clock(left)} left" if measured else f"at most ~{clock(left)} left"
         stop_in = self.patience - since_best if self.patience else None
         if stop_in is None or stop_in >= remaining:
-            return head
+            return (
+                head if measured else f"{head} (epoch 1 has the start-up)"
+            )  # (no room beside early stopping)
         return (
             f"{head} to epoch {self.epochs} (early stopping: {since_best}/{self.patience} epochs without a better "
-            f"CER -> at least ~{clock(per * max(stop_in, 0))})"
+            f"CER, at least ~{clock(per * max(stop_in, 0))})"
         )
 
 

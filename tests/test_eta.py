@@ -86,6 +86,10 @@ def test_with_early_stopping_the_line_says_what_the_estimate_is_based_on(capsys)
     lines = feed(progress, clock, events, capsys)
     eta = lines[-1].split("elapsed, ")[1]
     assert (
-        eta == "~1h05m left to epoch 200 (early stopping: 2/5 epochs without a better CER -> at least ~1m00s)"
+        eta == "~1h05m left to epoch 200 (early stopping: 2/5 epochs without a better CER, at least ~1m00s)"
     ), eta
     assert len(eta) <= 100
+    first = lines[0].split("elapsed, ")[1]  # after epoch 1 alone: an upper bound, still fitting
+    assert first.startswith("at most ~3h19m left to epoch 200 (early stopping: 0/5") and len(first) <= 100, (
+        first
+    )

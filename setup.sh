@@ -49,7 +49,7 @@ die() {
 have() { command -v "$1" >/dev/null 2>&1; }
 deb_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 # A demo font counts as present when its package is installed or its file lies where hsbcala looks for it
-# (hsbcala/synth/fonts.py), e.g. unpacked by hand into ~/.local/share/fonts.
+# (hsbcala/data/synth/fonts.py), e.g. unpacked by hand into ~/.local/share/fonts.
 font_present() {  # package file
     deb_installed "$1" && return 0
     local d

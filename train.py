@@ -3,19 +3,20 @@
 import hydra
 from omegaconf import DictConfig
 
-from hsbcala import cli, schema
+from hsbcala.config import schema
+from hsbcala.core import cli
 
 schema.register()
-cli.install()  # a bad command line: one "hsbcala: error: …" line and exit 2 (hsbcala/cli.py)
+cli.install()  # a bad command line: one "hsbcala: error: …" line and exit 2 (hsbcala/core/cli.py)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from hsbcala.cli import user_paths
-    from hsbcala.errors import clean_exit
-    from hsbcala.train import run
+    from hsbcala.core.cli import user_paths
+    from hsbcala.core.errors import clean_exit
+    from hsbcala.train.run import run
 
-    # bad input: one line; a bug in hsbcala: its traceback and exit 70 (hsbcala/errors.py)
+    # bad input: one line; a bug in hsbcala: its traceback and exit 70 (hsbcala/core/errors.py)
     with clean_exit(user_paths(cfg)):
         return run(cfg)
 

@@ -8,7 +8,7 @@ tests/test_cer.py (:func:`sample_pairs`, :func:`_reference_align`, the old imple
 Only the alignment is timed (no file reading, no normalisation); runs alternate between the two, and which
 goes first alternates too. Prints the median seconds per pass over all lines, microseconds per line and the
 speed-up, then checks that the error counts agree line by line and how many lines split the same total
-differently into substitutions / deletions / insertions (tie-breaking, see hsbcala/cer.py).
+differently into substitutions / deletions / insertions (tie-breaking, see hsbcala/evaluate/cer.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hsbcala import cer
+from hsbcala.evaluate import cer
 from tests.conftest import SHARED
 from tests.test_cer import LINES, _reference_align, sample_pairs
 

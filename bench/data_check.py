@@ -1,4 +1,4 @@
-"""Benchmark: the data step (hsbcala.datastep) on the shared Fraktur lines. Run on demand, prints its figures:
+"""Benchmark: the data step (hsbcala.data.step) on the shared Fraktur lines. Run on demand, prints its figures:
 
     .venv/bin/python bench/data_check.py [--runs 3] [--pattern '**/*.png']
 
@@ -51,7 +51,7 @@ def main() -> None:
     if not DATA.is_dir():
         sys.exit(f"shared data not found at {DATA}")
 
-    from hsbcala import datastep
+    from hsbcala.data import step as datastep
     from tests.conftest import compose_cfg
 
     files = glob.glob(str(DATA / "**" / "*"), recursive=True)

@@ -3,7 +3,7 @@
     .venv/bin/python bench/evaluate_speed.py [--version cala2] [--lines 1000] [--runs 3] [--model-dir DIR]
     .venv/bin/python bench/evaluate_speed.py --scoring-only [--scoring-lines 10000]
 
-First, scoring alone (no prediction): :func:`hsbcala.scoring.score_sets` on 10,000 real GT lines of ../shared
+First, scoring alone (no prediction): :func:`hsbcala.evaluate.scoring.score_sets` on 10,000 real GT lines of ../shared
 against a seeded corruption of themselves (about 5 % of characters substituted, deleted or inserted), in 3
 variant groups and ~N/25 documents, with everything evaluate.py computes: CER per set and group, confidence
 intervals (1,000 resamples, over documents), character classes, the Sorbian letters, WER, confusions grouped
@@ -12,7 +12,7 @@ as calamari-eval does, and the files (lines.tsv, confusions.tsv, characters.tsv)
 Wall time of ``python evaluate.py`` (Hydra, data checks, staging, calamari-predict, CER per set and group,
 files, table + chart, MLflow logging) on N real Fraktur lines sorted into 3 variant groups by their file names
 (``_GTSBB``, ``_GTOLENA``, ``_GTPAGE``), against ONE bare ``calamari-predict`` over the same lines with the same
-arguments and environment evaluate.py uses (:func:`hsbcala.evaluate.predict_argv`), each run in a fresh output
+arguments and environment evaluate.py uses (:func:`hsbcala.evaluate.predict.predict_argv`), each run in a fresh output
 directory; runs alternate between the two, and which goes first alternates too. Target: median ratio <= 1.2.
 Also printed: the time evaluate.py spends outside its own calamari-predict (start-up, checks, staging, CER,
 files, chart, MLflow), which, unlike the engine's own time, hardly varies when other jobs share the machine.
@@ -67,10 +67,11 @@ def variant_lines(books: list[Path], n: int, out: Path) -> list[Path]:
 
 
 def scoring_only(n: int, resamples: int = 1000) -> float:
-    """Seconds :func:`hsbcala.scoring.score_sets` takes for ``n`` (GT, corrupted GT) lines (see the doc)."""
+    """Seconds :func:`hsbcala.evaluate.scoring.score_sets` takes for ``n`` (GT, corrupted GT) lines (see the doc)."""
     import random
 
-    from hsbcala import evalsets, scoring
+    from hsbcala.evaluate import scoring
+    from hsbcala.evaluate import sets as evalsets
 
     files = sorted((ROOT.parent / "shared" / "data").rglob("*.gt.txt"))
     if not files:
@@ -137,8 +138,10 @@ def main() -> None:
 
     from hydra import compose, initialize_config_dir
 
-    from hsbcala import engines, evaluate, schema
+    from hsbcala import engines
+    from hsbcala.config import schema
     from hsbcala.engines import envs
+    from hsbcala.evaluate import run as evaluate
 
     py = sys.executable
     books = sorted(BOOKS.iterdir())

@@ -5,10 +5,10 @@
 The per-line results are synthesised, not predicted: real line images of ../shared/data with their GT (cycled
 when there are fewer than --lines), each "predicted" as a seeded corruption of its GT (tests/test_cer.py's
 :func:`corrupt`: 3 % substitutions, 2 % deletions, 2 % insertions per character), scored once by the real
-:func:`hsbcala.scoring.score_sets` (not timed: that is the evaluation's own scoring, done with or without a
+:func:`hsbcala.evaluate.scoring.score_sets` (not timed: that is the evaluation's own scoring, done with or without a
 report). Timed: the rendering and writing only, i.e. what ``evaluate.py`` adds for the report
-(:func:`hsbcala.htmlreport.write_evaluation`, images read and embedded), and, for an ``-m`` of two models, the
-comparison page (:func:`hsbcala.htmlreport.write_comparison`: both jobs' lines.tsv read, the shown lines
+(:func:`hsbcala.evaluate.htmlreport.write_evaluation`, images read and embedded), and, for an ``-m`` of two models, the
+comparison page (:func:`hsbcala.evaluate.htmlreport.write_comparison`: both jobs' lines.tsv read, the shown lines
 aligned again). Each run starts with an empty image cache. Prints every run, the medians and the budget's
 share.
 """
@@ -26,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hsbcala import comparison, evalsets, htmlreport, scoring
+from hsbcala.evaluate import comparison, htmlreport, scoring
+from hsbcala.evaluate import sets as evalsets
 from tests.conftest import SHARED
 from tests.test_cer import corrupt
 

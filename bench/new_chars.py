@@ -3,7 +3,7 @@ against Calamari's random rows (random), on a stand-in German Fraktur model fine
 
     .venv/bin/python bench/new_chars.py [--seeds 1 2 3] [--epochs 4] [--samples 96] [--work DIR]
 
-1. German stand-in: synthetic Fraktur lines (hsbcala.synth, Blankenburg face) rendered from real German text
+1. German stand-in: synthetic Fraktur lines (hsbcala.data.synth, Blankenburg face) rendered from real German text
    (the GT of ../shared/data/fraktur19-lines/ref_AS with ſ written s and ⸗ written -, lines of plain Latin
    letters, umlauts, ß, digits and punctuation only), a small Calamari 2 model trained on them from scratch
    with the demo preset's recipe (conf/preset/demo.yaml: 1,000 lines, batch 8, learning rate 0.002, epochs of
@@ -12,7 +12,7 @@ against Calamari's random rows (random), on a stand-in German Fraktur model fine
 2. Upper Sorbian: the synthetic demo lines (the built-in Sorbian phrases; same face, other text), the same
    train/val lines for every run. The letters new to the German codec are the subject (ě č ć ř ź ł ń ž š …).
 3. For each seed, ``random`` (the German model as it is: Calamari appends random rows) and ``base`` (the model
-   prepared by hsbcala.newchars: rows copied from e, c, r, z, l, n, …), fine-tuned with the same budget
+   prepared by hsbcala.train.newchars: rows copied from e, c, r, z, l, n, …), fine-tuned with the same budget
    (``--epochs`` × ``--samples`` lines, the stand-in's batch size and learning rate, no augmentation, no early
    stopping), same seed and data.
 4. Every epoch's checkpoint predicts the Sorbian validation lines (bench/new_chars_predict.py, in the engine
@@ -41,8 +41,9 @@ sys.path.insert(0, str(ROOT))
 
 from rapidfuzz.distance import Levenshtein
 
-from hsbcala import newchars, synth
+from hsbcala.data import synth
 from hsbcala.engines import envs, modeljson
+from hsbcala.train import newchars
 from tests.conftest import SHARED, compose_cfg
 
 GERMAN = SHARED / "data" / "fraktur19-lines" / "ref_AS"

@@ -1,8 +1,8 @@
-"""Benchmark: GT triage (hsbcala.triage) beyond its calamari-predict pass. Run on demand, prints its figures:
+"""Benchmark: GT triage (hsbcala.evaluate.triage) beyond its calamari-predict pass. Run on demand, prints its figures:
 
     .venv/bin/python bench/triage.py [--runs 3] [--lines 5000] [--noise 0.05]
 
-Triage costs one calamari-predict pass (the evaluation's, :func:`hsbcala.evaluate.predict`; its time is the
+Triage costs one calamari-predict pass (the evaluation's, :func:`hsbcala.evaluate.predict.predict`; its time is the
 engine's and is measured by bench/evaluate_speed.py) plus what this benchmark times: ranking every line
 (CER and its document median, length vs width, duplicates, Unicode) and writing triage.tsv and triage.html
 (the flagged lines' images embedded). Target: <= 10 s for 5,000 lines on the 2-core test machine.
@@ -42,7 +42,9 @@ def main() -> None:
     if not DATA.is_dir():
         sys.exit(f"shared data not found at {DATA}")
 
-    from hsbcala import datastep, fsutil, triage
+    from hsbcala.core import fsutil
+    from hsbcala.data import step as datastep
+    from hsbcala.evaluate import triage
     from tests.conftest import compose_cfg
 
     with tempfile.TemporaryDirectory(prefix="hsbcala-bench-") as tmp:

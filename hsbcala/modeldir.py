@@ -11,7 +11,7 @@ layout). hsbcala adds:
   (SIGKILL, OOM, node failure): its engine is refused while alive, and its MLflow run is marked KILLED;
 - ``engine.log``: the engine's whole output, one header line per launch (not ``train.log``: Calamari 2
   writes that file itself, opening it afresh);
-- ``manifest.json``, ``split.json``, the codec report (written by :mod:`hsbcala.datastep`).
+- ``manifest.json``, ``split.json``, the codec report (written by :mod:`hsbcala.data.step`).
 """
 
 from __future__ import annotations
@@ -25,17 +25,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hsbcala import engines, fsutil
+from hsbcala import engines
+from hsbcala.core import fsutil
+from hsbcala.core.errors import ConfigError
 from hsbcala.engines.base import Engine
-from hsbcala.errors import ConfigError
 
 STATE_FILE = "hsbcala-state.json"
 LOCK_FILE = ".hsbcala.lock"
 OWNER_FILE = ".hsbcala-owner.json"
 STALE_S = 600  # an owner record on another host whose heartbeat is older than this belongs to a dead launch
 HEARTBEAT_S = 60
-SPOOL = ".hsbcala/pending-metrics.jsonl"  # metrics MLflow could not take (hsbcala.tracking.Tracker)
+SPOOL = ".hsbcala/pending-metrics.jsonl"  # metrics MLflow could not take (hsbcala.track.tracking.Tracker)
 ENGINE_LOG = "engine.log"
+WARMSTART_DIR = "warmstart"  # <model_dir>/warmstart/: the copy of the model a training starts from
 OWNER_RECOVER = (
     "it names the launch that last trained here; make sure that no training or engine still runs in this "
     "directory, then delete it"
@@ -161,7 +163,7 @@ class ModelDir:
 
     @property
     def lines_dir(self) -> Path:
-        """Links to the lines of a long file list (hsbcala.trainplan.link_lines), one folder per split."""
+        """Links to the lines of a long file list (hsbcala.train.plan.link_lines), one folder per split."""
         return self.path / "lines"
 
     @property

@@ -17,7 +17,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
-from hsbcala import cli, schema
+from hsbcala.config import schema
+from hsbcala.core import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -66,15 +67,15 @@ def _exit_code(code: object, stderr: io.StringIO) -> int:
 def _hydra_job(entry: str, overrides: list[str]) -> object:
     """What ``@hydra.main`` does for one run (hydra/_internal/hydra.py: run, hydra/core/utils.py: run_job),
     up to calling the entry point's function: compose, hydra.mode=RUN, HydraConfig (for ``${hydra:…}`` and
-    hsbcala.schema's sweep suffix), runtime.output_dir (created), the task config without its hydra node.
-    Not done: Hydra's job logging (hsbcala.console installs the same ``hsbcala: …`` console format itself;
+    hsbcala.config.schema's sweep suffix), runtime.output_dir (created), the task config without its hydra node.
+    Not done: Hydra's job logging (hsbcala.core.console installs the same ``hsbcala: …`` console format itself;
     no <run dir>/hsbcala.log) and the .hydra/*.yaml copies."""
     from hydra.types import RunMode
     from omegaconf import open_dict, read_write
 
-    from hsbcala.errors import clean_exit
+    from hsbcala.core.errors import clean_exit
 
-    run = importlib.import_module(f"hsbcala.{entry}").run
+    run = importlib.import_module(f"hsbcala.{entry}.run").run
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf"), job_name=entry):
         cfg = compose(ENTRY_CONFIGS[entry], overrides=overrides, return_hydra_config=True)
         with read_write(cfg.hydra):
@@ -100,13 +101,13 @@ def run_inprocess(entry: str, overrides: Sequence[str], cwd: Path) -> Result:
     Saves the 1.5-2 s of a new interpreter and Hydra's start-up per run. Exit code, stdout and stderr are
     those of the real entry point: hsbcala's clean exit (``hsbcala: error: …``, the error's code), and a
     failure while composing (bad key, option or value) or any other exception goes through the reporting
-    @hydra.main uses, Hydra's ``run_and_report`` as ``hsbcala.cli.install()`` replaced it (called by train.py,
+    @hydra.main uses, Hydra's ``run_and_report`` as ``hsbcala.core.cli.install()`` replaced it (called by train.py,
     evaluate.py and this module): one ``hsbcala: error: …`` line and exit 2 for a bad command line, a
     traceback and exit 1 for anything else. (test_config's and test_bad_input's kept subprocess tests check
     that both give the same.) Hydra's global state is cleared before and after. Tests of the entry point
     itself, of signals, of -m (multirun and launchers) and of Slurm keep starting the real process.
     """
-    # looked up at each call, so that it is the reporter hsbcala.cli.install() put in place (private API)
+    # looked up at each call, so that it is the reporter hsbcala.core.cli.install() put in place (private API)
     from hydra._internal.utils import run_and_report
 
     out, err = io.StringIO(), io.StringIO()

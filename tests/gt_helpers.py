@@ -64,7 +64,8 @@ def cfg(tmp: Path, *overrides: str):
 
 
 def prepare(tmp: Path, *overrides: str):
-    from hsbcala import datastep, schema
+    from hsbcala.config import schema
+    from hsbcala.data import step as datastep
 
     c = cfg(tmp, *overrides)
     schema.check(c)

@@ -1,4 +1,4 @@
-"""GT archives (hsbcala.archives): real lines in .tar.gz and .zip are accepted wherever a data directory is,
+"""GT archives (hsbcala.data.archives): real lines in .tar.gz and .zip are accepted wherever a data directory is,
 unpacked once and safely; an archive with a '../' member or a link out is refused and leaves nothing behind."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala import archives
-from hsbcala.data import resolve
-from hsbcala.errors import ConfigError, DataError
-from hsbcala.hashcache import HashCache
+from hsbcala.core.errors import ConfigError, DataError
+from hsbcala.data import archives
+from hsbcala.data.hashcache import HashCache
+from hsbcala.data.resolve import resolve
 from tests.conftest import run_inprocess
 from tests.gt_helpers import books, copy_book, gt_of, prepare
 

@@ -1,10 +1,10 @@
-"""hsbcala.cer on rapidfuzz counts exactly the errors of the pure-Python Levenshtein matrix it replaced.
+"""hsbcala.evaluate.cer on rapidfuzz counts exactly the errors of the pure-Python Levenshtein matrix it replaced.
 
-:func:`_reference_align` is that implementation, copied verbatim from hsbcala/cer.py as of commit 7ef4640. The
+:func:`_reference_align` is that implementation, copied verbatim from hsbcala/evaluate/cer.py as of commit 7ef4640. The
 error counts (hence every CER) must be identical, line by line, on hand-made pairs (empty strings, combining
 characters, Upper Sorbian letters), on random short strings, and on 3,000 real GT lines of ../shared/data
 against a seeded corruption of themselves (substitutions, deletions, insertions). Only the tie-breaking among
-optimal alignments differs (how one total splits into S/D/I; see the module doc of hsbcala/cer.py), so that
+optimal alignments differs (how one total splits into S/D/I; see the module doc of hsbcala/evaluate/cer.py), so that
 is not compared; that the confusions (grouped as calamari-eval groups them) cover every edit is. bench/cer_speed.py
 times both on the same lines (:func:`sample_pairs`).
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala import cer
-from hsbcala.cer import Alignment
+from hsbcala.evaluate import cer
+from hsbcala.evaluate.cer import Alignment
 from tests.conftest import SHARED
 from tests.gt_helpers import need
 
@@ -131,7 +131,7 @@ def real_pairs() -> list[tuple[str, str]]:
 
 def _check_accounts_for_every_edit(gt: str, pred: str, al: Alignment) -> None:
     # The confusions are grouped as calamari-eval groups them (longest-common-substring anchors, see
-    # hsbcala/cer.py): what they leave is matched, the same characters on both sides, and each pair takes at
+    # hsbcala/evaluate/cer.py): what they leave is matched, the same characters on both sides, and each pair takes at
     # most max(len) edits (calamari-eval's "sync errors" >= the edit distance)
     gt_side, pred_side = sum(len(g) for g, _ in al.confusions), sum(len(p) for _, p in al.confusions)
     assert len(gt) - gt_side == len(pred) - pred_side >= 0, (gt, pred, al)
@@ -201,7 +201,7 @@ def test_real_lines_count_the_errors_of_the_reference_line_by_line(real_pairs):
         _check_accounts_for_every_edit(g, p, a)
 
 
-# Invisible characters: calamari-eval's bidi step deletes them (hsbcala/cer.py module doc), so a .gt.txt an
+# Invisible characters: calamari-eval's bidi step deletes them (hsbcala/evaluate/cer.py module doc), so a .gt.txt an
 # editor saved with a byte-order mark costs nothing. Each pair: (GT file bytes, prediction, errors, GT chars).
 INVISIBLE = [
     ("\ufeffHač na puć".encode(), "Hač na puć", 0, 10),  # the issue's BOM

@@ -1,10 +1,10 @@
-"""hsbcala.charclasses: per-class CER, per-character recall/precision, the Sorbian letters' table, WER."""
+"""hsbcala.evaluate.charclasses: per-class CER, per-character recall/precision, the Sorbian letters' table, WER."""
 
 from __future__ import annotations
 
 import pytest
 
-from hsbcala import cer, charclasses
+from hsbcala.evaluate import cer, charclasses
 
 # hand-made: ě→e three times of four, ł→l once of two, ř→r once of two, a deleted full stop, an inserted x
 PAIRS = [

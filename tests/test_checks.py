@@ -1,4 +1,4 @@
-"""Pair and content checks (hsbcala.checks through hsbcala.datastep) on copies of real Fraktur lines damaged on
+"""Pair and content checks (hsbcala.data.checks through hsbcala.data.step) on copies of real Fraktur lines damaged on
 purpose: each check names the right file, and its configured action (fail, warn, drop) happens."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from PIL import Image
 
-from hsbcala.errors import ConfigError, DataError
+from hsbcala.core.errors import ConfigError, DataError
 from tests.conftest import Result, run_inprocess
 from tests.gt_helpers import books, composed_line, copy_book, gt_of, prepare, text
 
@@ -354,7 +354,7 @@ def test_a_failed_check_creates_nothing_when_training(tmp_path, lines):
 
 
 def test_a_byte_order_mark_is_reported_and_not_counted_as_a_character(tmp_path, lines):
-    """A .gt.txt saved with a BOM: the engines delete U+FEFF (their bidi step, hsbcala/cer.py), so it is no
+    """A .gt.txt saved with a BOM: the engines delete U+FEFF (their bidi step, hsbcala/evaluate/cer.py), so it is no
     character of the text, the manifest or its character set; the data check says how many lines carry one."""
     train, val = lines
     for image in (train[0], val[0]):

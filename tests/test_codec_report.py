@@ -1,4 +1,4 @@
-"""The codec report (hsbcala.codec via hsbcala.datastep): the GT's characters against the warm-start model's
+"""The codec report (hsbcala.data.codec via hsbcala.data.step): the GT's characters against the warm-start model's
 codec. Upper Sorbian text (../shared/data/hsb-text) against German Fraktur models: ě č ř ł … are additions.
 
 Fast: models written as JSON like the real files of both Calamari versions, with the codec of real German
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala import codec
+from hsbcala.data import codec
 from tests.conftest import ROOT
 from tests.gt_helpers import HSB_TEXT, books, copy_book, gt_of, need, prepare, text
 

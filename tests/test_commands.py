@@ -18,7 +18,7 @@ import pytest
 
 from hsbcala import engines
 from hsbcala.engines import envs
-from hsbcala.trainplan import command
+from hsbcala.train.plan import command
 from tests.conftest import ROOT, compose_cfg
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -1,4 +1,4 @@
-"""hsbcala.data: globs are resolved and every line is checked, on copies of real lines damaged on purpose."""
+"""hsbcala.data.resolve: globs are resolved and every line is checked, on copies of real lines damaged on purpose."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala import data, globbing
-from hsbcala.data import GT_SUFFIX, LineSet, check_lines, gt_path, load_lines, resolve
-from hsbcala.errors import DataError
+from hsbcala.core.errors import DataError
+from hsbcala.data import globbing
+from hsbcala.data import resolve as data
+from hsbcala.data.resolve import GT_SUFFIX, LineSet, check_lines, gt_path, load_lines, resolve
 from tests.conftest import need
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -324,7 +325,7 @@ def test_two_symlink_loops_end(tmp_path: Path, lines: list[Path]) -> None:
     (book / "a").symlink_to(book)
     (book / "b").symlink_to("..")
     code = (
-        "import sys; from hsbcala.data import resolve; "
+        "import sys; from hsbcala.data.resolve import resolve; "
         "print(len(resolve(['gt/**/*.png'], key='data.train', base=sys.argv[1])))"
     )
     try:
@@ -452,7 +453,7 @@ def test_print_time_to_check_5000_real_lines(capsys) -> None:
     seconds = time.perf_counter() - t0
     with capsys.disabled():
         print(
-            f"\n[timing] hsbcala.data.check_lines: {len(images)} real lines in {seconds:.2f} s "
+            f"\n[timing] hsbcala.data.resolve.check_lines: {len(images)} real lines in {seconds:.2f} s "
             f"({len(result)} valid, {len(result.skipped)} skipped, {len(result.charset)} characters)"
         )
     assert len(result) + len(result.skipped) == len(images)

@@ -19,13 +19,13 @@ LINK = re.compile(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)|^\[[^\]]+\]:\s*(\S+)", re.
 
 
 def test_configuration_reference_is_current():
-    """docs/configuration.md is what hsbcala.configref writes from hsbcala/schema.py and conf/ now."""
-    from hsbcala import configref
+    """docs/configuration.md is what hsbcala.config.ref writes from hsbcala/config/schema.py and conf/ now."""
+    from hsbcala.config import ref as configref
 
     page = DOCS / "configuration.md"
     assert page.is_file(), f"docs/configuration.md missing; write it: {configref.COMMAND}"
     assert page.read_text(encoding="utf-8") == configref.render(), (
-        f"docs/configuration.md is stale (hsbcala/schema.py or conf/ changed); regenerate it: {configref.COMMAND}"
+        f"docs/configuration.md is stale (hsbcala/config/schema.py or conf/ changed); regenerate it: {configref.COMMAND}"
     )
 
 
@@ -34,7 +34,7 @@ def test_configuration_reference_has_every_key():
     still be 'current')."""
     import dataclasses
 
-    from hsbcala import schema
+    from hsbcala.config import schema
 
     text = (DOCS / "configuration.md").read_text(encoding="utf-8")
 

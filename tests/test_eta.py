@@ -1,4 +1,4 @@
-"""The epoch lines' time left (hsbcala.eta through console.Progress), fed recorded (time, epoch, CER) sequences.
+"""The epoch lines' time left (hsbcala.core.eta through console.Progress), fed recorded (time, epoch, CER) sequences.
 
 The sequences are shaped after issue 22's demo: the first epoch of a launch carries the engine's start-up, later
 epochs take about the same time each.
@@ -10,7 +10,7 @@ import io
 import re
 import sys
 
-from hsbcala import console
+from hsbcala.core import console
 
 
 class Clock:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from hsbcala import comparison, evalsets, intervals, report, scoring
+from hsbcala.evaluate import comparison, intervals, report, scoring
+from hsbcala.evaluate import sets as evalsets
 
 GT = {
     "b1/l1.png": "Hdźe je wón?",
@@ -216,7 +217,8 @@ def test_the_interval_note_names_what_was_resampled():
 
 
 def test_baseline_is_the_warm_start_copy_else_the_recorded_model_else_missing_with_the_reason(tmp_path):
-    from hsbcala import baseline, engines
+    from hsbcala import engines
+    from hsbcala.evaluate import baseline
 
     engine = engines.get("cala1")
     md = tmp_path / "model"
@@ -231,8 +233,8 @@ def test_baseline_is_the_warm_start_copy_else_the_recorded_model_else_missing_wi
 
 
 def test_bad_eval_settings_are_refused_with_one_line():
-    from hsbcala import evaluate
-    from hsbcala.errors import ConfigError
+    from hsbcala.core.errors import ConfigError
+    from hsbcala.evaluate import run as evaluate
     from tests.test_evaluate import compose_eval
 
     for version in ("cala1", "cala2"):  # every checkpoint of either version can be scored
@@ -244,7 +246,7 @@ def test_bad_eval_settings_are_refused_with_one_line():
 
 
 def test_finetune_sentence_says_by_how_much_and_flags_a_worse_model(tmp_path):
-    from hsbcala import baseline
+    from hsbcala.evaluate import baseline
 
     a = _score(tmp_path, name="tuned")
     worse = dict(PRED, **{"b1/l2.png": "Won je tu"})

@@ -6,7 +6,7 @@
 - Synthetic sets of different sizes or seeds lie in different folders (the default ``data.synthetic.root``
   carries size and seed), so one never re-renders the other's lines in place.
 - The best model's CER on its own validation lines agrees with the engine's best validation CER of the same
-  training (``hsbcala-state.json``), within :data:`hsbcala.scoring.ENGINE_CER_TOLERANCE`; when not, one line
+  training (``hsbcala-state.json``), within :data:`hsbcala.evaluate.scoring.ENGINE_CER_TOLERANCE`; when not, one line
   with both figures says so.
 
 The real tiny models of ``tests/test_evaluate.py`` (one per version, trained through train.py) are reused.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala import scoring
+from hsbcala.evaluate import scoring
 from tests.conftest import compose_cfg
 from tests.test_evaluate import VERSIONS, run_evaluate, shared_books, tiny_models  # noqa: F401 - fixtures
 
@@ -142,7 +142,8 @@ def test_data_val_in_an_archive_is_compared_where_the_training_unpacked_it(tmp_p
     """data.val naming the recorded lines inside a GT archive is no 'other lines' (before, the comparison
     unpacked the archive under the default cache, not data.cache_dir, and warned falsely); data.val that
     cannot be resolved here says why."""
-    from hsbcala import data, evalsets
+    from hsbcala.data import resolve as data
+    from hsbcala.evaluate import sets as evalsets
 
     archive = _archive_of_lines(tmp_path)
     cfg = compose_cfg([f"data.val=[{archive}]", f"data.cache_dir={tmp_path / 'cache'}"])

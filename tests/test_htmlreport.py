@@ -1,7 +1,7 @@
 """eval-report.html: the lines to look at, for one evaluation and for an ``evaluate.py -m`` comparison.
 
 Quick: real line images of ../shared with predictions made wrong in known places, scored by the real
-:func:`hsbcala.scoring.score_sets`, rendered, and the marks checked against the alignment the CER counted (they
+:func:`hsbcala.evaluate.scoring.score_sets`, rendered, and the marks checked against the alignment the CER counted (they
 rebuild GT and prediction and add up to each line's errors). Slow: the tiny real models of both versions
 (tests/test_evaluate.py's session fixtures) evaluated in-process on real lines, the comparison of the two made by
 the real Hydra callback, both reports found in MLflow and opened in a real headless Chromium (screenshot:
@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from hsbcala import cer, comparison, evalsets, htmlreport, scoring
+from hsbcala.evaluate import cer, comparison, htmlreport, scoring
+from hsbcala.evaluate import sets as evalsets
 from tests.conftest import ROOT, missing, need, run_inprocess
 from tests.test_evaluate import base_overrides, shared_books, tiny_models, variant_lines  # noqa: F401
 

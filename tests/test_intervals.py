@@ -1,4 +1,4 @@
-"""hsbcala.intervals: bootstrap intervals of a CER and of the paired difference of two models (quick tests)."""
+"""hsbcala.evaluate.intervals: bootstrap intervals of a CER and of the paired difference of two models (quick tests)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from hsbcala import cer, intervals
+from hsbcala.evaluate import cer, intervals
 
 
 def _lines(n: int, seed: int = 1, rate: float = 0.05) -> tuple[list[int], list[int]]:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala import errors
+from hsbcala.core import errors
 from tests.conftest import ROOT, compose_cfg, run_inprocess
 from tests.test_slurm_train import TINY_NET, gt, launch, tiny  # noqa: F401 - gt: the module-scoped fixture
 
@@ -74,7 +74,7 @@ BUGS = {
     # hsbcala's own code reads a key the schema does not have: an OmegaConf error raised inside the run, which
     # Hydra's reporter used to print as "a bad command line", exit 2, no traceback
     "omegaconf": """
-        import hsbcala.train as T
+        import hsbcala.train.run as T
         real = T.plan
         def plan(cfg):
             cfg.train.epochs_typo
@@ -83,7 +83,7 @@ BUGS = {
     """,
     # an ENOENT on a path hsbcala made up itself: used to be one line "No such file or directory", exit 3
     "enoent": """
-        import hsbcala.train as T
+        import hsbcala.train.run as T
         def plan(cfg):
             open("/nonexistent-hsbcala-internal/state.tmp").read()
         T.plan = plan
@@ -106,7 +106,7 @@ def test_a_bug_inside_the_run_keeps_its_traceback_and_exits_70(tmp_path, bug):
 def test_an_oserror_on_a_path_the_user_gave_stays_one_line(tmp_path):
     """The counterpart: a file the config names that cannot be read is the user's (one line, exit 3)."""
     patch = """
-        import hsbcala.train as T
+        import hsbcala.train.run as T
         def plan(cfg):
             open(os.path.join(str(cfg.model_dir), "hsbcala-state.json")).read()
         T.plan = plan
@@ -194,8 +194,9 @@ def test_a_launch_that_ends_between_plan_and_lock_is_noticed(tmp_path, gt):  # n
 def test_a_failed_repair_after_the_launch_is_said(tmp_path, capsys):
     """Calamari 1's restore of the best model kept before a resume, at the end of a launch that did not finish,
     fails (the place it restores to is a directory now): the launch still ends, and says what was not repaired."""
-    from hsbcala import engines, train
+    from hsbcala import engines
     from hsbcala.modeldir import ModelDir, State
+    from hsbcala.train import run as train
 
     engine = engines.get("cala1")
     md = ModelDir(tmp_path / "model", engine)

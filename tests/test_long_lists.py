@@ -1,5 +1,5 @@
 """Any size of ground truth (issue 9): explicit file lists (a document-wise split, dropped lines) longer than
-hsbcala.trainplan.MAX_LISTED reach the engine as numbered links and one glob per image suffix, never as
+hsbcala.train.plan.MAX_LISTED reach the engine as numbered links and one glob per image suffix, never as
 tens of thousands of arguments (Linux refuses ~3 MB of them: E2BIG)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala import trainplan
+from hsbcala.train import plan as trainplan
 from tests.conftest import run_inprocess
 
 

@@ -1,4 +1,4 @@
-"""The manifest (hsbcala.manifest) and the hash cache (hsbcala.hashcache) on real Fraktur and UW3 lines."""
+"""The manifest (hsbcala.data.manifest) and the hash cache (hsbcala.data.hashcache) on real Fraktur and UW3 lines."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from hsbcala import hashcache, manifest
+from hsbcala.data import hashcache, manifest
 from tests.gt_helpers import SHARED, books, copy_book, gt_of, need, prepare
 
 

@@ -4,7 +4,7 @@ run's ``val_cer`` chart, no GenAI panels (traces, token usage, "Detect issues", 
 
 MLflow 3.17's UI picks its view from a global "workflow type" (URL ``?workflowType=``, else the browser's
 localStorage, else GenAI), not from the experiment's ``mlflow.experimentKind`` tag: the links hsbcala prints
-(:func:`hsbcala.trackinfo.ui_url`) carry the parameter. Each page is opened in a fresh browser profile, as a
+(:func:`hsbcala.track.info.ui_url`) carry the parameter. Each page is opened in a fresh browser profile, as a
 person opening the link for the first time would."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala.trackinfo import ui_url
+from hsbcala.track.info import ui_url
 from tests.conftest import missing
 from tests.processes import free_port
 from tests.test_train_integration import client, launch, tiny

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from hsbcala.core.errors import DataError
 from hsbcala.engines.modeljson import ModelInfo, read_model, weights_arg
-from hsbcala.errors import DataError
 from tests.conftest import SHARED, need
 
 # -------------------------------------------------------------------------------------------- JSON builders

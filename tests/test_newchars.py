@@ -1,4 +1,4 @@
-"""train.new_chars_init: new characters' output rows copied from their base letters (hsbcala/newchars.py).
+"""train.new_chars_init: new characters' output rows copied from their base letters (hsbcala/train/newchars.py).
 
 Fast: the mapping (decomposition, table, no base), the bad inputs (one line, exit 2, before anything starts),
 the codec report's record. Slow: per Calamari version, the tiny German model of tests/test_models.py stands in
@@ -19,8 +19,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from hsbcala import codec, newchars
-from hsbcala.errors import ConfigError
+from hsbcala.core.errors import ConfigError
+from hsbcala.data import codec
+from hsbcala.train import newchars
 from tests.conftest import ROOT, compose_cfg, run_inprocess
 from tests.test_models import SORBIAN, engine, lines, tiny_model, v1_checkpoint  # noqa: F401 (fixtures)
 
@@ -147,8 +148,9 @@ def test_unknown_mode_fails_while_composing(tmp_path):
 
 def test_table_base_missing_from_the_model_fails_in_the_plan(tmp_path):
     """The launcher's own path (trainplan._new_chars) with a real JSON: one ConfigError before anything."""
-    from hsbcala import engines, trainplan
+    from hsbcala import engines
     from hsbcala.engines import envs, modeljson
+    from hsbcala.train import plan as trainplan
 
     model = tmp_path / "m" / "0.ckpt.json"
     model.parent.mkdir()
@@ -326,7 +328,7 @@ def test_training_from_the_prepared_model_appends_nothing_random(prepared):
 def test_a_resume_does_not_prepare_again(prepared):
     """A relaunch on the model directory resumes from its checkpoint: its plan carries no preparation, and the
     prepared copy stays as it is."""
-    from hsbcala import trainplan
+    from hsbcala.train import plan as trainplan
 
     _, _, warm, _, result = prepared
     assert result.returncode == 0, result.stderr[-3000:]

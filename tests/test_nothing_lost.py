@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala import engines, fsutil
+from hsbcala import engines
+from hsbcala.core import fsutil
+from hsbcala.core.errors import ConfigError, Interrupted
+from hsbcala.core.masking import mask
 from hsbcala.engines.process import deferred, interruptible
-from hsbcala.errors import ConfigError, Interrupted
-from hsbcala.masking import mask
 from hsbcala.modeldir import OWNER_FILE, ModelDir
 from tests.conftest import ROOT, missing, run_inprocess
 from tests.processes import MlflowServer, start_training, wait_until
@@ -392,7 +393,7 @@ def test_tracking_server_outage_does_not_ruin_a_finished_training(tmp_path, frak
 
         server.start()  # the same port, store and artifacts
         replay = subprocess.run(
-            [sys.executable, "-m", "hsbcala.tracking", "replay", str(md)],
+            [sys.executable, "-m", "hsbcala.track.tracking", "replay", str(md)],
             capture_output=True,
             text=True,
             cwd=ROOT,

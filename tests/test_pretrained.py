@@ -31,7 +31,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from hsbcala import engines, pretrained
-from hsbcala.errors import DataError
+from hsbcala.core.errors import DataError
 from tests.conftest import ROOT
 from tests.test_models import CHARSET, DEEP3, V1_DEFAULT_LAYERS, v1_checkpoint, v2_trainer_params
 
@@ -427,7 +427,7 @@ def test_unknown_name_lists_the_known_ones(tmp_path, registry):
 def test_missing_warmstart_model_names_the_exact_get_command(tmp_path, registry, monkeypatch):
     """preset=full's model path <pretrained_dir>/<name>/0.ckpt.json → the get command; running it (offline,
     --from an archive) makes the same warm start work."""
-    from hsbcala.trainplan import _warmstart
+    from hsbcala.train.plan import _warmstart
 
     cala2 = engines.get("cala2")
     pretrained_dir = tmp_path / "my pretrained"

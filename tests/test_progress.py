@@ -149,7 +149,7 @@ class _Terminal(io.StringIO):
 
 
 def test_a_terminal_gets_a_bar_within_the_epoch_and_lines_never_run_into_it(monkeypatch):
-    from hsbcala import console
+    from hsbcala.core import console
 
     term = _Terminal()
     monkeypatch.setattr(sys, "stderr", term)
@@ -169,7 +169,7 @@ def test_a_terminal_gets_a_bar_within_the_epoch_and_lines_never_run_into_it(monk
 
 
 def test_a_file_or_pipe_gets_plain_lines_only(monkeypatch):
-    from hsbcala import console
+    from hsbcala.core import console
 
     plain = io.StringIO()
     monkeypatch.setattr(sys, "stderr", plain)
@@ -195,7 +195,7 @@ def console_lines(parser: ProgressParser, progress, lines, capsys) -> list[str]:
 def test_cala1_every_check_gets_its_line_also_at_accuracy_zero(capsys):
     """Issue 19, item 16: the recorded excerpt's six checks all report accuracy 0 % (no valid model yet); each
     gets its console line, with no invented best."""
-    from hsbcala import console
+    from hsbcala.core import console
 
     parser = engines.get("cala1").Parser(per_stage=60, check_every=20, batch_size=8, lines_per_epoch=160)
     progress = console.Progress(epochs=3, stages=2, patience=10, lines_per_epoch=160)
@@ -210,7 +210,7 @@ def test_cala1_every_check_gets_its_line_also_at_accuracy_zero(capsys):
 def test_cala1_line_after_a_resume_names_the_epoch_of_the_best(capsys):
     """Resumed at check 2 with the best (CER 0.9382) reached at check 1: the engine's "No better model" lines
     repeat that best, and the console says where it was reached, not the current epoch."""
-    from hsbcala import console
+    from hsbcala.core import console
 
     parser = engines.get("cala1").Parser(
         per_stage=100, check_every=20, start=40, batch_size=8, lines_per_epoch=160, best_val_cer=0.9382
@@ -237,7 +237,7 @@ def test_cala1_line_after_a_resume_names_the_epoch_of_the_best(capsys):
 
 
 def test_cala2_line_after_a_resume_names_the_epoch_of_the_best(capsys):
-    from hsbcala import console
+    from hsbcala.core import console
 
     parser = engines.get("cala2").Parser(per_stage=5, start=3, best_val_cer=0.8936)
     parser.best_epoch = 1.0

@@ -1,7 +1,7 @@
 """A resumed training continues its own MLflow run, or is refused: never split silently into a new one (issue 19,
 item 2).
 
-Quick: a real sqlite store and :class:`hsbcala.tracking.Tracker`, no engine: a run the store does not have (the
+Quick: a real sqlite store and :class:`hsbcala.track.tracking.Tracker`, no engine: a run the store does not have (the
 model directory was trained against another store) or has deleted gives a new run, said in one line. Slow: a real
 ``mlflow server`` on 127.0.0.1 behind a small HTTP proxy that answers 503 to the first N ``runs/get`` requests,
 as a restarting server or its reverse proxy does, and a tiny real training interrupted by SIGTERM and launched
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala import tracking
+from hsbcala.track import tracking
 from tests.conftest import ROOT, compose_cfg
 from tests.processes import MlflowServer, wait_until
 from tests.test_train_integration import tiny

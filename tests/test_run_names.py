@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime
 import math
 
-from hsbcala.trackinfo import for_mlflow, training_run_name, ui_url
+from hsbcala.track.info import for_mlflow, training_run_name, ui_url
 from tests.conftest import compose_cfg
 
 

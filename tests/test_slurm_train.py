@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala import schema
+from hsbcala.config import schema
 from hsbcala.slurm import job as slurm_job
 from tests.conftest import ROOT, SHARED, compose_cfg, need
 

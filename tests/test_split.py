@@ -1,4 +1,4 @@
-"""Seeded document-wise splits (hsbcala.split) on the real Fraktur books: no book on both sides, the same seed
+"""Seeded document-wise splits (hsbcala.data.split) on the real Fraktur books: no book on both sides, the same seed
 gives the same split, and the saved split is what a later launch (and the dry run) uses."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala import split
-from hsbcala.data import resolve
-from hsbcala.errors import DataError
+from hsbcala.core.errors import DataError
+from hsbcala.data import split
+from hsbcala.data.resolve import resolve
 from tests.conftest import run_inprocess
 from tests.gt_helpers import FRAKTUR, books, copy_book, need, prepare
 

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala import codec, fsutil, modeldir
-from hsbcala.errors import FILE_SYSTEM_EXIT, DataError
-from hsbcala.hashcache import HashCache
+from hsbcala import modeldir
+from hsbcala.core import fsutil
+from hsbcala.core.errors import FILE_SYSTEM_EXIT, DataError
+from hsbcala.data import codec
+from hsbcala.data.hashcache import HashCache
 from tests.conftest import run_inprocess
 from tests.gt_helpers import books, copy_book, prepare
 

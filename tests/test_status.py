@@ -1,4 +1,4 @@
-"""Submit and return (``hydra.launcher.wait=false``) and ``python -m hsbcala.status``.
+"""Submit and return (``hydra.launcher.wait=false``) and ``python -m hsbcala.slurm.status``.
 
 Against the real local Slurm cluster (the ``slurm_cluster`` fixture; tests/test_slurm_train.py explains it): a
 1-point tiny training submitted without waiting, then the status of its sweep directory polled until the job
@@ -27,11 +27,11 @@ NOT_ENDED = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RES
 
 
 def status(*args: str, timeout: float = 180, slurm: bool = True) -> subprocess.CompletedProcess:
-    """``python -m hsbcala.status``; ``slurm=False``: without Slurm's commands on PATH (a machine without
+    """``python -m hsbcala.slurm.status``; ``slurm=False``: without Slurm's commands on PATH (a machine without
     Slurm; also spares the quick tier squeue's 18 s of retries when no controller runs)."""
     env = None if slurm else {**os.environ, "PATH": os.path.dirname(sys.executable)}
     return subprocess.run(
-        [sys.executable, "-m", "hsbcala.status", *args],
+        [sys.executable, "-m", "hsbcala.slurm.status", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -79,7 +79,7 @@ def test_submit_and_return_then_status_until_the_end(returned):
     assert "version=cala2" in job["overrides"] and Path(job["stderr"]).name == f"{job_id}_0_log.err"
     # the launcher returned at once, saying what it submitted and how to look
     assert "not waiting" in proc.stderr and f"job {job_id}: {job['model_dir']}" in proc.stdout
-    assert f"-m hsbcala.status {sweep_dir}" in proc.stdout
+    assert f"-m hsbcala.slurm.status {sweep_dir}" in proc.stdout
     print(f"\nsubmit and return: {proc.seconds:.0f} s; states seen: {[r['slurm'] for r in seen]}")
     assert seen, "status never answered"
     assert all(r["job_id"] == job_id for r in seen)
@@ -130,7 +130,7 @@ def test_status_shows_a_failed_job_and_a_dead_launchs_owner_record(tmp_path):
     holds an owner record of a launch that died (a pid that no longer exists)."""
     from hydra.core.utils import JobReturn, JobStatus
 
-    from hsbcala.slurm.job import JobExit
+    from hsbcala.slurm.jobexit import JobExit
 
     model_dir = tmp_path / "models" / "m"
     model_dir.mkdir(parents=True)

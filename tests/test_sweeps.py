@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from hsbcala.sweeps import point_name, swept_keys, value_name
+from hsbcala.config.sweeps import point_name, swept_keys, value_name
 from tests.conftest import ROOT
 
 

@@ -1,4 +1,4 @@
-"""hsbcala.synth: real rendering with the Debian fonts (fonts-ebgaramond, fonts-blankenburg), no mocks."""
+"""hsbcala.data.synth: real rendering with the Debian fonts (fonts-ebgaramond, fonts-blankenburg), no mocks."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import unicodedata
 import pytest
 from PIL import Image
 
-from hsbcala import synth
-from hsbcala.errors import ConfigError, DataError
+from hsbcala.core.errors import ConfigError, DataError
+from hsbcala.data import synth
 from tests.conftest import missing, need
 
 SHARED = pathlib.Path(__file__).parents[1].parent / "shared"

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from hsbcala import trackinfo
-from hsbcala.sweeps import point_label, short_keys
+from hsbcala.config.sweeps import point_label, short_keys
+from hsbcala.track import info as trackinfo
 from tests.conftest import compose_cfg
 
 
@@ -116,7 +116,7 @@ def test_tracker_puts_final_figures_at_the_last_epoch_and_opens_the_training_vie
     0; the experiment carries MLflow's training-view tag; the job's own resources are sampled."""
     import mlflow
 
-    from hsbcala import tracking
+    from hsbcala.track import tracking
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     cfg = compose_cfg(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hsbcala import triage
+from hsbcala.evaluate import triage
 from tests.conftest import ROOT, SHARED, missing, need, run_inprocess
 from tests.test_train_integration import launch, tiny
 

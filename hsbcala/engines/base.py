@@ -110,7 +110,7 @@ def resume_settings(
     for resuming ``checkpoint`` with ``train`` (``train.extend_epochs``). ``finished``: the training ended (its
     checkpoint is its last); ``target``: the budget of an extension that was interrupted (hsbcala-state.json),
     which a relaunch of the same command continues instead of extending once more."""
-    from hsbcala.errors import ConfigError
+    from hsbcala.core.errors import ConfigError
 
     s = engine.stored(checkpoint)
     extend = int(train.get("extend_epochs") or 0)
@@ -255,7 +255,7 @@ class Engine(ABC):
 
     name: ClassVar[str]  # the config's version.name: cala1 | cala2
     major: ClassVar[int]  # Calamari's major version, as model files record it
-    eval_rules: ClassVar[str]  # the normalisation of this version's calamari-eval (hsbcala.cer.RULES)
+    eval_rules: ClassVar[str]  # the normalisation of this version's calamari-eval (hsbcala.evaluate.cer.RULES)
     best_weights: ClassVar[str]  # the best model's weights beside best.ckpt.json (for messages)
     position: ClassVar[str]  # what a step counts: "epoch" | "iteration"
     Parser: ClassVar[type[ProgressParser]]  # the parser of its console output
@@ -372,10 +372,11 @@ class Engine(ABC):
     @abstractmethod
     def lines_done(self, parser: ProgressParser, train: Any, n_train: int) -> int:
         """Training lines processed in this launch (for ``lines_per_second``)."""
+
     # -- rules the rest of hsbcala once decided by version (issue 19: "a third version is one more module")
     #: weights beside ``X.ckpt.json``: ``X.ckpt`` + each suffix (Calamari 1: an .h5; 2.3: a SavedModel directory)
     weight_suffixes: ClassVar[tuple[str, ...]] = (".h5",)
-    #: calamari-eval's replacements after NFC, before the whitespace rules (hsbcala.cer.RULES), and their words
+    #: calamari-eval's replacements after NFC, before the whitespace rules (hsbcala.evaluate.cer.RULES), and their words
     eval_replacements: ClassVar[tuple[tuple[str, str], ...]] = ()
     eval_description: ClassVar[str] = ""
     #: what the engine's validation CER (``best_val_cer``) averages: "summed" (errors / GT characters over the
@@ -410,7 +411,7 @@ class Engine(ABC):
 def retarget(record: Path, keys: tuple[str, ...], model_dir: Path) -> list[str]:
     """Point the directory-valued ``keys`` of a checkpoint's JSON ``record`` at ``model_dir`` (atomically);
     a message per key changed. Values that are not directories of another place are left alone."""
-    from hsbcala import fsutil
+    from hsbcala.core import fsutil
 
     d = fsutil.read_json(record)
     changed = []

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hsbcala.core.fsutil import read_json, read_json_if_complete
 from hsbcala.engines.base import (
     Engine,
     ProgressParser,
@@ -30,7 +31,6 @@ from hsbcala.engines.base import (
     max_iterations,
     retarget,
 )
-from hsbcala.fsutil import read_json, read_json_if_complete
 
 # Calamari 1.0.7's network when --network is not given (calamari_ocr/scripts/train.py: --network default)
 DEFAULT_NETWORK = "cnn=40:3x3,pool=2x2,cnn=60:3x3,pool=2x2,lstm=200,dropout=0.5"

@@ -19,9 +19,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from hsbcala.core.errors import EngineError
+from hsbcala.core.fsutil import read_json, read_json_if_complete
 from hsbcala.engines.base import Engine, ProgressParser, Stored, TrainInputs, Update, flag, retarget
-from hsbcala.errors import EngineError
-from hsbcala.fsutil import read_json, read_json_if_complete
 
 EXPORT_SCRIPT = Path(__file__).with_name("cala2_export.py")
 

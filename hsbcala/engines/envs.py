@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from hsbcala import fsutil
-from hsbcala.console import say
-from hsbcala.errors import ConfigError, EngineError
+from hsbcala.core import fsutil
+from hsbcala.core.console import say
+from hsbcala.core.errors import ConfigError, EngineError
 
 READY = ".hsbcala-ready"
 START_SCRIPT = Path(__file__).with_name("engine_start.py")  # run by the engine env's Python (see there)
@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from hsbcala import schema
+    from hsbcala.config import schema
 
     schema.register()
     failed = False
@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from hsbcala.errors import clean_exit
+    from hsbcala.core.errors import clean_exit
 
     with clean_exit():
         sys.exit(main())

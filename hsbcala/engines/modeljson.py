@@ -17,9 +17,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from hsbcala.errors import DataError
+from hsbcala.core.errors import DataError
+from hsbcala.engines.modeljson_parse import _Bad, _Unexpressible
+from hsbcala.engines.modeljson_v1 import _parse_v1
+from hsbcala.engines.modeljson_v2 import _parse_v2
 
 
 @dataclass(frozen=True)
@@ -28,10 +30,6 @@ class ModelInfo:
     version: int  # 1 or 2 (Calamari major version that wrote it)
     network: str  # value for --network reproducing the model's layers
     charset: tuple[str, ...]  # the codec's characters (excluding the CTC blank)
-
-
-class _Unexpressible(Exception):
-    """A layer the --network string grammar cannot reproduce."""
 
 
 # ---------------------------------------------------------------------------------------------- public API
@@ -66,13 +64,8 @@ def read_model(path: Path) -> ModelInfo:
         )
     try:
         if "scenario" in data or "scenario_params" in data:
-            # imported here, not at the top: the version modules import this module's helpers
-            from hsbcala.engines.modeljson_v2 import _parse_v2
-
             version, network, charset = 2, *_parse_v2(data)
         elif isinstance(data.get("model"), dict) and "network" in data["model"]:
-            from hsbcala.engines.modeljson_v1 import _parse_v1
-
             version, network, charset = 1, *_parse_v1(data)
         else:
             raise _Bad(
@@ -115,62 +108,3 @@ def weights_arg(path: Path, version: int) -> str:
             raise DataError(f"warm-start model {file} has no weights: expected {h5}")
         return str(ckpt)
     raise DataError(f"cannot warm-start from {file}: unknown Calamari version {version!r} (expected 1 or 2)")
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-
-
-class _Bad(Exception):
-    """The JSON lacks a key or has a value of the wrong kind (message completes 'model <file> …')."""
-
-
-def _dig(d: Any, *keys: str | int) -> Any:
-    cur = d
-    for i, key in enumerate(keys):
-        try:
-            cur = cur[key]
-        except (KeyError, IndexError, TypeError):
-            where = ".".join(str(k) for k in keys[: i + 1])
-            raise _Bad(f"lacks '{where}'") from None
-    return cur
-
-
-def _int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-        raise _Bad(f"has a non-integer {what}: {value!r}")
-    return int(value)
-
-
-def _float(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Bad(f"has a non-number {what}: {value!r}")
-    return float(value)
-
-
-def _num(x: float) -> str:
-    """A rate as written in a network string: 0.5, 0.3 (not 0.30000001192092896 from float32 protobuf)."""
-    return format(float(f"{x:.6g}"), "g")
-
-
-def _charset(chars: Any, where: str) -> tuple[str, ...]:
-    if not isinstance(chars, list) or not all(isinstance(c, str) for c in chars):
-        raise _Bad(f"has no list of characters at '{where}'")
-    if chars and chars[0] == "":
-        chars = chars[1:]  # index 0 is the CTC blank
-    return tuple(chars)
-
-
-def _pair(d: Any, key: str, what: str, default: tuple[int, int] | None = None) -> tuple[int, int]:
-    """An ``{x, y}`` object as (x, y); protobuf JSON leaves out zero coordinates."""
-    v = d.get(key) if isinstance(d, dict) else None
-    if v is None:
-        if default is None:
-            raise _Bad(f"has a {what} without '{key}'")
-        return default
-    if not isinstance(v, dict):
-        raise _Bad(f"has a {what} whose '{key}' is not an {{x, y}} object: {v!r}")
-    return _int(v.get("x", 0), f"{what} {key}.x"), _int(v.get("y", 0), f"{what} {key}.y")
-
-
-def _xy(p: tuple[int, int]) -> str:
-    return f"{p[0]}x{p[1]}"

@@ -22,7 +22,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from hsbcala.engines.modeljson import _Bad, _charset, _dig, _float, _int, _num, _pair, _Unexpressible, _xy
+from hsbcala.engines.modeljson_parse import (
+    _Bad,
+    _charset,
+    _dig,
+    _float,
+    _int,
+    _num,
+    _pair,
+    _Unexpressible,
+    _xy,
+)
 
 CALAMARI1_CHECKPOINT_VERSION = 2  # what Calamari 1.0.7 writes and loads
 

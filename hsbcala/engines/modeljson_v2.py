@@ -31,7 +31,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from hsbcala.engines.modeljson import _Bad, _charset, _dig, _float, _int, _num, _pair, _Unexpressible, _xy
+from hsbcala.engines.modeljson_parse import (
+    _Bad,
+    _charset,
+    _dig,
+    _float,
+    _int,
+    _num,
+    _pair,
+    _Unexpressible,
+    _xy,
+)
 
 CALAMARI2_CHECKPOINT_VERSIONS = (3, 4, 5, 6)  # 6 = Calamari 2.3 (what 2.3.1 writes); it upgrades 3-5 on load
 

@@ -9,7 +9,7 @@
 - A reader thread drains the engine's output as it comes (so the engine never blocks on a full pipe while the
   launcher is busy, e.g. opening the MLflow run), writes every line to the log file, optionally echoes it,
   keeps the last lines for error messages, and queues them for the caller's parser.
-- SIGINT/SIGTERM in the launcher raise :class:`~hsbcala.errors.Interrupted` in the main thread
+- SIGINT/SIGTERM in the launcher raise :class:`~hsbcala.core.errors.Interrupted` in the main thread
   (:func:`interruptible`); the ``with`` block of :class:`EngineProcess` then stops the engine.
 """
 
@@ -30,9 +30,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Self
 
-from hsbcala.console import say
+from hsbcala.core.console import say
+from hsbcala.core.errors import EngineError, Interrupted
 from hsbcala.engines.engine_start import MARK, NO_GPU_EXIT
-from hsbcala.errors import EngineError, Interrupted
 
 GRACE_S = 30.0  # SIGTERM → SIGKILL: long enough for TensorFlow to finish writing a checkpoint
 LINGER_S = 5.0  # after the engine exited: how long its leftover child processes may keep its output open

@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from hsbcala.errors import clean_exit
+from hsbcala.core.errors import clean_exit
 from hsbcala.pretrained.fetch import get
 from hsbcala.pretrained.registry import PROG, REGISTRY, REGISTRY_ENV, list_models, registry_path
 

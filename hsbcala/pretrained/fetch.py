@@ -27,11 +27,11 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from hsbcala.archives import is_archive
-from hsbcala.console import say
+from hsbcala.core.console import say
+from hsbcala.core.errors import ConfigError, DataError
+from hsbcala.core.fsutil import Busy, locked
+from hsbcala.data.archives import is_archive
 from hsbcala.engines.process import deferred, interruptible
-from hsbcala.errors import ConfigError, DataError
-from hsbcala.fsutil import Busy, locked
 from hsbcala.pretrained.registry import (
     Entry,
     check_model,

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from hsbcala import engines
-from hsbcala.console import say, warn
+from hsbcala.core.console import say, warn
+from hsbcala.core.errors import ConfigError, DataError
+from hsbcala.core.fsutil import atomic_write_json, locked
 from hsbcala.engines.modeljson import ModelInfo, read_model
-from hsbcala.errors import ConfigError, DataError
-from hsbcala.fsutil import atomic_write_json, locked
 
 PROG = "python -m hsbcala.pretrained"
 REGISTRY = Path(__file__).parent.with_name("pretrained_registry.json")  # hsbcala/, beside this package

@@ -1,17 +1,17 @@
 """Slurm, inside the job: what runs where the training runs (the Slurm job on a compute node).
 
-- :func:`job`, the hook around :func:`hsbcala.train.run`: refuse a Slurm cluster without ``-m`` outside a Slurm
+- :func:`job`, the hook around :func:`hsbcala.train.run.run`: refuse a Slurm cluster without ``-m`` outside a Slurm
   job (:func:`check_submission`), stage the GT archive to the node's RAM disk (:func:`stage`), and at the end log
   the job's accounting (:func:`job_figures`) to the MLflow run it trained and remove the staged data;
 - :func:`dry_run_count`: for a dry run, the training lines the staged archive will give;
 - the requeue: on the walltime signal submitit calls the launcher's ``checkpoint()`` (:func:`note_requeue`), runs
-  ``scontrol requeue`` and raises ``SystemExit`` in the main thread; :mod:`hsbcala.train` stops the engine and
+  ``scontrol requeue`` and raises ``SystemExit`` in the main thread; :mod:`hsbcala.train.run` stops the engine and
   ends the MLflow run KILLED; the requeued job runs the same Hydra job again, which resumes from the newest
   checkpoint and re-opens the MLflow run named in ``hsbcala-state.json``. With no requeue left,
   :func:`guard_last_timeout` makes the walltime an interruption (run KILLED, resumable), not a failure.
 
 The login node's side (preview, submission, waiting, reports) is :mod:`hsbcala.slurm.launch`; the MLflow calls
-are :func:`hsbcala.tracking.log_accounting`.
+are :func:`hsbcala.track.tracking.log_accounting`.
 """
 
 from __future__ import annotations
@@ -28,29 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hsbcala.archives import Limits, extract
-from hsbcala.console import say
-from hsbcala.errors import ConfigError, DataError
-from hsbcala.fsutil import atomic_write_json, locked, read_json
+from hsbcala.core.console import say
+from hsbcala.core.errors import ConfigError, DataError
+from hsbcala.core.fsutil import atomic_write_json, locked, read_json
+from hsbcala.data.archives import Limits, extract
 from hsbcala.modeldir import process_alive
 
 STAGE_STAMP = ".hsbcala-stage.json"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-
-
-class JobExit(Exception):
-    """A job that ended with hsbcala's clean exit (its one-line error is in the job's stderr).
-
-    Made in the job (the launcher's ``__call__`` returns it in a failed JobReturn), read on the login node
-    (:func:`hsbcala.slurm.launch.outcome`).
-    """
-
-    def __init__(self, code: Any) -> None:
-        super().__init__(code)
-        self.code = code if isinstance(code, int) else 1
-
-    def __str__(self) -> str:
-        return f"exit code {self.code}"
 
 
 # --- the requeue under way -----------------------------------------------------------------------------------------
@@ -78,7 +63,7 @@ def guard_last_timeout() -> None:
     from submitit import JobEnvironment
     from submitit.core.utils import UncompletedJobError
 
-    from hsbcala.errors import Interrupted
+    from hsbcala.core.errors import Interrupted
 
     sig = JobEnvironment._usr_sig()
     submitits = signal.getsignal(sig)
@@ -113,7 +98,7 @@ def job_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
-# --- the hook around hsbcala.train.run ---------------------------------------------------------------------------
+# --- the hook around hsbcala.train.run.run ---------------------------------------------------------------------------
 @contextlib.contextmanager
 def job(cfg: Any) -> Iterator[None]:
     """Around one run: refuse a Slurm cluster without -m, stage the data; at the end accounting and clean-up."""
@@ -317,7 +302,7 @@ def job_figures(now: float | None = None) -> tuple[dict[str, float], dict[str, s
     tags = {
         "slurm.job_id": os.environ.get(
             "SLURM_JOB_ID", ""
-        ),  # as hsbcala.tracking tags it (array task: slurm.array)
+        ),  # as hsbcala.track.tracking tags it (array task: slurm.array)
         "slurm.node": os.environ.get("SLURMD_NODENAME", ""),
         "slurm.cpus": str(cpus),
         "slurm.restarts": os.environ.get("SLURM_RESTART_COUNT", "0"),
@@ -328,7 +313,9 @@ def job_figures(now: float | None = None) -> tuple[dict[str, float], dict[str, s
 def log_accounting(cfg: Any, launches_before: int) -> None:
     """Log this job's figures to the run it trained (one point per job of a requeued chain); never raises."""
     try:
-        from hsbcala import modeldir, trackinfo, tracking
+        from hsbcala import modeldir
+        from hsbcala.track import info as trackinfo
+        from hsbcala.track import tracking
 
         state = modeldir.load_state(Path(cfg.model_dir).resolve())
         if state is None or not state.run_id or len(state.history) <= launches_before:

@@ -8,9 +8,9 @@
 - a report per failed job: its id, what went wrong, its stdout/stderr and their last lines (:func:`outcome`,
   :func:`report_failures`);
 - the record of what was submitted, ``<sweep dir>/hsbcala-submitted.json`` (:func:`write_record`), which
-  ``python -m hsbcala.status`` reads, and the message of a launch that does not wait (:func:`returned_message`).
+  ``python -m hsbcala.slurm.status`` reads, and the message of a launch that does not wait (:func:`returned_message`).
 
-What runs inside the job is :mod:`hsbcala.slurm.job`; the MLflow calls are :func:`hsbcala.tracking.prepare_store`.
+What runs inside the job is :mod:`hsbcala.slurm.job`; the MLflow calls are :func:`hsbcala.track.tracking.prepare_store`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hsbcala.console import say
-from hsbcala.errors import HsbcalaError
-from hsbcala.slurm.job import JobExit
+from hsbcala.core.console import say
+from hsbcala.core.errors import HsbcalaError
+from hsbcala.slurm.jobexit import JobExit
 
 # Slurm job states after which no result will come (squeue -t all shows them until MinJobAge has passed).
 TERMINAL = {
@@ -73,7 +73,7 @@ def job_name(run_names: Sequence[str]) -> str:
     """The Slurm job's name: the run's MLflow name for one job; for a job array (one name for all its tasks) the
     names' common beginning up to a ``-``, then ``sweep``: ``fraktur-cala2-sweep`` for the points
     ``fraktur-cala2-batch_size=8`` …, ``fraktur-sweep`` for a sweep over versions, whatever ``mlflow.run_name``'s
-    template. Which task is which point: ``<sweep dir>/hsbcala-submitted.json`` and ``python -m hsbcala.status``."""
+    template. Which task is which point: ``<sweep dir>/hsbcala-submitted.json`` and ``python -m hsbcala.slurm.status``."""
     names = list(dict.fromkeys(run_names))
     if len(names) == 1:
         return names[0]
@@ -107,7 +107,8 @@ def sbatch_preview(launcher: dict, n_jobs: int, note: str | None = None) -> str:
 def prepare_store(cfg: Any) -> None:
     """Create a new sqlite MLflow store here, before submitting a job array: its jobs start together and would
     race to create the store's tables (MLflow's migration fails in all but one of them). Servers need nothing."""
-    from hsbcala import trackinfo, tracking
+    from hsbcala.track import info as trackinfo
+    from hsbcala.track import tracking
 
     uri = trackinfo.tracking_uri(cfg)
     if not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///") :]).exists():
@@ -140,7 +141,7 @@ def submitted_message(
     what = f"Slurm job {ids}" if len(jobs) == 1 else f"{len(jobs)} Slurm jobs as a job array ({ids})"
     if not wait:
         return f"submitted {what}; not waiting (hydra.launcher.wait=false)"
-    look = f"; python -m hsbcala.status {Path(sweep_dir).resolve()} shows how they do" if sweep_dir else ""
+    look = f"; python -m hsbcala.slurm.status {Path(sweep_dir).resolve()} shows how they do" if sweep_dir else ""
     return (
         f"submitted {what}; logs in {Path(str(executor.folder)).parent}. Waiting for the end (Ctrl-C stops "
         f"waiting; the jobs go on{look})"
@@ -152,10 +153,10 @@ def write_record(
 ) -> dict:
     """Record what was submitted in ``<sweep dir>/hsbcala-submitted.json`` (atomically) and return it: per job its
     id, the point's overrides, model directory and version (as the launcher's preflight composed them) and
-    submitit's log and result files. ``python -m hsbcala.status`` reads it."""
+    submitit's log and result files. ``python -m hsbcala.slurm.status`` reads it."""
     from hydra.core.utils import filter_overrides
 
-    from hsbcala.fsutil import atomic_write_json
+    from hsbcala.core.fsutil import atomic_write_json
 
     sweep_dir = Path(sweep_dir).resolve()
     record = {
@@ -185,7 +186,7 @@ def returned_message(jobs: Sequence[Any], sweep_dir: Path, record: dict) -> str:
         [
             *lines,
             f"sweep directory: {sweep_dir} (what was submitted: {sweep_dir / RECORD})",
-            f"to see how it goes: {shlex.quote(sys.executable)} -m hsbcala.status {shlex.quote(str(sweep_dir))}",
+            f"to see how it goes: {shlex.quote(sys.executable)} -m hsbcala.slurm.status {shlex.quote(str(sweep_dir))}",
         ]
     )
 
@@ -255,7 +256,7 @@ def wait(jobs: Sequence[Any], sweep_dir: Path | None = None) -> dict[str, str | 
                 time.sleep(1.0)
     except KeyboardInterrupt:
         pending = " ".join(j.job_id for j in jobs if j.job_id not in out)
-        look = f"python -m hsbcala.status {Path(sweep_dir).resolve()}; " if sweep_dir else ""
+        look = f"python -m hsbcala.slurm.status {Path(sweep_dir).resolve()}; " if sweep_dir else ""
         raise HsbcalaError(
             f"stopped waiting; the jobs go on ({look}squeue -j {pending.replace(' ', ',')}; "
             f"scancel {pending} to stop them)",

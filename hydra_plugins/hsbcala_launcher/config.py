@@ -1,6 +1,6 @@
 """Registers ``hydra/launcher: hsbcala_slurm``: the released plugin's own Slurm config (same keys, same defaults),
 only with the launcher class replaced by :class:`~hydra_plugins.hsbcala_launcher.launcher.HsbcalaSlurmLauncher`
-and one key of hsbcala's own: ``wait`` (false: submit the sweep and return at once; ``python -m hsbcala.status
+and one key of hsbcala's own: ``wait`` (false: submit the sweep and return at once; ``python -m hsbcala.slurm.status
 <sweep dir>`` shows how it goes)."""
 
 from dataclasses import dataclass

@@ -15,7 +15,7 @@ plugin's and submitit's (the plugin's ``__call__`` runs the Hydra job on the nod
     submitit cannot tell, and the plugin would wait forever;
   - a report per failed job: its id, state or exit code, the paths of its stdout/stderr and their last lines;
   - what was submitted, recorded in ``<sweep dir>/hsbcala-submitted.json`` (job ids, each point's overrides and
-    model directory, the submitit logs) for ``python -m hsbcala.status``; with ``hydra.launcher.wait=false``
+    model directory, the submitit logs) for ``python -m hsbcala.slurm.status``; with ``hydra.launcher.wait=false``
     the launcher returns right after submitting (the plugin's ``launch()`` always waits).
 - ``__call__`` (in the job): registers hsbcala's config resolvers (the job never imports ``train.py``), makes a
   walltime without a requeue left an interruption (run KILLED, not FAILED), and turns hsbcala's clean exit
@@ -50,8 +50,9 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
 
     # --- in the job ------------------------------------------------------------------------------------------
     def __call__(self, sweep_overrides: list[str], *args: Any, **kwargs: Any) -> JobReturn:
-        from hsbcala import schema
+        from hsbcala.config import schema
         from hsbcala.slurm import job as slurm_job
+        from hsbcala.slurm.jobexit import JobExit
 
         schema.register()  # train.py does this at import; the job unpickles this launcher instead
         slurm_job.guard_last_timeout()  # walltime without a requeue left: the run ends KILLED, not FAILED
@@ -63,7 +64,7 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
             return JobReturn(
                 overrides=list(sweep_overrides),
                 status=JobStatus.FAILED,
-                _return_value=slurm_job.JobExit(exc.code),
+                _return_value=JobExit(exc.code),
             )
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
@@ -74,8 +75,8 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
 
     # --- on the login node -----------------------------------------------------------------------------------
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from hsbcala.cli import user_paths
-        from hsbcala.errors import clean_exit
+        from hsbcala.core.cli import user_paths
+        from hsbcala.core.errors import clean_exit
 
         assert self.config is not None
         with clean_exit(user_paths(self.config)):
@@ -142,7 +143,7 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
     def _submit_and_wait(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> list[JobReturn]:
-        from hsbcala.console import say
+        from hsbcala.core.console import say
         from hsbcala.slurm import launch
 
         assert self.config is not None
@@ -193,10 +194,11 @@ class HsbcalaSlurmLauncher(plugin.SlurmLauncher):
         return returns
 
     def _preflight(self, overrides: Sequence[str]) -> dict[str, str]:
-        """A point's checks, data step (hsbcala.trainplan.preflight) and tracking store
-        (hsbcala.trackinfo.check_store) on the login node; returns the point's model directory (absolute, as the
+        """A point's checks, data step (hsbcala.train.plan.preflight) and tracking store
+        (hsbcala.track.info.check_store) on the login node; returns the point's model directory (absolute, as the
         job resolves it), version and run name, for the record of what was submitted."""
-        from hsbcala import trackinfo, trainplan
+        from hsbcala.track import info as trackinfo
+        from hsbcala.train import plan as trainplan
 
         with self._point(overrides) as (_, task_cfg):
             trainplan.preflight(task_cfg)

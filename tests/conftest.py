@@ -24,7 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 IN_CI = os.environ.get("CI", "").lower() == "true"  # the one spelling of "in CI" (tests use missing/need)
 
-pytest_plugins = ["tests.slurm_cluster"] if (ROOT / "tests" / "slurm_cluster.py").exists() else []
+pytest_plugins = [
+    "tests.models_fixtures",
+    *(["tests.slurm_cluster"] if (ROOT / "tests" / "slurm_cluster.py").exists() else []),
+]
 
 schema.register()
 cli.install()  # as train.py and evaluate.py: a bad command line is one line, exit 2

@@ -123,6 +123,27 @@ def test_gt_without_image(tmp_path, lines):
     assert dp.n_train == 5 and dp.outcome.findings["missing_image"].items[0][0] == gt_of(train[3])
 
 
+def test_gt_without_image_dropped(tmp_path, lines):
+    """missing_image=drop (as a user reaches for it with ref_AS's orphan): the .gt.txt is left out, counted on the
+    console, in the manifest and in skipped_lines; train.skip_invalid=false refuses it like every drop."""
+    train, _ = lines
+    train[3].unlink()
+    dp = prepare(tmp_path, "data.checks.missing_image=drop")
+    assert dp.n_train == 5 and dp.skipped == 1
+    said: list[str] = []
+    dp.announce(said.append)
+    assert ", 1 dropped, " in said[0]
+    assert (
+        f"dropped data.train: 1 × .gt.txt without image (data.checks.missing_image=drop); first: {gt_of(train[3])}"
+        in said
+    ), said
+    assert dp.manifest["totals"]["dropped"] == 1
+    assert dp.manifest["dropped"] == [{"gt": str(gt_of(train[3])), "check": "missing_image"}]
+    assert dp.manifest["checks"]["missing_image"]["action"] == "drop"
+    message = error_of(tmp_path, "data.checks.missing_image=drop", "train.skip_invalid=false")
+    assert "data.checks.missing_image=fail with train.skip_invalid=false" in message
+
+
 def test_gt_not_utf8(tmp_path, lines):
     _, val = lines
     gt_of(val[0]).write_bytes(text(val[0]).encode("utf-8") + b" \xe4")
@@ -297,8 +318,8 @@ def test_several_problems_name_the_first_and_count_the_rest(tmp_path, lines):
 def test_actions_that_make_no_sense_are_refused(tmp_path, lines):
     with pytest.raises(ConfigError, match="data.checks.bad_image='warn'.*cannot be trained on"):
         prepare(tmp_path, "data.checks.bad_image=warn")
-    with pytest.raises(ConfigError, match="data.checks.missing_image='drop'"):
-        prepare(tmp_path, "data.checks.missing_image=drop")
+    with pytest.raises(ConfigError, match="data.checks.invisible_chars='drop'"):
+        prepare(tmp_path, "data.checks.invisible_chars=drop")
     # not an action at all: refused while composing (an Enum field), naming the key and the valid actions
     with pytest.raises(ConfigCompositionException, match="data.checks.whitelist=ignore") as info:
         prepare(tmp_path, "data.checks.whitelist=ignore")

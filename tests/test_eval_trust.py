@@ -22,7 +22,7 @@ import pytest
 
 from hsbcala.evaluate import scoring
 from tests.conftest import compose_cfg
-from tests.test_evaluate import VERSIONS, run_evaluate, shared_books, tiny_models  # noqa: F401 - fixtures
+from tests.test_evaluate import VERSIONS, run_evaluate
 
 
 def _own_copy(model: Path, tmp: Path) -> tuple[Path, list[Path]]:

@@ -30,7 +30,7 @@ from hsbcala.config import schema
 from hsbcala.core.errors import ConfigError
 from hsbcala.engines import envs
 from hsbcala.evaluate import cer, report
-from tests.conftest import ROOT, SHARED, compose_cfg, need
+from tests.conftest import ROOT, compose_cfg
 
 VERSIONS = ("cala1", "cala2")
 
@@ -223,40 +223,6 @@ def test_bad_eval_options_fail_with_the_key():
 # ------------------------------------------------------------------------------------------------ slow
 
 
-@pytest.fixture(scope="session")
-def shared_books() -> list[Path]:
-    return sorted(need(SHARED / "data" / "fraktur19-lines" / "ref_AS").iterdir())
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory, shared_books) -> Path:
-    """One tiny real model per version, trained through train.py (books 0-1, validated on book 2)."""
-    from tests.test_train_integration import launch, tiny
-
-    tmp = tmp_path_factory.mktemp("eval-models")
-    for version in VERSIONS:
-        proc = launch(tiny(tmp, shared_books[:2], shared_books[2:3], version))
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return tmp
-
-
-@pytest.fixture(scope="session")
-def variant_lines(tmp_path_factory, shared_books) -> Path:
-    """Books 3-4 (never trained on), each line copied as ``<id>_GTSBB.png`` or ``<id>_GTPAGE.png`` with its
-    GT, alternately; plus one line image without a GT file."""
-    out = tmp_path_factory.mktemp("eval-lines")
-    images = sorted(p for book in shared_books[3:5] for p in book.glob("*.png"))
-    for i, png in enumerate(images):
-        name = f"{png.stem}_{'GTSBB' if i % 2 else 'GTPAGE'}"
-        shutil.copy(png, out / f"{name}.png")
-        shutil.copy(png.with_suffix(".gt.txt"), out / f"{name}.gt.txt")
-    shutil.copy(images[0], out / "nogt_GTSBB.png")
-    assert any("—" in p.read_text(encoding="utf-8") for p in out.glob("*.gt.txt")), (
-        "the lines should contain em dashes (Calamari 1 normalises them)"
-    )
-    return out
-
-
 def run_evaluate(*overrides: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "evaluate.py"), *overrides],
@@ -276,33 +242,6 @@ def base_overrides(tmp: Path, lines: Path) -> list[str]:
         f"hydra.run.dir={tmp / 'eval-run'}",
         "eval.batch_size=8",
     ]
-
-
-@pytest.fixture(scope="session")
-def multirun(tiny_models, variant_lines):
-    """ONE real multirun: both versions x (own model, other version's model, an empty model dir), an extra
-    variant group that matches nothing, and the release export."""
-    tmp = tiny_models
-    (tmp / "empty-model").mkdir(exist_ok=True)
-    sweep = tmp / "sweep"
-    proc = run_evaluate(
-        "-m",
-        "version=cala1,cala2",
-        f"model_dir={tmp / 'model-cala1'},{tmp / 'model-cala2'},{tmp / 'empty-model'}",
-        *base_overrides(tmp, variant_lines),
-        f"hydra.sweep.dir={sweep}",
-        "+eval.groups.olena=[*_GTOLENA*]",
-        "eval.export=true",
-        f"eval.export_dir={tmp / 'releases'}",
-        # the model card's keys hsbcala cannot know (tests/test_release.py validates the card)
-        "release.authors=[{name: Test Author, affiliation: Test Institute}]",
-        "release.license=CC-BY-4.0",
-    )
-    results = {}
-    for f in sweep.glob("*/eval-result.json"):
-        r = json.loads(f.read_text(encoding="utf-8"))
-        results[(r["version"], Path(r["model_dir"]).name)] = (r, f.parent)
-    return proc, sweep, results
 
 
 def _ok(multirun, version):

@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from hsbcala.evaluate import cer, comparison, htmlreport, scoring
 from hsbcala.evaluate import sets as evalsets
 from tests.conftest import ROOT, missing, need, run_inprocess
-from tests.test_evaluate import base_overrides, shared_books, tiny_models, variant_lines  # noqa: F401
+from tests.test_evaluate import base_overrides
 
 _OP = re.compile(
     r'<span class="op (eq|sub|del|ins)"><span class="g">(.*?)</span><span class="p">(.*?)</span></span>'
@@ -213,7 +213,7 @@ def test_the_report_opens_in_headless_chromium(tmp_path, real_lines):
 # ------------------------------------------------------------------------------------------------ slow: real
 
 
-def _evaluate(tiny_models: Path, lines: Path, version: str, job: Path) -> dict:  # noqa: F811
+def _evaluate(tiny_models: Path, lines: Path, version: str, job: Path) -> dict:
     res = run_inprocess(
         "evaluate",
         [
@@ -232,7 +232,7 @@ def _evaluate(tiny_models: Path, lines: Path, version: str, job: Path) -> dict: 
 
 
 @pytest.mark.slow
-def test_real_models_reports_and_their_comparison_open_in_chromium(tiny_models, variant_lines, tmp_path):  # noqa: F811
+def test_real_models_reports_and_their_comparison_open_in_chromium(tiny_models, variant_lines, tmp_path):
     import mlflow
 
     need(variant_lines)

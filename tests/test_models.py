@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import unicodedata
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from hsbcala.core.errors import DataError
 from hsbcala.engines.modeljson import ModelInfo, read_model, weights_arg
-from tests.conftest import SHARED, need
+from tests.conftest import SHARED
 
 # -------------------------------------------------------------------------------------------- JSON builders
 
@@ -429,35 +428,6 @@ def _link_lines(dst: Path, pngs: list[Path]) -> None:
         (dst / f"{png.stem}.gt.txt").symlink_to(png.with_name(f"{png.stem}.gt.txt"))
 
 
-@pytest.fixture(scope="session")
-def lines(tmp_path_factory) -> dict:
-    """German Fraktur lines (train, val) limited to SAFE characters, and Sorbian-lettered copies of others."""
-    books = sorted(p for p in need(BOOKS, "shared Fraktur lines").iterdir() if p.is_dir())
-    root = tmp_path_factory.mktemp("lines")
-
-    def safe(book: Path) -> list[Path]:
-        return [
-            p
-            for p in sorted(book.glob("*.png"))
-            if p.with_name(f"{p.stem}.gt.txt").is_file() and set(_gt(p)) <= SAFE
-        ]
-
-    train, val = safe(books[0])[:40], safe(books[1])[:10]
-    _link_lines(root / "train", train)
-    _link_lines(root / "val", val)
-    sorb = root / "sorbian"
-    sorb.mkdir()
-    for png in sorted(books[2].glob("*.png"))[
-        :16
-    ]:  # real images, GT with Sorbian letters (only to grow the codec)
-        shutil.copy(png, sorb / png.name)
-        text = _gt(png)
-        for old, new in zip("ecrl", SORBIAN, strict=True):
-            text = text.replace(old, new, 1)
-        (sorb / f"{png.stem}.gt.txt").write_text(text, encoding="utf-8")
-    return {"root": root, "chars": set().union(*(set(_gt(p)) for p in train + val))}
-
-
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run(cmd, check=False, cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
@@ -515,17 +485,6 @@ def _train(version: int, out: Path, train: str, val: str, network: str, warm: st
         ]
         cmd += ["--weights", warm] if warm else []
     return _run(cmd, out.parent)
-
-
-@pytest.fixture(scope="session", params=[1, 2], ids=["calamari1", "calamari2"])
-def tiny_model(request) -> tuple[int, Path]:
-    """A tiny model trained on German Fraktur by Calamari <version>: (version, its best.ckpt.json)."""
-    version = request.param
-    root = request.getfixturevalue("lines")["root"]
-    out = root / f"model{version}"
-    proc = _train(version, out, f"{root}/train/*.png", f"{root}/val/*.png", NET[version])
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    return version, out / "best.ckpt.json"
 
 
 @pytest.mark.slow

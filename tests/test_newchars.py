@@ -23,7 +23,7 @@ from hsbcala.core.errors import ConfigError
 from hsbcala.data import codec
 from hsbcala.train import newchars
 from tests.conftest import ROOT, compose_cfg, run_inprocess
-from tests.test_models import SORBIAN, engine, lines, tiny_model, v1_checkpoint  # noqa: F401 (fixtures)
+from tests.test_models import SORBIAN, engine, v1_checkpoint
 
 # ------------------------------------------------------------------------------------------------- mapping
 
@@ -221,7 +221,7 @@ def _predict(version: int, model_json: Path, images: list[Path], out: Path) -> d
 
 
 @pytest.fixture(scope="session")
-def prepared(tiny_model, lines, tmp_path_factory):  # noqa: F811
+def prepared(tiny_model, lines, tmp_path_factory):
     """One short launcher training per version: warm start from the tiny German model with base, on Sorbian
     lines (ě č ř ł new). Returns (version, original JSON, prepared JSON, model dir, launcher result)."""
     version, original = tiny_model
@@ -288,7 +288,7 @@ def test_prepared_rows_equal_their_base_rows_and_nothing_else_changed(prepared, 
 
 
 @pytest.mark.slow
-def test_prepared_model_reads_german_lines_as_the_original_does(prepared, lines, tmp_path):  # noqa: F811
+def test_prepared_model_reads_german_lines_as_the_original_does(prepared, lines, tmp_path):
     version, original, warm, _, result = prepared
     assert result.returncode == 0, result.stderr[-3000:]
     images = sorted((lines["root"] / "val").glob("*.png"))[:6]

@@ -24,15 +24,7 @@ from hsbcala.evaluate import cer, champion, modelcard, scoring
 from hsbcala.track import info as trackinfo
 from hsbcala.track import provenance
 from tests.conftest import ROOT
-from tests.test_evaluate import (  # noqa: F401 - session fixtures shared with the evaluation tests
-    VERSIONS,
-    _ok,
-    compose_eval,
-    multirun,
-    shared_books,
-    tiny_models,
-    variant_lines,
-)
+from tests.test_evaluate import VERSIONS, _ok, compose_eval
 
 # ---- Facts of HTRMoPo's v1 metadata schema (mittagessen/HTRMoPo, schema/v1/metadata.schema.json), copied as
 # the facts this test relies on, not as the schema's text.
@@ -177,14 +169,14 @@ def test_champion_decision_needs_the_interval_to_exclude_zero():
 # ------------------------------------------------------------------------------------------------ slow
 
 
-def _release(multirun, version):  # noqa: F811 - the fixture's value
+def _release(multirun, version):
     result, _ = _ok(multirun, version)
     return result, Path(result["export"])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("version", VERSIONS)
-def test_release_card_resource_entry_and_layout(multirun, version, variant_lines, tmp_path):  # noqa: F811
+def test_release_card_resource_entry_and_layout(multirun, version, variant_lines, tmp_path):
     result, archive = _release(multirun, version)
     name = f"hsbfraktur.{version}"
     # 1. the card, HTRMoPo v1, from the evaluation's own figures
@@ -253,7 +245,7 @@ def _real_table(job_dir: Path) -> champion.LineTable:
 
 
 @pytest.mark.slow
-def test_champion_moves_only_on_a_real_win(multirun, tmp_path):  # noqa: F811
+def test_champion_moves_only_on_a_real_win(multirun, tmp_path):
     from mlflow import MlflowClient
 
     from hsbcala.track import tracking
@@ -297,7 +289,7 @@ def test_champion_moves_only_on_a_real_win(multirun, tmp_path):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_register_through_evaluate_py(tiny_models, variant_lines, tmp_path):  # noqa: F811
+def test_register_through_evaluate_py(tiny_models, variant_lines, tmp_path):
     """The real path: evaluate.py mlflow.register=true registers the training run's logged model, keeps its
     table, makes the first version champion and says so in the report; evaluating it again keeps the alias."""
     import json

@@ -14,11 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import test_evaluate
 from tests.test_train_integration import client, launch, state_of, tiny
 
 # the session's tiny models of tests/test_evaluate.py (trained once through train.py, never changed: copied here)
-shared_books, tiny_models = test_evaluate.shared_books, test_evaluate.tiny_models
 
 pytestmark = pytest.mark.slow
 

@@ -27,7 +27,7 @@ from tests.gt_helpers import books, copy_book, prepare
 
 # The session's tiny models trained through train.py (tests/test_evaluate.py's fixture; a session that runs both
 # modules trains them once per module, until the fixture moves to tests/conftest.py).
-from tests.test_evaluate import VERSIONS, shared_books, tiny_models  # noqa: F401
+from tests.test_evaluate import VERSIONS
 
 
 # --------------------------------------------------------------------------------------- read_json, strictly
@@ -187,8 +187,8 @@ def _state_cut_short(model: Path) -> bytes:
 @pytest.mark.parametrize("when", ["finished", "interrupted"])
 def test_a_relaunch_with_a_damaged_state_refuses_and_trains_nothing(
     tmp_path,
-    tiny_models,  # noqa: F811 - the imported fixture
-    shared_books,  # noqa: F811
+    tiny_models,
+    shared_books,
     version,
     when,
 ):

@@ -29,7 +29,6 @@ from hsbcala import engines
 from hsbcala.engines import modeljson
 from tests.conftest import ROOT
 from tests.processes import start_training, wait_until
-from tests.test_evaluate import shared_books, tiny_models  # noqa: F401 - session fixtures, trained once
 
 pytestmark = pytest.mark.slow
 
@@ -84,7 +83,7 @@ def _checkpoints(engine, model_dir: Path) -> dict[Path, tuple[tuple[int, int], f
 
 
 @pytest.mark.parametrize("version", ["cala2", "cala1"])
-def test_the_teams_path(version, tiny_models, served, tmp_path):  # noqa: F811
+def test_the_teams_path(version, tiny_models, served, tmp_path):
     engine = engines.get(version)
     name, fmt = RELEASES[version]
     root, url = served

@@ -143,8 +143,8 @@ def _compares_what_matters(c, run, model_dir: Path, version: str) -> None:
     assert mv.source == f"models:/{model.model_id}" and mv.run_id == run_id and mv.tags["version"] == version
     assert float(mv.tags["val_cer"]) == pytest.approx(run.data.metrics["best_val_cer"], abs=1e-4)
     # the job's own resources beside MLflow's machine-wide ones
-    assert run.data.metrics["job/memory_rss_megabytes"] > 100  # the engine's TensorFlow
-    assert c.get_metric_history(run_id, "job/cpu_cores_used"), "no job CPU samples"
+    assert run.data.metrics["system/job/memory_rss_megabytes"] > 100  # the engine's TensorFlow
+    assert c.get_metric_history(run_id, "system/job/cpu_cores_used"), "no job CPU samples"
 
 
 @pytest.mark.parametrize("version", ["cala2", "cala1"])

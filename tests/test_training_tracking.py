@@ -94,18 +94,18 @@ def test_dataset_rows_and_digests_are_per_split():
 
 
 def test_job_usage_counts_the_children_cpu_and_memory():
-    """A busy child process: its CPU and memory show in job/*, which sums this process and its descendants."""
+    """A busy child process: its CPU and memory show in system/job/*, which sums this process and its descendants."""
     child = subprocess.Popen([sys.executable, "-c", "x = bytearray(80 * 2**20)\nwhile True: pass"])
     try:
         usage = trackinfo.JobUsage(os.getpid())
         first = usage.sample()
-        assert "job/cpu_cores_used" not in first  # CPU needs two samples
+        assert "system/job/cpu_cores_used" not in first  # CPU needs two samples
         time.sleep(1.5)
         second = usage.sample()
-        assert second["job/processes"] >= 2
-        assert second["job/memory_rss_megabytes"] > 80
-        assert second["job/cpu_cores_used"] > 0.3, second
-        assert 0 < second["job/cpu_utilization_percentage"] <= 100
+        assert second["system/job/processes"] >= 2
+        assert second["system/job/memory_rss_megabytes"] > 80
+        assert second["system/job/cpu_cores_used"] > 0.3, second
+        assert 0 < second["system/job/cpu_utilization_percentage"] <= 100
     finally:
         child.kill()
         child.wait()
@@ -135,5 +135,5 @@ def test_tracker_puts_final_figures_at_the_last_epoch_and_opens_the_training_vie
     run = c.get_run(t.run_id)
     exp = c.get_experiment(run.info.experiment_id)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
-    assert run.data.metrics["job/memory_rss_megabytes"] > 10
-    assert c.get_metric_history(t.run_id, "job/cpu_cores_used"), "the job's CPU was not sampled"
+    assert run.data.metrics["system/job/memory_rss_megabytes"] > 10
+    assert c.get_metric_history(t.run_id, "system/job/cpu_cores_used"), "the job's CPU was not sampled"

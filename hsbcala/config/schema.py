@@ -230,7 +230,7 @@ class DataChecksConf:
     train.skip_invalid=false turns every drop into fail."""
 
     missing_gt: Action = Action.fail  # image without .gt.txt (fail | drop)
-    missing_image: Action = Action.fail  # .gt.txt without image (fail | warn)
+    missing_image: Action = Action.fail  # .gt.txt without image (fail | warn | drop: left out and counted)
     bad_encoding: Action = Action.fail  # GT not valid UTF-8 (fail | drop)
     bad_image: Action = Action.fail  # image does not decode or has a zero dimension (fail | drop)
     empty_gt: Action = Action.drop  # empty or whitespace-only GT (fail | drop)

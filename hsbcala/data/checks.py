@@ -8,7 +8,7 @@ applies the checks with the actions of ``data.checks.*``:
 check                        finds                                               actions          default
 ============================ =================================================== ================ ===========
 ``missing_gt``               an image without its ``.gt.txt`` (or unreadable)    fail, drop       fail
-``missing_image``            a ``.gt.txt`` without an image, beside the images   fail, warn       fail
+``missing_image``            a ``.gt.txt`` without an image, beside the images   fail, warn, drop fail
 ``bad_encoding``             a ``.gt.txt`` that is not valid UTF-8               fail, drop       fail
 ``bad_image``                an image that does not decode, or is 0 px wide/high fail, drop       fail
 ``empty_gt``                 an empty or whitespace-only ``.gt.txt``             fail, drop       drop
@@ -25,7 +25,9 @@ check                        finds                                              
 ============================ =================================================== ================ ===========
 
 A line that cannot be trained on at all (the first five rows but ``missing_image``) cannot be kept with a
-warning; a ``.gt.txt`` without image is not a line, so it cannot be dropped (only reported or refused).
+warning. A ``.gt.txt`` without image is no line the engines would see, so ``warn`` and ``drop`` both leave it out;
+``drop`` says so as a drop does: counted in the console's "N dropped", in ``skipped_lines`` and listed in the
+manifest's ``dropped`` (as ``{"gt", "check"}``), which is what a user reaches for with ref_AS's one orphan.
 ``train.skip_invalid=false`` turns every ``drop`` into ``fail``: nothing is left out silently.
 
 ``invisible_chars`` reports what both engines do silently: their bidi pre-processing deletes these characters
@@ -64,7 +66,7 @@ MAX_GT_BYTES = 1 << 20  # a .gt.txt larger than this is not a line's text and is
 # check -> (what it finds, allowed actions, default action)
 CHECKS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "missing_gt": ("image without .gt.txt", ("fail", "drop"), "fail"),
-    "missing_image": (".gt.txt without image", ("fail", "warn"), "fail"),
+    "missing_image": (".gt.txt without image", ("fail", "warn", "drop"), "fail"),
     "bad_encoding": ("GT not valid UTF-8", ("fail", "drop"), "fail"),
     "bad_image": ("image does not decode / zero dimension", ("fail", "drop"), "fail"),
     "empty_gt": ("empty or whitespace-only GT", ("fail", "drop"), "drop"),
@@ -115,8 +117,6 @@ def validate_config(cfg: Any) -> None:
             extra = (
                 " (such a line cannot be trained on, so it cannot be kept with a warning)"
                 if action == "warn"
-                else " (a .gt.txt without image is not a line: it cannot be dropped)"
-                if action == "drop" and name == "missing_image"
                 else ""
             )
             raise ConfigError(
@@ -308,6 +308,7 @@ class Outcome:
     kept: list[Line]
     dropped: list[tuple[Line, str]]  # (line, check)
     findings: dict[str, Finding]
+    dropped_gts: list[Path] = field(default_factory=list)  # .gt.txt files without image (missing_image=drop)
 
     @property
     def failed(self) -> list[Finding]:
@@ -432,4 +433,7 @@ def evaluate(
             kept.append(line)
     for f in findings.values():
         f.items.sort(key=lambda item: str(item[0]))
-    return Outcome(kept=kept, dropped=dropped, findings=findings)
+    dropped_gts = (
+        [gt for gt, _, _ in findings["missing_image"].items] if actions["missing_image"] == "drop" else []
+    )
+    return Outcome(kept=kept, dropped=dropped, findings=findings, dropped_gts=dropped_gts)

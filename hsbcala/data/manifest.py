@@ -6,7 +6,7 @@
      "totals": {"lines", "train": {"lines", "chars", "documents"}, "val": {…}, "dropped", "image_bytes",
                 "charset_size"},
      "checks": {<check>: {"action", "count", "first": [{"path", "reason"}, …]}, …},
-     "dropped": [{"image", "check"}, …],
+     "dropped": [{"image", "check"}, …, {"gt", "check": "missing_image"}, …],
      "split": {"mode": "given" | "split", "seed", "val_fraction", "by", "pattern", "reused"},
      "excluded": {"files", "count", "lines", "not_in_data"},  (only with data.exclude; + totals.excluded)
      "lines": [{"image", "gt", "text", "image_sha256", "gt_sha256", "width", "height", "variant",
@@ -55,8 +55,10 @@ def build(
     checks: dict[str, Any],
     dropped: Sequence[tuple[Any, str]],
     split: dict[str, Any],
+    dropped_gts: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """The manifest of the kept lines (:class:`hsbcala.data.checks.Line`), with their side and document."""
+    """The manifest of the kept lines (:class:`hsbcala.data.checks.Line`), with their side and document;
+    ``dropped_gts``: the ``.gt.txt`` files without image that ``data.checks.missing_image=drop`` left out."""
     order = {"train": 0, "val": 1}
     records = [
         {
@@ -86,7 +88,7 @@ def build(
             "chars": sum(len(t) for t in texts),
             "documents": len({r["document"] for r in records if r["split"] == name}),
         }
-    totals["dropped"] = len(dropped)
+    totals["dropped"] = len(dropped) + len(dropped_gts)
     totals["image_bytes"] = sum(line.image_bytes or 0 for line in kept)
     totals["charset_size"] = len(charset)
     return {
@@ -95,7 +97,8 @@ def build(
         "content_sha256": content_sha256(records),
         "totals": totals,
         "checks": checks,
-        "dropped": [{"image": str(line.image), "check": check} for line, check in dropped],
+        "dropped": [{"image": str(line.image), "check": check} for line, check in dropped]
+        + [{"gt": str(gt), "check": "missing_image"} for gt in dropped_gts],
         "split": split,
         "lines": records,
     }

@@ -325,6 +325,7 @@ def prepare(
         checks=outcome.report(),
         dropped=outcome.dropped,
         split=split_info,
+        dropped_gts=outcome.dropped_gts,
     )
     report = _codec_report(cfg, outcome.kept, resuming)
     if exclusion is not None:
@@ -338,7 +339,7 @@ def prepare(
         engine_val=_engine(val_p, base, [x.image for x in kept_val], as_files),
         n_train=len(kept_train),
         n_val=len(kept_val),
-        skipped=len(outcome.dropped),
+        skipped=len(outcome.dropped) + len(outcome.dropped_gts),
         outcome=outcome,
         split=sp,
         manifest=man,

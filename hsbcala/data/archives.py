@@ -71,11 +71,13 @@ def is_archive(path: str | os.PathLike) -> bool:
     return os.fspath(path).lower().endswith(SUFFIXES)
 
 
-def _unsafe_zip_member(info: zipfile.ZipInfo) -> str | None:
-    name = info.filename.replace("\\", "/")
-    if stat.S_ISLNK(info.external_attr >> 16):
-        return "is a symbolic link"
-    path = PurePosixPath(name)
+def unsafe_member(name: str, *, link: str = "", link_note: str = "") -> str | None:
+    """Why an archive member must not be unpacked (a symbolic or hard link, an absolute path, a drive letter, a
+    ``..`` component), or None: one rule for GT archives and pretrained-model archives (hsbcala.pretrained.fetch).
+    ``link``: "symbolic link" or "hard link" when the member is one."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    if link:
+        return f"is a {link}{link_note}"
     if path.is_absolute():
         return "has an absolute path"
     if path.parts and len(path.parts[0]) >= 2 and path.parts[0][1] == ":":
@@ -130,7 +132,9 @@ def extract(archive: Path, target: Path, key: str, limits: Limits) -> None:
         if archive.name.lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:
                 for info in zf.infolist():
-                    problem = _unsafe_zip_member(info)
+                    problem = unsafe_member(
+                        info.filename, link="symbolic link" if stat.S_ISLNK(info.external_attr >> 16) else ""
+                    )
                     if problem is not None:
                         raise DataError(
                             f"{where}: member {info.filename!r} {problem}; refusing the archive "

@@ -25,12 +25,12 @@ import urllib.request
 import zipfile
 import zlib
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from hsbcala.core.console import say
 from hsbcala.core.errors import ConfigError, DataError
 from hsbcala.core.fsutil import Busy, locked
-from hsbcala.data.archives import is_archive
+from hsbcala.data.archives import is_archive, unsafe_member
 from hsbcala.engines.process import deferred, interruptible
 from hsbcala.pretrained.registry import (
     Entry,
@@ -48,6 +48,8 @@ TIMEOUT_S = 60  # a connection that sends nothing for this long fails
 CHUNK = 1 << 20
 MAX_RATIO = 20  # unpacked / archive size: weights hardly compress, a zip bomb does by ~1000:1
 STALE_S = 60  # a temporary directory without lock file is a get's that just started, or stale after this
+
+LINK_NOTE = " (links are refused in model archives)"
 
 
 def get(
@@ -257,19 +259,6 @@ def _check_archive(e: Entry, where: str, size: int, sha: str) -> None:
         )
 
 
-def _unsafe(name: str, link: bool) -> str | None:
-    path = PurePosixPath(name.replace("\\", "/"))
-    if link:
-        return "is a link (refused in model archives)"
-    if path.is_absolute():
-        return "has an absolute path"
-    if path.parts and len(path.parts[0]) >= 2 and path.parts[0][1] == ":":
-        return "has a drive letter"
-    if ".." in path.parts:
-        return "would be unpacked outside the target directory (a '..' component)"
-    return None
-
-
 def _extract(archive: Path, target: Path, where: str) -> None:
     """Unpack ``archive`` into the empty directory ``target``, refusing unsafe members (DataError)."""
     limit = MAX_RATIO * max(archive.stat().st_size, 1) + CHUNK
@@ -288,7 +277,11 @@ def _extract(archive: Path, target: Path, where: str) -> None:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 for info in zf.infolist():  # every member checked before anything is written
-                    problem = _unsafe(info.filename, stat.S_ISLNK(info.external_attr >> 16))
+                    problem = unsafe_member(
+                        info.filename,
+                        link="symbolic link" if stat.S_ISLNK(info.external_attr >> 16) else "",
+                        link_note=LINK_NOTE,
+                    )
                     if problem:
                         raise refuse(info.filename, problem)
                     count(info.filename, info.file_size)
@@ -296,7 +289,8 @@ def _extract(archive: Path, target: Path, where: str) -> None:
         else:
 
             def check(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
-                problem = _unsafe(member.name, member.issym() or member.islnk())
+                kind = "symbolic link" if member.issym() else "hard link" if member.islnk() else ""
+                problem = unsafe_member(member.name, link=kind, link_note=LINK_NOTE)
                 if problem is None and not (member.isreg() or member.isdir()):
                     problem = "is neither a regular file nor a directory"
                 if problem:

@@ -28,7 +28,6 @@ offline).
 
 from __future__ import annotations
 
-import base64
 import html
 import math
 import shutil
@@ -43,7 +42,7 @@ from typing import Any
 
 from hsbcala.core.console import say
 from hsbcala.core.errors import ConfigError, DataError
-from hsbcala.evaluate import cer
+from hsbcala.evaluate import cer, htmlreport
 
 TSV = "triage.tsv"
 HTML = "triage.html"
@@ -269,13 +268,6 @@ def tsv(rows: list[Row]) -> str:
     return "\n".join(out) + "\n"
 
 
-_MIME = {
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-}
 _CSS = """
 body{font-family:sans-serif;margin:1.5em;max-width:1240px;color:#222}
 table{border-collapse:collapse;width:100%}td,th{border-top:1px solid #ccc;padding:.35em;vertical-align:top;text-align:left}
@@ -305,17 +297,6 @@ def _aligned(gt: str, pred: str, rules: str) -> tuple[str, str]:
     return _marked(g, gs, "err"), _marked(p, ps, "ins")
 
 
-def _image(path: str) -> str:
-    mime = _MIME.get(Path(path).suffix.lower())
-    try:
-        data = Path(path).read_bytes() if mime else None
-    except OSError as exc:  # gone since the data step read it: say so in the report, not stop it
-        return f"<em>image unreadable: {html.escape(str(exc))}</em>"
-    if data is None:
-        return f"<em>{html.escape(Path(path).suffix)} is not shown by browsers</em>"
-    return f'<img alt="line image" src="data:{mime};base64,{base64.b64encode(data).decode()}">'
-
-
 def page(rows: list[Row], *, model: str | None, why_no_model: str, rules: str, seconds: float | None) -> str:
     """``triage.html``: one self-contained page (images embedded, nothing fetched)."""
     flagged = [r for r in rows if r.score > 0]
@@ -327,6 +308,7 @@ def page(rows: list[Row], *, model: str | None, why_no_model: str, rules: str, s
         reader = f"Read by <code>{html.escape(model)}</code> in {seconds:.0f} s (one calamari-predict pass)."
     else:
         reader = f'<span class="note">No model: {html.escape(why_no_model)}; the CER column is absent.</span>'
+    images = htmlreport.Images()  # the evaluation report's embedding: TIFF converted, big scans scaled down
     body = []
     for rank_, r in enumerate(flagged[:HTML_LINES], 1):
         if r.prediction is not None:
@@ -339,7 +321,7 @@ def page(rows: list[Row], *, model: str | None, why_no_model: str, rules: str, s
         )
         body.append(
             f'<tr id="line-{rank_}"><td>{rank_}<br><span class="score">{r.score:.2f}</span></td>'
-            f"<td>{_image(r.image)}{texts}<ul>{found}</ul>"
+            f"<td>{htmlreport.image_html(images, Path(r.image))}{texts}<ul>{found}</ul>"
             f'<div class="path">{html.escape(r.image)}</div></td>'
             f"<td>{html.escape(r.split)}<br>{html.escape(r.document)}"
             + ("" if r.cer is None else f"<br>CER {r.cer:.0%}")

@@ -92,9 +92,10 @@ def test_result_and_files_carry_intervals_classes_letters_and_wer(tmp_path):
     assert '    ń      2     0.0 %, read as "n" 2×' in text
 
 
-def test_lines_without_known_documents_resample_lines_and_too_few_say_so(tmp_path):
-    result = _score(tmp_path, documents=False)
-    assert result["sets"][0]["overall"]["interval"]["unit"] == "lines"
+def test_lines_without_known_documents_resample_directories_and_too_few_say_so(tmp_path):
+    result = _score(tmp_path, documents=False)  # other books: one document per directory, as data.split
+    assert result["sets"][0]["overall"]["interval"]["unit"] == "documents"
+    assert result["sets"][0]["interval_unit"] == "3 documents (by directory, as data.split cuts them)"
     s = _set(tmp_path, documents=False)
     note = evalsets.assign_documents(s, {tmp_path / "b1/l1.png": "b1"}, "documents")
     assert s.documents[tmp_path / "b2/l3.png"] == "b2" and "4 of 5 lines" in note

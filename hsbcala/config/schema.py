@@ -65,9 +65,9 @@ class EvalRun(StrEnum):
 
 
 class IntervalUnit(StrEnum):
-    auto = "auto"  # documents when every line's document is known (the model's manifest), else lines
+    auto = "auto"  # documents (the manifest's, else the directory, as data.split) unless all are one: lines
     lines = "lines"
-    documents = "documents"  # the manifest's document, else the line image's directory
+    documents = "documents"  # the same documents, also when there is one (no interval then), a note if guessed
 
 
 class EvalCheckpoints(StrEnum):

@@ -249,18 +249,38 @@ def recorded_documents(model_dir: Path | None) -> dict[Path, str]:
 
 def assign_documents(s: EvalSet, recorded: dict[Path, str], unit: str) -> str | None:
     """Decide what the set's intervals resample (``eval.intervals.unit``) and set ``s.documents``; a note when
-    ``documents`` was asked for but some lines' documents had to be taken from their directory."""
-    known = {img: recorded[img] for img in s.images if img in recorded}
-    if unit == "lines" or (unit == "auto" and (len(known) < len(s.images) or not s.images)):
+    ``documents`` was asked for but some lines' documents had to be taken from their directory.
+
+    A line the model's manifest records keeps its document from there; any other line (other books given by
+    ``eval.data`` globs) is in the document the training split would give it: its directory, relative to the
+    common directory of those lines (:func:`hsbcala.data.split.documents_of`). Lines of one book share type,
+    paper and hand, so resampling lines would give a too narrow interval for "unseen books". ``auto`` falls back
+    to lines only when all lines are in one document (a single unit cannot be resampled)."""
+    from hsbcala.data import split
+
+    if unit == "lines" or not s.images:
         s.documents, s.unit_note = None, "lines"
         return None
-    s.documents = {img: known.get(img, img.parent.name) for img in s.images}
-    n_docs = len(set(s.documents.values()))
+    known = {img: recorded[img] for img in s.images if img in recorded}
+    others = [img for img in s.images if img not in known]
+    by_directory = split.documents_of(others, by="directory", pattern=None)[1] if others else {}
+    documents = {img: known.get(img) or by_directory[img] for img in s.images}
+    n_docs = len(set(documents.values()))
     docs = f"{n_docs} document{'' if n_docs == 1 else 's'}"
-    if len(known) == len(s.images):
+    if unit == "auto" and n_docs < 2:
+        s.documents, s.unit_note = None, f"lines ({docs}: too few to resample)"
+        return None
+    s.documents = documents
+    if not others:
         s.unit_note = f"{docs} (manifest.json)"
         return None
-    s.unit_note = f"{docs} ({len(known)} lines' from manifest.json, the rest by directory)"
+    s.unit_note = (
+        f"{docs} (by directory, as data.split cuts them)"
+        if not known
+        else f"{docs} ({len(known)} lines' from manifest.json, the rest by directory)"
+    )
+    if unit == "auto":  # other books by directory is what auto means; documents=... asked for the manifest's
+        return None
     return (
         f"eval.intervals.unit=documents: {len(s.images) - len(known)} of {len(s.images)} lines of set "
         f"'{s.name}' are not in the model's manifest; their document is their directory"

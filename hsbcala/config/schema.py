@@ -126,7 +126,7 @@ class VersionConf:
 
 @dataclass
 class StageConf:
-    """Data staging (hsbcala.slurm.stage): unpack a GT archive before training, remove it at the end of the job."""
+    """Data staging (hsbcala.slurm.job.stage): unpack a GT archive before training, remove it at the end of the job."""
 
     archive: str | None = None  # a .tar.gz (or .tar/.tar.bz2/.tar.xz) of the GT; null: no staging
     dir: str = "/dev/shm/hsbcala/${script.name}"  # unpacked here; a cluster's data globs point into it
@@ -240,7 +240,7 @@ class DataChecksConf:
     too_small: Action = Action.drop  # under data.min_image_px wide or high (no legible text)
     mixed_normalization: Action = Action.warn  # some lines NFC, others not
     whitelist: Action = Action.warn  # characters outside data.whitelist / data.whitelist_file
-    invisible_chars: Action = Action.warn  # BOM, zero-width, soft hyphen: the engines delete them (fail | warn)
+    invisible_chars: Action = Action.warn  # BOM, zero-width, soft hyphen: engines delete them (fail | warn)
 
 
 @dataclass

@@ -45,7 +45,8 @@ def render_line(text: str, face: str, *, seed: int = 0) -> Image.Image:
     """
     _spec(face)
     text = _check_text(text)
-    rng = random.Random(f"hsbcala.data.synth:{face}:{seed}:{text}")
+    # the seed string of the old module path: the same seed draws the same demo lines as before the move
+    rng = random.Random(f"hsbcala.synth:{face}:{seed}:{text}")
 
     pad_top, pad_bottom = rng.randint(2, 5), rng.randint(2, 5)
     target = rng.randint(MIN_HEIGHT + 2, MAX_HEIGHT - 2)  # wanted image height

@@ -175,7 +175,8 @@ def _pool_lines(sentences: list[str], n: int, rng: random.Random, exclude: set[s
 
 def make_lines(sentences: Sequence[str], n_train: int, n_val: int, seed: int) -> tuple[list[str], list[str]]:
     """Train and val line texts: sentences split (seeded) before cutting; no text in both."""
-    rng = random.Random(f"hsbcala.data.synth.lines:{seed}")
+    # the seed string of the old module path: the same seed draws the same demo lines as before the move
+    rng = random.Random(f"hsbcala.synth.lines:{seed}")
     pool = sorted({unicodedata.normalize("NFC", s).strip() for s in sentences if s.strip()})
     if len(pool) < 2:
         raise DataError("synthetic text: need at least 2 distinct sentences to split into train and val")

@@ -70,6 +70,8 @@ STATUSES = ("training", "finished")
 
 def _read_state(path: Path) -> dict:
     """The state file's object ({}: none); :class:`fsutil.Unreadable` when it is damaged or not a state."""
+    if Path(path).exists() and not Path(path).is_dir():  # the user's model_dir, not a damaged state file
+        raise ConfigError(f"model_dir {path} is a file, not a directory; choose another model_dir")
     file = Path(path) / STATE_FILE
     d = fsutil.read_json(file, recover=STATE_RECOVER)
     if not d:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from hsbcala.config.sweeps import point_name, swept_keys, value_name
 from tests.conftest import ROOT
@@ -50,7 +51,9 @@ def test_a_sweep_over_data_gets_one_directory_per_point_without_paths(tmp_path, 
     dirs = re.findall(r"--trainer\.output_dir (\S+)", proc.stdout)
     assert len(dirs) == 2 and len(set(dirs)) == 2, proc.stdout
     for d in dirs:
-        name = d.split("hsbfraktur.cala2.demo/", 1)[1]
+        # beside the non-sweep model directory, not inside it (issue 22, item 5): models/ lists them all
+        assert Path(d).parent == tmp_path / "models", d
+        name = d.split("hsbfraktur.cala2.demo@", 1)[1]
         assert name.startswith("data.train=") and "/" not in name and "elsewhere" not in name, d
     assert a.name[:24] in dirs[0] and b.name[:24] in dirs[1]
 

@@ -285,8 +285,8 @@ class MlflowConf:
     tracking_uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite store in the project
     experiment: str = "hsbcala-${script.name}"  # one experiment per script
     run_name: str = "${script.name}-${version.name}${sweep_label:}"  # + a sweep point's short label
-    system_metrics: bool = True  # MLflow's machine-wide system/* and the job's own job/* (CPU, RSS)
-    system_metrics_interval_s: float = 10.0  # seconds between two samples of system/* and job/*
+    system_metrics: bool = True  # MLflow's machine-wide system/* and the job's own system/job/* (CPU, RSS)
+    system_metrics_interval_s: float = 10.0  # seconds between two samples of system/* and system/job/*
     log_model: bool = True  # the best model as the run's MLflow logged model (model/ artifacts too)
     register: bool = False  # also a version of the registered model ${script.model_name}, with its CER
 
@@ -394,8 +394,9 @@ class Config:
     warmstart: WarmstartConf = field(default_factory=WarmstartConf)
     data: DataConf = field(default_factory=DataConf)
     mlflow: MlflowConf = field(default_factory=MlflowConf)
-    # The model's stable directory; each point of a sweep trains in /<point name> below it (hsbcala.config.sweeps).
-    model_dir: str = "${paths.models}/${script.model_name}.${version.name}${sweep_suffix:/}"
+    # The model's stable directory; each point of a sweep trains beside it in <model_dir>@<point name>, so a
+    # folder of models lists every point and the non-sweep model side by side (hsbcala.config.sweeps).
+    model_dir: str = "${paths.models}/${script.model_name}.${version.name}${sweep_suffix:@}"
     dry_run: bool = False  # print the engine command (and the sbatch script), exit 0, create nothing
     data_check_only: bool = (
         False  # run the data step alone: write manifest/reports, exit 0 (2 if a check fails)

@@ -1,6 +1,7 @@
 """One model directory per sweep point: named after what the point varies, never a path verbatim.
 
-A multirun (``-m``) point's model directory is ``models/<model>.<version>/<name>``, where ``<name>`` lists the
+A multirun (``-m``) point's model directory is ``models/<model>.<version>@<name>``, beside the non-sweep
+``models/<model>.<version>`` (not inside it, where it looked like part of that model), where ``<name>`` lists the
 keys the sweep varies (those given with sweep syntax on the command line: ``a=1,2``, ``range(…)``,
 ``choice(…)``) with this point's values: ``train.batch_size=32``, or for a value that is not a short plain
 token (a path, a list of globs) a readable slug and a hash of the whole value: ``data.train=hsb-fraktur-1a2b3c4d``.

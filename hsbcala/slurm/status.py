@@ -1,20 +1,22 @@
 """How a sweep or a training is doing: ``python -m hsbcala.slurm.status [--json] [--no-mlflow] SWEEP_DIR | MODEL_DIR …``.
 
-One row per point (a sweep directory: per job in its ``hsbcala-submitted.json``, written by the Slurm launcher
-whether it waits or not; a model directory: its one training), from what is there without asking anyone:
+One row per point (a Slurm sweep directory: per job in its ``hsbcala-submitted.json``, written by the Slurm launcher
+whether it waits or not; a local sweep directory ``multirun/<date>/<time>``: per job folder's
+``hsbcala-point.json``, written by :class:`SweepSummary` as each point starts; a model directory: its one training;
+a folder of model directories such as ``models/``: each of them), from what is there without asking anyone:
 
 - the Slurm state: ``squeue`` (which shows an ended job for MinJobAge), else ``sacct`` where the site keeps
   accounting, else ``ended`` with submitit's result file (``finished``, ``failed`` or ``no result``);
 - requeues so far: the launches of the newest Slurm job in ``hsbcala-state.json``'s history, minus one;
 - the newest checkpoint's stage and epoch (Calamari 2) or iteration (Calamari 1), and its age;
-- the best validation CER: ``hsbcala-state.json`` once a launch has ended; while a launch runs, and for the trend
-  (the last validation CERs), the MLflow run the state names (:func:`hsbcala.track.tracking.metric_history`; ``--no-mlflow``
-  skips it, it costs seconds);
+- the best validation CER: ``hsbcala-state.json`` once a launch has ended; while a launch runs, the MLflow run the
+  state names, with its name and how long it ran: one batched search per store for all rows
+  (:func:`hsbcala.track.tracking.runs_by_id`), not one question per row; ``--no-mlflow`` skips it;
 - the owner record (``.hsbcala-owner.json``, :mod:`hsbcala.modeldir`): a live launch, or one that died and left it;
 - for a failed job: its stderr's path and last line (its ``hsbcala: error:`` line where there is one).
 
 It works while the jobs run, after they end, and without Slurm at all (model directories). Plain text, or JSON
-with ``--json``. Exit 0; 2 when an argument is neither a sweep directory nor a model directory.
+with ``--json``. Exit 0; 2 when an argument is none of these. A local ``-m`` ends with this table of its points.
 """
 
 from __future__ import annotations
@@ -28,14 +30,18 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
 
 from hsbcala import engines, modeldir
 from hsbcala.core import fsutil
 from hsbcala.core.errors import ConfigError, clean_exit
+from hsbcala.core.fsutil import atomic_write_json
 from hsbcala.slurm import launch
 from hsbcala.track import tracking
 
-TREND_N = 4  # validation CERs shown as the trend
+POINT_FILE = "hsbcala-point.json"  # in a local sweep's job folder: the point's model directory (SweepSummary)
 
 
 @dataclass
@@ -52,7 +58,9 @@ class Row:
     unit: str | None = None  # epoch | iteration
     checkpoint_age_s: float | None = None
     best_val_cer: float | None = None
-    val_cer_trend: list[float] = field(default_factory=list)
+    run: str | None = None  # the MLflow run's name
+    run_id: str | None = None
+    run_seconds: float | None = None  # how long the run ran (so far)
     owner: str = "-"  # alive | stale | - (no record)
     owner_detail: str | None = None
     log: str | None = None  # a failed job's stderr
@@ -118,7 +126,7 @@ def owner_liveness(path: Path) -> tuple[str, str | None]:
     return ("alive" if alive else "stale"), detail
 
 
-def fill_from_model_dir(row: Row, version: str | None, *, use_mlflow: bool = True) -> None:
+def fill_from_model_dir(row: Row, version: str | None) -> None:
     """What the model directory says: hsbcala's state, the newest checkpoint, the owner record, MLflow."""
     path = Path(row.model_dir)
     if not path.is_dir():
@@ -149,11 +157,29 @@ def fill_from_model_dir(row: Row, version: str | None, *, use_mlflow: bool = Tru
             except OSError:
                 pass
     row.owner, row.owner_detail = owner_liveness(path)
-    if use_mlflow and state is not None and state.run_id and state.tracking_uri:
-        history = tracking.metric_history(state.tracking_uri, state.run_id, "val_cer")
-        row.val_cer_trend = history[-TREND_N:]
-        if row.best_val_cer is None and history and state.status != "finished":
-            row.best_val_cer = min(history)  # while the launch runs (the state has it once a launch ends)
+    if state is not None and state.run_id:
+        row.run_id = state.run_id
+        row._uri = state.tracking_uri  # not a field: JSON output never shows a URI's credentials
+
+
+def fill_from_mlflow(rows: list[Row]) -> None:
+    """Run name, duration and (while a launch runs) the best val_cer so far: one batched search per store."""
+    stores: dict[str, list[Row]] = {}
+    for r in rows:
+        if r.run_id and getattr(r, "_uri", None):
+            stores.setdefault(r._uri, []).append(r)
+    now = time.time() * 1000
+    for uri, some in stores.items():
+        runs = tracking.runs_by_id(uri, [r.run_id for r in some])
+        for r in some:
+            run = runs.get(r.run_id)
+            if run is None:
+                continue
+            r.run = run.info.run_name
+            r.run_seconds = ((run.info.end_time or now) - run.info.start_time) / 1000
+            best = run.data.metrics.get("best_val_cer")  # its latest value is the best so far
+            if r.best_val_cer is None and best is not None and r.training != "finished":
+                r.best_val_cer = best  # while the launch runs (the state has it once a launch ends)
 
 
 # --- rows -----------------------------------------------------------------------------------------------------------
@@ -166,7 +192,7 @@ def _point_names(jobs: list[dict]) -> list[str]:
     return [" ".join(o for o in j.get("overrides", []) if o not in common) or "-" for j in jobs]
 
 
-def sweep_rows(sweep_dir: Path, *, use_mlflow: bool = True) -> list[Row]:
+def sweep_rows(sweep_dir: Path) -> list[Row]:
     record = fsutil.read_json(Path(sweep_dir) / launch.RECORD)
     jobs = record.get("jobs") or []
     ids = [j["job_id"] for j in jobs]
@@ -188,7 +214,7 @@ def sweep_rows(sweep_dir: Path, *, use_mlflow: bool = True) -> list[Row]:
             row.outcome = outcome
         elif ended:
             row.outcome = "no result"
-        fill_from_model_dir(row, job.get("version"), use_mlflow=use_mlflow)
+        fill_from_model_dir(row, job.get("version"))
         row.job_id = job["job_id"]  # the array task's id as submitted (the state records the task's own id)
         if row.outcome in ("failed", "no result") or row.slurm in launch.TERMINAL - {"COMPLETED"}:
             row.log = job.get("stderr")
@@ -197,9 +223,23 @@ def sweep_rows(sweep_dir: Path, *, use_mlflow: bool = True) -> list[Row]:
     return rows
 
 
-def model_dir_row(path: Path, *, use_mlflow: bool = True) -> Row:
+def local_sweep_rows(sweep_dir: Path) -> list[Row]:
+    """A local multirun's points, in job order, from the ``hsbcala-point.json`` each job folder holds."""
+    files = sorted(Path(sweep_dir).glob(f"*/{POINT_FILE}"), key=lambda f: (len(f.parent.name), f.parent.name))
+    jobs = [fsutil.read_json(f) for f in files]
+    rows = []
+    for job, name in zip(jobs, _point_names(jobs)):
+        # the sweep's own name of the point (models/<model>@<name>, hsbcala.config.sweeps): no paths verbatim
+        name = Path(job.get("model_dir", "")).name.partition("@")[2] or name
+        row = Row(point=name, model_dir=job.get("model_dir", ""), overrides=list(job.get("overrides", [])))
+        fill_from_model_dir(row, job.get("version"))
+        rows.append(row)
+    return rows
+
+
+def model_dir_row(path: Path) -> Row:
     row = Row(point=path.name, model_dir=str(path.resolve()))
-    fill_from_model_dir(row, None, use_mlflow=use_mlflow)
+    fill_from_model_dir(row, None)
     if row.job_id:
         queue = launch.squeue([row.job_id]) or {}
         state = queue.get(row.job_id, (None, None))[0] or sacct_states([row.job_id]).get(row.job_id)
@@ -219,14 +259,20 @@ def rows_for(paths: list[str], *, use_mlflow: bool = True) -> list[Row]:
     for arg in paths:
         p = Path(arg)
         if (p / launch.RECORD).is_file():
-            rows += sweep_rows(p, use_mlflow=use_mlflow)
+            rows += sweep_rows(p)
         elif (p / modeldir.STATE_FILE).is_file():
-            rows.append(model_dir_row(p, use_mlflow=use_mlflow))
+            rows.append(model_dir_row(p))
+        elif any(p.glob(f"*/{POINT_FILE}")):
+            rows += local_sweep_rows(p)
+        elif models := sorted(d for d in p.glob(f"*/{modeldir.STATE_FILE}")):
+            rows += [model_dir_row(m.parent) for m in models]  # a folder of model directories (models/)
         else:
             raise ConfigError(
-                f"{arg}: neither a sweep directory (no {launch.RECORD}) nor a model directory (no "
-                f"{modeldir.STATE_FILE} yet)"
+                f"{arg}: neither a sweep directory (no {launch.RECORD}, no */{POINT_FILE}), a model directory (no "
+                f"{modeldir.STATE_FILE} yet) nor a folder of model directories"
             )
+    if use_mlflow:
+        fill_from_mlflow(rows)
     return rows
 
 
@@ -238,12 +284,15 @@ def _age(s: float | None) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
-def _trend(values: list[float]) -> str:
-    return "→".join(f"{v:.3f}" for v in values) if values else "-"
+def _duration(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = int(max(0.0, s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def table(rows: list[Row]) -> str:
-    head = ["point", "job", "slurm", "requeues", "training", "checkpoint", "age", "best CER", "val CER trend",
+    head = ["point", "job", "slurm", "requeues", "training", "checkpoint", "age", "best CER", "time", "run",
             "owner"]  # fmt: skip
     body = []
     for r in rows:
@@ -259,7 +308,8 @@ def table(rows: list[Row]) -> str:
                 ckpt,
                 _age(r.checkpoint_age_s),
                 "-" if r.best_val_cer is None else f"{r.best_val_cer:.4f}",
-                _trend(r.val_cer_trend),
+                _duration(r.run_seconds),
+                r.run or "-",
                 r.owner,
             ]
         )
@@ -274,6 +324,39 @@ def table(rows: list[Row]) -> str:
                 f"{r.model_dir}: owner record of a launch that died ({r.owner_detail}); the next launch resumes"
             )
     return "\n".join(lines)
+
+
+class SweepSummary(Callback):
+    """Hydra callback: each multirun job records its point (model directory, version, overrides) in its job folder
+    as it starts, so ``status`` reads a local sweep folder; a local ``-m`` (its jobs ran in this process) ends with
+    the status table of its points. Jobs run by the Slurm launcher record theirs on the node and print nothing
+    here: ``hsbcala-submitted.json`` already lists them."""
+
+    def __init__(self) -> None:
+        self.sweep_dir: Path | None = None
+
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode != RunMode.MULTIRUN or config.get("dry_run"):
+            return
+        self.sweep_dir = Path(str(hc.sweep.dir)).resolve()
+        point = {
+            "model_dir": str(Path(str(config.model_dir)).resolve()),
+            "version": str(config.version.name),
+            "overrides": list(hc.overrides.task),
+        }
+        atomic_write_json(Path(str(hc.runtime.output_dir)) / POINT_FILE, point)
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        if self.sweep_dir is None or (self.sweep_dir / launch.RECORD).exists():
+            return
+        rows = local_sweep_rows(self.sweep_dir)
+        fill_from_mlflow(rows)
+        print(table(rows), flush=True)
+        print(f"later: {sys.executable} -m hsbcala.slurm.status {self.sweep_dir}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -226,7 +226,7 @@ def split_digest(manifest: dict[str, Any], split: str) -> str:
 
 class JobUsage:
     """CPU and memory of this process and all its descendants (the engine and its data workers): the job's
-    own share, beside MLflow's machine-wide ``system/*`` metrics. ``sample()`` returns ``job/*`` metrics;
+    own share, beside MLflow's machine-wide ``system/*`` metrics. ``sample()`` returns ``system/job/*`` metrics;
     CPU is measured between two samples (the first sample has none)."""
 
     def __init__(self, root: int | None = None) -> None:
@@ -262,10 +262,13 @@ class JobUsage:
             cpu += c
             alive[p.pid] = p
         self._procs = alive
-        out = {"job/memory_rss_megabytes": rss / 2**20, "job/processes": float(len(alive))}
+        # under ``system/``: MLflow 3.17's run page puts every key that starts with ``system/`` on its "System
+        # metrics" tab and shows the rest on "Model metrics" with prefix sections (``job/``) sorted BEFORE the
+        # unprefixed section (main.js getBaseChartAndSectionConfigs), so ``job/*`` pushed val_cer below the fold
+        out = {"system/job/memory_rss_megabytes": rss / 2**20, "system/job/processes": float(len(alive))}
         if self._started:
-            out["job/cpu_cores_used"] = cpu / 100.0
-            out["job/cpu_utilization_percentage"] = cpu / self.cpus
+            out["system/job/cpu_cores_used"] = cpu / 100.0
+            out["system/job/cpu_utilization_percentage"] = cpu / self.cpus
         self._started = True
         return out
 

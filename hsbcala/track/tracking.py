@@ -14,7 +14,7 @@
   logged model with its files and CER (a Model Registry version too with ``mlflow.register=true``).
 - Resource metrics come from MLflow's own system-metrics monitor (CPU, RAM, disk, network; GPU utilisation and
   memory through pynvml when there is a GPU), sampled in the launcher process for the whole machine, and from
-  hsbcala's ``job/*`` metrics: CPU and RSS of the launcher and the engine's process tree, at the same interval.
+  hsbcala's ``system/job/*`` metrics: CPU and RSS of the launcher and the engine's process tree, at the same interval.
 - Every run ends FINISHED, FAILED or KILLED: :meth:`Tracker.end` is called from the runner's ``finally``.
 
 Every MLflow call of hsbcala is in this module: training runs (:class:`Tracker`), evaluation runs
@@ -201,10 +201,10 @@ def _resumable(mlflow: Any, run_id: str, uri: str) -> bool:
 
 
 class _JobSampler:
-    """The job's own CPU and RSS (:class:`hsbcala.track.info.JobUsage`) as ``job/*`` metrics, every
+    """The job's own CPU and RSS (:class:`hsbcala.track.info.JobUsage`) as ``system/job/*`` metrics, every
     ``interval`` seconds like MLflow's system metrics, numbered like them (0, 1, …; a resumed run goes on)."""
 
-    KEY = "job/memory_rss_megabytes"
+    KEY = "system/job/memory_rss_megabytes"
 
     def __init__(self, tracker: Tracker, interval: float) -> None:
         self.tracker, self.interval = tracker, max(0.5, float(interval))
@@ -219,14 +219,14 @@ class _JobSampler:
             usage = JobUsage()
         except psutil.Error as exc:  # a container that hides /proc: MLflow's system metrics remain
             say(
-                f"warning: no job/* metrics (the job's CPU and memory): psutil cannot read this process: {exc}"
+                f"warning: no system/job/* metrics (the job's CPU and memory): psutil cannot read this process: {exc}"
             )
             return
         try:  # a resumed run goes on numbering where the last launch stopped
             hist = self.tracker._mlflow.MlflowClient().get_metric_history(self.tracker.run_id, self.KEY)
         except _store_errors() as exc:
             say(
-                f"warning: MLflow ({self.tracker.uri}): no job/* metrics in this launch (the job's CPU and "
+                f"warning: MLflow ({self.tracker.uri}): no system/job/* metrics in this launch (the job's CPU and "
                 f"memory): their last sample number could not be read: {_first_line(exc)}"
             )
             return
@@ -646,6 +646,32 @@ def metric_history(uri: str, run_id: str, key: str) -> list[float]:
         )
         return []
     return [m.value for m in sorted(hist, key=lambda m: (m.step, m.timestamp))]
+
+
+def runs_by_id(uri: str, run_ids: list[str]) -> dict[str, Any]:
+    """{run id: Run} of one store, in one ``search_runs`` over its experiments (after one
+    ``search_experiments``): a status of 20 model directories asks each store twice, not 20 times (a remote
+    store answers each question in ~0.1-0.5 s); {} when the store cannot be read (for status displays)."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    ids = sorted(set(run_ids))
+    if not ids:
+        return {}
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+        quoted = ", ".join(f"'{i}'" for i in ids if i.isalnum())  # run ids are hex: nothing to escape
+        runs = client.search_runs(
+            experiments,
+            filter_string=f"attributes.run_id IN ({quoted})",
+            run_view_type=ViewType.ALL,
+            max_results=max(len(ids), 1),
+        ) if experiments and quoted else []  # fmt: skip
+    except _store_errors() as exc:  # a status display must not fail on an unreachable store
+        log.warning("warning: MLflow (%s): %d runs not read: %s", masked(uri), len(ids), _first_line(exc))
+        return {}
+    return {r.info.run_id: r for r in runs}
 
 
 # ---- Slurm: accounting and store preparation (called by hsbcala/slurm/)

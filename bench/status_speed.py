@@ -1,0 +1,93 @@
+"""Benchmark: ``python -m hsbcala.slurm.status`` over a folder of 20 model directories (issue 22, item 5). Prints:
+
+    .venv/bin/python bench/status_speed.py [--dirs 20] [--repeat 5]
+
+Builds a real SQLite MLflow store with one run per model directory (40 val_cer values each) and a state file
+naming it, then times, median of ``--repeat``:
+- the MLflow part as status does it now: one batched search per store (:func:`hsbcala.track.tracking.runs_by_id`);
+- the MLflow part as it was: one ``get_metric_history`` per row (:func:`hsbcala.track.tracking.metric_history`);
+- the whole command as a person types it (a new process: Python, MLflow's import, the store's set-up).
+Issue 22's target: the command answers in <= 2 s. Against an MLflow server each question is a round trip, so the
+per-row way grows with the rows there much more than on a local file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def build(root: Path, n: int) -> tuple[Path, str, list[str]]:
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    uri = f"sqlite:///{root / 'mlruns.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("bench")
+    models, ids = root / "models", []
+    for i in range(n):
+        run = client.create_run(exp, run_name=f"m{i}")
+        now = int(time.time() * 1000)
+        metrics = [Metric("val_cer", 1 / (s + 1), now, s) for s in range(40)]
+        metrics += [Metric("best_val_cer", 1 / (s + 1), now, s) for s in range(40)]
+        client.log_batch(run.info.run_id, metrics=metrics)
+        d = models / f"m@train.batch_size={i}"
+        d.mkdir(parents=True)
+        state = {"version": "cala2", "run_id": run.info.run_id, "tracking_uri": uri, "status": "training"}
+        (d / "hsbcala-state.json").write_text(json.dumps(state))
+        ids.append(run.info.run_id)
+    return models, uri, ids
+
+
+def median_s(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dirs", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    from hsbcala.track import tracking
+
+    with tempfile.TemporaryDirectory() as tmp:
+        models, uri, ids = build(Path(tmp), args.dirs)
+        tracking.runs_by_id(uri, ids)  # the store's engine set up once, as in one status call
+        batched = median_s(lambda: tracking.runs_by_id(uri, ids), args.repeat)
+        per_row = median_s(lambda: [tracking.metric_history(uri, i, "val_cer") for i in ids], args.repeat)
+        env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # no Slurm: the local case
+        cmd = [sys.executable, "-m", "hsbcala.slurm.status", str(models)]
+
+        def command() -> None:
+            subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
+
+        whole = median_s(command, args.repeat)
+        no_mlflow = median_s(lambda: subprocess.run([*cmd, "--no-mlflow"], cwd=ROOT, env=env, check=True,
+                                                    capture_output=True), args.repeat)  # fmt: skip
+    print(f"status of {args.dirs} model directories, one SQLite store, median of {args.repeat}:")
+    print(f"  MLflow, batched (2 questions)      {batched:6.3f} s")
+    print(
+        f"  MLflow, per row ({args.dirs} questions)     {per_row:6.3f} s   ({per_row / batched:.1f}x the batched)"
+    )
+    print(f"  whole command                      {whole:6.3f} s   (target <= 2 s)")
+    print(f"  whole command with --no-mlflow     {no_mlflow:6.3f} s")
+    print(f"  load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+
+
+if __name__ == "__main__":
+    main()

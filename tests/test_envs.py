@@ -77,6 +77,27 @@ def test_the_start_line_names_the_device_and_why_not_the_gpu(monkeypatch):
     assert said.startswith("the CPU") and "no CUDA libraries" in said and "version.env.device" in said
 
 
+@pytest.mark.parametrize("how", ["affinity", "slurm"])
+def test_the_start_line_counts_the_cpus_a_job_may_use(how):
+    """Inside a 1-CPU Slurm job the start line said ``the CPU (2 cores)`` (issue 22, item 6): a real affinity
+    (taskset, as a Slurm cpuset restricts it) and SLURM_CPUS_PER_TASK where a site pins none."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one CPU: nothing to restrict")
+    code = "from hsbcala.engines import envs; print(envs.device(None, []).text)"
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_CPUS_PER_TASK"}
+    if how == "slurm":
+        cmd, env["SLURM_CPUS_PER_TASK"] = [sys.executable, "-c", code], "1"
+    else:
+        cmd = [shutil.which("taskset") or pytest.skip("no taskset"), "-c", "0", sys.executable, "-c", code]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, check=True).stdout.strip()
+    assert out == f"the CPU (1 of {os.cpu_count()} cores)", out
+
+
 def test_tensorflows_fallback_to_the_cpu_is_recognised():
     # TensorFlow 2.15's lines (gpu_device.cc, cudart_stub.cc) as a GPU machine without CUDA libraries prints them
     assert envs.gpu_fallback(

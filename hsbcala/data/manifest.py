@@ -46,6 +46,13 @@ def content_sha256(records: Sequence[dict[str, Any]]) -> str:
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
+def split_digest(manifest: dict[str, Any], split: str) -> str:
+    """One split's identity, as the console names it and as the digest of its MLflow dataset (16 hex): the
+    content hash of that split's lines only, so a run with the same training lines and other validation lines
+    shows the same training dataset (issue 22, item 6: the console and MLflow named two different hashes)."""
+    return content_sha256([r for r in manifest.get("lines", []) if r.get("split") == split])[:16]
+
+
 def build(
     kept: Sequence[Any],
     side: dict[Path, str],

@@ -75,7 +75,8 @@ class DataPlan:
             f"data: {t['train']['lines']:,} training + {t['val']['lines']:,} validation lines "
             f"({t['train']['documents']} + {t['val']['documents']} documents, {how}), {t['dropped']} dropped, "
             f"{t['charset_size']} characters; checked in {self.seconds:.1f} s "
-            f"({self.cache_hits} images from the cache); data {self.manifest['content_sha256'][:12]}"
+            f"({self.cache_hits} images from the cache); data train {manifest.split_digest(self.manifest, 'train')}"
+            f" + val {manifest.split_digest(self.manifest, 'val')}"  # the digests of the run's MLflow datasets
         )
         for f in [f for f in self.outcome.findings.values() if f.items] if self.outcome else []:
             path, reason, key = f.items[0]

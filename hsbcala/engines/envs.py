@@ -260,6 +260,19 @@ def engine_gpus(env: EngineEnv, cluster_gpus: int) -> int:
     return cluster_gpus if cluster_gpus > 0 else int(device(env).gpu)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may use: its affinity (a Slurm job's cgroup/cpuset), and no more than Slurm's
+    ``SLURM_CPUS_PER_TASK`` where a site pins no affinity; the machine's count said ``2 cores`` inside a 1-CPU job."""
+    import os
+
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        n = os.cpu_count() or 1
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return min(n, int(per_task)) if per_task.isdigit() and int(per_task) > 0 else n
+
+
 class Device(NamedTuple):
     text: str  # as the start line says it
     gpu: bool  # the engine should train on a GPU (then TensorFlow's fallback to the CPU is worth a warning)
@@ -271,7 +284,8 @@ def device(env: EngineEnv, gpus: list[str] | None = None) -> Device:
     import os
 
     gpus = visible_gpus() if gpus is None else gpus
-    cpu = f"the CPU ({os.cpu_count()} cores)"
+    usable, machine = usable_cpus(), os.cpu_count() or 1
+    cpu = f"the CPU ({usable} of {machine} cores)" if usable < machine else f"the CPU ({machine} cores)"
     if not gpus:
         return Device(cpu, False)
     if env.kind == "uv" and not env.cuda:

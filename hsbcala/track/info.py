@@ -218,10 +218,11 @@ def dataset_rows(manifest: dict[str, Any], split: str) -> list[dict[str, Any]]:
 
 
 def split_digest(manifest: dict[str, Any], split: str) -> str:
-    """A short, path-independent hash of one split's lines (the manifest's content hash, per split)."""
+    """A short, path-independent hash of one split's lines: :func:`hsbcala.data.manifest.split_digest`, the one
+    the console names."""
     from hsbcala.data import manifest as manifests
 
-    return manifests.content_sha256([r for r in manifest.get("lines", []) if r.get("split") == split])[:16]
+    return manifests.split_digest(manifest, split)
 
 
 class JobUsage:
@@ -235,12 +236,9 @@ class JobUsage:
         self._psutil = psutil
         self.root = psutil.Process(root or os.getpid())
         self._procs: dict[int, Any] = {}
-        try:
-            self.cpus = len(
-                os.sched_getaffinity(0)
-            )  # what this job may use (Slurm's allocation), not the node
-        except (AttributeError, OSError):
-            self.cpus = psutil.cpu_count() or 1
+        from hsbcala.engines import envs
+
+        self.cpus = envs.usable_cpus()  # what this job may use (Slurm's allocation), not the node
         self._started = False
 
     def sample(self) -> dict[str, float]:

@@ -67,7 +67,7 @@ class EvalRun(StrEnum):
 class IntervalUnit(StrEnum):
     auto = "auto"  # documents (the manifest's, else the directory, as data.split) unless all are one: lines
     lines = "lines"
-    documents = "documents"  # the same documents, also when there is one (no interval then), a note if guessed
+    documents = "documents"  # the same, also when there is only one (no interval), a note if guessed
 
 
 class EvalCheckpoints(StrEnum):
@@ -189,6 +189,10 @@ class TrainConf:
     val_batch_size: int | None = None
     val_workers: int | None = None  # validation data-loading processes (Calamari 2)
     val_prefetch: int | None = None  # validation prefetch (Calamari 2)
+    # Validate every Nth epoch (Calamari 2: its own --trainer.val_every_n, early stopping checked at the same
+    # epochs, so train.early_stopping_patience counts validations); at scale validation can cost as much as
+    # training. Calamari 1 (validation at each early-stopping check, its epochs) takes only 1.
+    val_every: int = 1
     preload: bool = True  # forced off when the data lies on the cluster's RAM disk
     skip_invalid: bool = True  # Calamari skips invalid lines; hsbcala counts and reports them
     codec: Codec = Codec.recompute  # recompute: keep shared characters, add new ones | keep_loaded: keep all
@@ -485,7 +489,7 @@ def check(cfg: Any) -> None:
         env.kind,
         ("uv", "venv", "path"),
     )
-    for key in ("epochs", "batch_size", "workers"):
+    for key in ("epochs", "batch_size", "workers", "val_every"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {getattr(cfg.train, key)}")
     for key in ("augmentations", "early_stopping_patience", "extend_epochs"):

@@ -17,6 +17,8 @@ batch_size                  --train.batch_size                     --batch_size
 augmentations               --n_augmentations                      --n_augmentations
 early_stopping_patience P   --early_stopping.n_to_go P (1/epoch)   --early_stopping_nbest P,
                                                                    --early_stopping_frequency I
+val_every N                 --trainer.val_every_n N (if N > 1),    refused for N > 1 (its checks are
+                              --early_stopping.frequency N           hsbcala's epochs)
 (checkpoints)               every epoch (Calamari 2 default)       --checkpoint_frequency I
 (training metrics)          every epoch                            --display I
 seed                        --trainer.random_seed                  --seed
@@ -200,6 +202,8 @@ class ProgressParser:
     epochs_seen: int = 0
     iterations_seen: int = 0
     checks_seen: int = 0  # validations the engine reported
+    val_seconds: float = 0.0  # wall time the engine says it spent validating in this launch (0: not reported)
+    _last_val_s: float | None = None  # the latest validation time the engine printed, until its epoch's line
 
     def feed(self, line: str) -> list[Update]:
         if STAGE_SWITCH in line:

@@ -343,4 +343,10 @@ class Cala1(Engine):
                 "train.early_stopping_patience=1 cannot work: Calamari 1 with --early_stopping_nbest 1 never "
                 "validates; use 0 (off) or 2 or more"
             )
+        if train.val_every != 1:
+            # --early_stopping_frequency would do it, but the console and MLflow count its checks as epochs
+            return (
+                f"train.val_every={train.val_every} is not mapped for Calamari 1 (it validates at every "
+                f"early-stopping check, which hsbcala counts as its epochs); use 1, or fewer validation lines"
+            )
         return None

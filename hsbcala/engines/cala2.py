@@ -29,10 +29,20 @@ _EPOCH = re.compile(r"Results of epoch\s+(\d+)\s+(.*)$")
 _PAIR = re.compile(r"([\w/-]+): (-?[\d.]+(?:e[-+]?\d+)?)")
 _NUMBERED = re.compile(r"^checkpoint_\d+$")  # not one set aside as checkpoint_NNNN.unrestorable-…
 _NAMES = {"CER": "train_cer", "loss": "train_loss", "val_CER": "val_cer", "val_loss": "val_loss"}
+# tfaip's BenchmarkCallback table, printed at every epoch's end: "Test Total" of the "Last" row is the seconds the
+# last validation took (tfaip/trainer/callbacks/benchmark_callback.py); an epoch without validation repeats it
+_LAST_TIME = re.compile(r"^\|\s*Last Time Per\s*\|")
 
 
 class Cala2Parser(ProgressParser):
     def parse(self, line: str) -> list[Update]:
+        if _LAST_TIME.match(line):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            try:
+                self._last_val_s = float(cells[4])  # Benchmark | Train Total | … | Test Total | …
+            except (IndexError, ValueError):
+                self._last_val_s = None
+            return []
         m = _EPOCH.search(line)
         if not m:
             return []
@@ -42,6 +52,9 @@ class Cala2Parser(ProgressParser):
         if "val_cer" in metrics:
             metrics["best_val_cer"] = self._best(metrics["val_cer"], float(epoch))
             self.checks_seen += 1
+            if self._last_val_s is not None:  # this epoch validated: its table's test time is this validation's
+                self.val_seconds += self._last_val_s
+        self._last_val_s = None
         metrics["stage"] = float(self.stage)
         self.epochs_seen += 1
         return [Update(self._offset() + epoch, metrics, check=True)]
@@ -82,7 +95,7 @@ class Cala2(Engine):
             "--early_stopping.n_to_go",
             str(train.early_stopping_patience or -1),
             "--early_stopping.frequency",
-            "1",
+            str(train.val_every),  # the epochs that validate are the ones early stopping can judge
             "--codec.keep_loaded",
             flag(train.codec == "keep_loaded"),
             "--data.skip_invalid_gt",
@@ -92,6 +105,8 @@ class Cala2(Engine):
             "--val.skip_invalid",
             flag(train.skip_invalid),
         ]
+        if train.val_every != 1:
+            argv += ["--trainer.val_every_n", str(train.val_every)]
         if train.samples_per_epoch:
             argv += ["--trainer.samples_per_epoch", str(train.samples_per_epoch)]
         if train.prefetch is not None:

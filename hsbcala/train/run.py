@@ -185,7 +185,8 @@ def _execute(cfg: Any, p: Plan) -> float | None:
             progress = console.Progress(
                 epochs=engine.epochs_per_stage(cfg.train, p.inputs.n_train),
                 stages=2 if cfg.train.augmentations else 1,  # with augmentation both engines train twice
-                patience=cfg.train.early_stopping_patience,
+                # in epochs, as the console counts: early stopping judges only every val_every-th epoch
+                patience=cfg.train.early_stopping_patience * cfg.train.val_every,
                 lines_per_epoch=cfg.train.samples_per_epoch or p.inputs.n_train,
                 # a resumed training's best so far, with the epoch it was reached at (not the first line's)
                 best=None if parser.best_val_cer is None else (parser.best_val_cer, stage, parser.best_epoch),
@@ -288,6 +289,7 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                     "best_val_cer_stage1": parser.best_val_cer_stage1,
                     "lines_per_second": lines_done / elapsed if elapsed > 0 else None,
                     "wall_time_s": prior + elapsed,
+                    "val_time_share": parser.val_seconds / elapsed if parser.val_seconds and elapsed > 0 else None,
                 }
             )
             untrained = engine.no_best_model(parser)
@@ -307,6 +309,12 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                 f"finished {md.path}: best validation CER {best} (the engine's own, measured while training; "
                 f"evaluate.py measures the exported model anew); MLflow run {tracker.shown()}"
             )
+            if parser.val_seconds and elapsed > 0:  # at scale validation can cost as much as the training
+                say(
+                    f"validation took {parser.val_seconds / elapsed:.0%} of this launch's wall time "
+                    f"({parser.val_seconds:,.0f} s of {elapsed:,.0f} s, {parser.checks_seen} validations, the engine's "
+                    f"own timing); train.val_every=N validates every Nth epoch"
+                )
             if tracker.degraded:
                 say(
                     f"warning: tracking is incomplete (the store failed during the run); metrics not sent are in "

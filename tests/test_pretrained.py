@@ -374,6 +374,8 @@ def test_offline_from_a_mirror_directory_and_from_an_archive_then_list(tmp_path,
 
     listed = cli("list", "--dir", target, "--registry", registry)
     assert listed.code == 0 and listed.out.count(": missing") == 4, listed.out
+    # which entries are pinned, said honestly (issue 22, item 6): none yet in this registry
+    assert listed.out.count("  not pinned: ") == 4 and "0 of 4 pinned by sha256;" in listed.out, listed.out
 
     run = cli("get", "deep3_fraktur19", "--dir", target, "--registry", registry, "--from", mirror)
     assert run.code == 0, run.err
@@ -387,6 +389,9 @@ def test_offline_from_a_mirror_directory_and_from_an_archive_then_list(tmp_path,
     (target / "deep3_lsh4").mkdir()  # a hand-made, empty folder
     listed = cli("list", "--dir", target, "--registry", registry)
     assert listed.code == 0, listed.err
+    sha = hashlib.sha256(zipped).hexdigest()
+    assert f"sha256 {sha} (checked before anything is installed)" in listed.out, listed.out
+    assert "2 of 4 pinned by sha256: deep3_fraktur19, fraktur_19th_century;" in listed.out, listed.out
     assert f"deep3_fraktur19: present ({target / 'deep3_fraktur19'})" in listed.out
     assert f"fraktur_19th_century: present ({target / 'fraktur_19th_century'})" in listed.out
     assert "deep3_lsh4: incomplete: no ensemble member" in listed.out

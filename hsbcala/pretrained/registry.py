@@ -246,5 +246,12 @@ def list_models(directory: Path, registry: Path) -> None:
             print(f"  {e.description}")
         print(f"  {e.url}")
         size = f"{e.size:,} bytes" if e.size is not None else "size not yet known"
-        sha = f"sha256 {e.sha256}" if e.sha256 else "sha256 not yet known (recorded by the first get)"
-        print(f"  {size}, {sha}")
+        if e.sha256:
+            print(f"  pinned: {size}, sha256 {e.sha256} (checked before anything is installed)")
+        else:  # no checksum is invented: only an archive hsbcala has read can be pinned
+            print(f"  not pinned: {size}, no sha256 recorded yet (the first get records the archive's)")
+    pinned = [e.name for e in models.values() if e.sha256]
+    print(
+        f"\n{len(pinned)} of {len(models)} pinned by sha256{': ' + ', '.join(pinned) if pinned else ''}; a get "
+        f"records an unpinned archive's sha256 in {registry}: commit that file to publish it"
+    )

@@ -47,7 +47,7 @@ def test_run_name_of_a_sweep_point_is_its_short_label(tmp_path):
     HydraConfig.instance().set_config(cfg)
     try:
         assert cfg.mlflow.run_name == "fraktur-cala2-batch_size=32"
-        assert cfg.model_dir.endswith("/train.batch_size=32")  # the directory keeps the whole key
+        assert cfg.model_dir.endswith(".demo@train.batch_size=32")  # beside the model; keeps the whole key
     finally:
         HydraConfig.instance().cfg = None
 

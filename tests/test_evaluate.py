@@ -187,7 +187,7 @@ def test_eval_keys_do_not_change_the_model_dir_of_a_sweep_point():
         cfg.hydra.mode = RunMode.MULTIRUN
     HydraConfig.instance().set_config(cfg)
     try:
-        assert cfg.model_dir.endswith("/models/hsbfraktur.cala1.demo/train.batch_size=32")
+        assert cfg.model_dir.endswith("/models/hsbfraktur.cala1.demo@train.batch_size=32")
         assert cfg.mlflow.run_name == "fraktur-cala1-batch_size=32"  # short sweep label
     finally:
         HydraConfig.instance().cfg = None

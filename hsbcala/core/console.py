@@ -63,6 +63,29 @@ def warn(msg: str) -> None:
     say(f"warning: {msg}")
 
 
+def swallowed(
+    what: str, exc: BaseException, expected: tuple[type[BaseException], ...], after: str = ""
+) -> None:
+    """A best-effort step failed and the work goes on without it, never silently: an ``expected`` failure
+    (what the called code raises when a store, file or tool cannot be used) is one warning naming it; anything
+    else is a bug in hsbcala, said as one with its traceback (console and log) and still not raised, because
+    the caller's work is whole without the step. ``after``: what that means for the user (appended)."""
+    first = str(exc).splitlines()[0] if str(exc).strip() else ""
+    named = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    tail = f"; {after}" if after else ""
+    if isinstance(exc, expected):
+        warn(f"{what} failed ({named}){tail}")
+        return
+    _ensure_handler()
+    log.warning(
+        "warning: %s failed with an unexpected error (%s), a bug in hsbcala%s; the traceback:",
+        what,
+        named,
+        tail,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+
+
 class Progress:
     """hsbcala's own console while an engine trains: a start line, then one line per epoch (Calamari 1: per
     check, a pass over the lines) with stage, epoch k/N, training and validation CER, the best so far and where,

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hsbcala.core import fsutil
+
 MANIFEST_FILE = "manifest.json"
 FORMAT = "hsbcala-manifest/1"
 
@@ -124,9 +126,7 @@ def write(manifest: dict[str, Any], directory: Path) -> tuple[Path, str]:
     """Write ``manifest.json`` into ``directory``; return its path and the SHA-256 of its bytes."""
     raw = dumps(manifest).encode("utf-8")
     path = Path(directory) / MANIFEST_FILE
-    tmp = path.with_name(f".{MANIFEST_FILE}.tmp")
-    tmp.write_bytes(raw)
-    tmp.replace(path)
+    fsutil.atomic_write_bytes(path, raw)  # durable: evaluation and resume read it back, maybe after a crash
     return path, hashlib.sha256(raw).hexdigest()
 
 

@@ -139,17 +139,35 @@ def _steps(cfg: Any, p: Any, engine: Any, params: dict[str, str]):
     configuration's) as the training's MLflow run was; the position itself when the training's size is not
     known (no manifest)."""
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     from hsbcala.core import fsutil
+    from hsbcala.core.console import swallowed
+    from hsbcala.core.errors import HsbcalaError
 
+    def positions(stage: int, position: int) -> int:
+        return position
+
+    # an old or foreign model directory (no manifest, or one without the totals), a damaged manifest
+    # (fsutil.Unreadable) or a param of the training that does not fit this engine's parser
+    expected = (KeyError, TypeError, ValueError, HsbcalaError, OmegaConfBaseException)
     try:
         manifest = fsutil.read_json(p.model_dir / "manifest.json")
+        if not manifest:
+            say(f"{p.model_dir} has no manifest.json: the curve's steps are the checkpoints' positions")
+            return positions
         n_train = int(manifest["totals"]["train"]["lines"])
         train = OmegaConf.to_container(cfg.train, resolve=True)
         for key in train:
             if f"train.{key}" in params:  # what the training ran with
                 train[key] = trackinfo.param_value(params[f"train.{key}"])
         parser = engine.progress_parser(OmegaConf.create(train), n_train)
-    except Exception:  # noqa: BLE001 - an old or foreign model directory: positions as they are
-        return lambda stage, position: position
+    except expected as exc:
+        swallowed(
+            f"placing the checkpoints on the training's curve ({p.model_dir})",
+            exc,
+            expected,
+            "the curve's steps are the checkpoints' positions",
+        )
+        return positions
     return parser.step_at

@@ -22,21 +22,31 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from hsbcala.core import console
 from hsbcala.core.console import say
 from hsbcala.evaluate import htmlreport, intervals, report, scoring
 from hsbcala.evaluate.scoring import JOB_DIR, RESULT_FILE
 from hsbcala.track import info as trackinfo
 from hsbcala.track import tracking
 
+_UNREADABLE = (OSError, ValueError, TypeError, yaml.YAMLError, OmegaConfBaseException)
+
 
 def _job_label(job_dir: Path) -> str:
-    with contextlib.suppress(Exception):
-        overrides = OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")
-        return " ".join(str(o) for o in overrides)
-    return f"job {job_dir.name}"
+    """The job's overrides, else ``job <n>`` (no overrides.yaml: the job died before Hydra wrote it)."""
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return f"job {job_dir.name}"
+    try:
+        return " ".join(str(o) for o in OmegaConf.load(path))
+    except _UNREADABLE as exc:  # damaged or not a list: the row still counts, under its number
+        console.swallowed(f"reading {path}", exc, _UNREADABLE)
+        return f"job {job_dir.name}"
 
 
 def collect(sweep_dir: Path) -> list[dict]:
@@ -244,7 +254,8 @@ class ComparisonTable(Callback):
         errors = []
         uri = next(((r.get("mlflow") or {}).get("tracking_uri") for r in results if r.get("mlflow")), None)
         if uri is None:
-            with contextlib.suppress(Exception):
+            # no job got as far as MLflow, and a sweep config without mlflow keys: no store to log the table to
+            with contextlib.suppress(OmegaConfBaseException):
                 uri = trackinfo.tracking_uri(config)
         if uri:
             experiment = config.eval.comparison_experiment if config.get("eval") else "hsbcala-evaluation"
@@ -253,7 +264,7 @@ class ComparisonTable(Callback):
                     results, paths, sweep_dir, experiment, uri, comparison_metrics(results, diffs)
                 )
                 say(f"comparison logged to MLflow experiment '{experiment}', run {run_id}")
-            except Exception as exc:  # noqa: BLE001 - MLflow raises many types; the table on disk is whole
+            except tracking._store_errors() as exc:  # the table on disk is whole; a bug keeps its traceback
                 errors.append(
                     f"mlflow.tracking_uri={trackinfo.masked(uri)}: could not log the comparison to experiment "
                     f"'{experiment}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "

@@ -42,10 +42,11 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from hsbcala import engines, modeldir
 from hsbcala.config import schema
-from hsbcala.core import fsutil
+from hsbcala.core import console, fsutil
 from hsbcala.core.console import say
 from hsbcala.core.errors import ConfigError, DataError, HsbcalaError, Interrupted
 from hsbcala.engines import envs
@@ -234,14 +235,16 @@ def _is_multirun() -> bool:
 
 def _base_result(cfg: Any) -> dict:
     """What is known about a job before anything can fail (so a failed model still gets its row)."""
+    # a key missing, ``???`` or an interpolation that does not resolve (OmegaConf's errors): the row gets a
+    # default, and the same key fails with its own message where the evaluation needs it
     groups = {}
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(OmegaConfBaseException):
         groups = {g: list(p) for g, p in cfg.eval.groups.items()}
     label = f"{cfg.script.name}-{cfg.version.name}"
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(OmegaConfBaseException):
         label = str(cfg.mlflow.run_name)
     model_dir = None
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(OmegaConfBaseException):
         model_dir = str(cfg.model_dir)
     return {
         "model": label,
@@ -365,7 +368,8 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
             if cfg.mlflow.get("register"):  # the registry's champion moves only on a real win
                 try:
                     result["registry"] = tracking.register_evaluation(cfg, p, result, out_dir, tracker)
-                except Exception as exc:  # MLflow raises many types; the results are on disk already
+                # the store's errors only: the results are on disk already; a bug keeps its traceback
+                except tracking._store_errors() as exc:
                     raise ConfigError(
                         f"mlflow.register=true: could not register the evaluated model in {tracker.uri}: "
                         f"{str(exc).splitlines()[0]} (results: {out_dir})"
@@ -392,8 +396,15 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
         raise
     finally:
         if tracker is not None:
-            with contextlib.suppress(Exception):
+            try:
                 tracker.end(status)
+            except Exception as exc:  # noqa: BLE001 - ending, maybe on another error that must not be masked
+                console.swallowed(
+                    f"mlflow.tracking_uri={tracker.uri}: ending the evaluation's run {tracker.run_id} as {status}",
+                    exc,
+                    tracking._store_errors(),
+                    "the store may show it RUNNING; the results are on disk",
+                )
 
 
 def _engine_check(p: Plan, result: dict, out_dir: Path) -> dict:
@@ -442,7 +453,8 @@ def _log(tracker: Any, p: Plan, result: dict, out_dir: Path, table: dict[str, Pa
         tracker.log(scoring.metrics_of(result), tags, files)
         if curve:
             tracker.log_curve(curve)
-    except Exception as exc:  # MLflow raises many types; the results are on disk already
+    # the store's errors only: the results are on disk already; a bug keeps its traceback
+    except tracking._store_errors() as exc:
         raise ConfigError(
             f"mlflow.tracking_uri={tracker.uri}: could not log the evaluation to run "
             f"{tracker.run_id}: {str(exc).splitlines()[0]} (results: {out_dir})"

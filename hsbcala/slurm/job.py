@@ -328,7 +328,13 @@ def log_accounting(cfg: Any, launches_before: int) -> None:
             f"Slurm job {job_id()} on {tags['slurm.node']}: {metrics['slurm/elapsed_s']:.0f} s, CPU "
             f"efficiency {metrics['slurm/cpu_efficiency']:.0%}, max RSS {metrics['slurm/max_rss_mb']:.0f} MB"
         )
-    except Exception as exc:  # noqa: BLE001 - accounting must never hide how the training ended
-        say(
-            f"warning: could not log the Slurm job's accounting: {str(exc).splitlines()[0] if str(exc) else exc!r}"
-        )
+    except Exception as exc:  # noqa: BLE001 - accounting must never hide how the training ended; said
+        from hsbcala.core.console import swallowed
+        from hsbcala.core.errors import HsbcalaError
+
+        expected: tuple[type[BaseException], ...] = (OSError, HsbcalaError)  # /proc, a damaged state file
+        with contextlib.suppress(ImportError):  # the store's own errors (mlflow may be what failed to import)
+            from hsbcala.track import tracking
+
+            expected += tracking._store_errors()
+        swallowed("logging the Slurm job's accounting to MLflow", exc, expected)

@@ -36,6 +36,7 @@ from hydra.experimental.callback import Callback
 
 from hsbcala import engines, modeldir
 from hsbcala.core import fsutil
+from hsbcala.core.console import warn
 from hsbcala.core.errors import ConfigError, clean_exit
 from hsbcala.core.fsutil import atomic_write_json
 from hsbcala.slurm import launch
@@ -102,7 +103,11 @@ def result_outcome(result_file: Path) -> str | None:
             kind, value = pickle.load(f)
     except FileNotFoundError:
         return None
-    except Exception:  # noqa: BLE001 - unreadable (being written, or of another version): a failure to show
+    except Exception as exc:  # noqa: BLE001 - unpickling runs the pickled classes' code: any error is possible
+        # unreadable (cut short, or of another version of hydra/submitit/hsbcala): shown as failed, and why
+        warn(
+            f"submitit's result {result_file} cannot be read ({type(exc).__name__}: {exc}); the job is shown as failed"
+        )
         return "failed"
     if kind != "success":
         return "failed"

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hsbcala.core.console import swallowed
+from hsbcala.core.errors import HsbcalaError
+
 
 def _run(argv: list[str], cwd: Path | None = None, timeout: float = 30) -> str | None:
     try:
@@ -76,8 +79,13 @@ def capture(env: Any, project: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     try:
         frozen = env.freeze()
-    except Exception:  # noqa: BLE001 - a record, never a reason to fail the run
-        frozen = ""
+    except (OSError, subprocess.SubprocessError, HsbcalaError) as exc:  # uv missing or not runnable
+        swallowed(
+            f"recording the packages of {env.name} (uv pip freeze)",
+            exc,
+            (OSError, subprocess.SubprocessError, HsbcalaError),
+        )
+        frozen = ""  # a record, never a reason to fail the run
     if frozen:
         out[f"{env.name}-freeze.txt"] = frozen
     modules = module_list()

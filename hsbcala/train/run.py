@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hsbcala.core import console
 from hsbcala.core.console import say
-from hsbcala.core.errors import ConfigError, EngineError, Interrupted, RestoreFailed
+from hsbcala.core.errors import ConfigError, EngineError, HsbcalaError, Interrupted, RestoreFailed
 from hsbcala.engines import envs
 from hsbcala.engines.base import Engine
 from hsbcala.engines.process import EngineProcess, deferred, interruptible
@@ -378,22 +378,24 @@ def _end(
         try:
             for note in engine.after_launch(md.path):
                 say(note)
-        except Exception as exc:  # noqa: BLE001 - the launch is ending anyway; what was not repaired is said
-            say(
-                f"warning: the engine's repair of {md.path} after this launch failed ({type(exc).__name__}: {exc}); "
-                f"what it repairs is left as it was, and the next launch of the same command tries again"
+        except Exception as exc:  # noqa: BLE001 - the launch is ending anyway; said (a bug with its traceback)
+            console.swallowed(
+                f"the engine's repair of {md.path} after this launch",
+                exc,
+                (OSError, HsbcalaError),  # copying the kept best model; a damaged record (fsutil.Unreadable)
+                "what it repairs is left as it was, and the next launch of the same command tries again",
             )
     _keep_bests(state, parser)
     if state.history and "wall_time_s" not in state.history[-1]:
         state.history[-1]["wall_time_s"] = time.monotonic() - t0  # interrupted launches count too
     if tracker is not None:
+        # Tracker.log_artifact is best-effort and says its own failure (a bug with its traceback); the logs
+        # stay in the model directory either way
         if status != "FINISHED":
-            with contextlib.suppress(Exception):  # the run is ending anyway; the log stays in the model dir
-                tracker.log_artifact(md.engine_log, "logs")
+            tracker.log_artifact(md.engine_log, "logs")
         own_log = console.log_file()  # hsbcala's lines beside the engine's, up to the end line
         if own_log is not None and own_log.is_file():
-            with contextlib.suppress(Exception):
-                tracker.log_artifact(own_log, "logs")
+            tracker.log_artifact(own_log, "logs")
         tracker.end(status)
     if status == "FAILED" and fresh and held and md.exists() and md.latest_checkpoint() is None:
         shutil.rmtree(md.path, ignore_errors=True)  # nothing worth resuming: leave nothing behind

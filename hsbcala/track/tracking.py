@@ -825,9 +825,8 @@ def register_evaluation(cfg: Any, p: Evaluated, result: dict, out_dir: Path, tra
     """The evaluated model's registered version (the one its training registered, else a new one), its
     per-line results on the main set kept with this evaluation's run, and the ``champion`` decision
     (:mod:`hsbcala.evaluate.champion`), said on the console."""
-    from hsbcala.evaluate import champion
     from hsbcala.data import hashcache
-    from hsbcala.evaluate import scoring
+    from hsbcala.evaluate import champion, scoring
 
     s = p.sets[0]
     rows = scoring.read_lines(out_dir / s.name / scoring.LINES_FILE)
@@ -865,6 +864,11 @@ def _evaluated_version(client: Any, cfg: Any, p: Evaluated, tracker: EvalTracker
     if tracker.training_run_id:
         logged = client.get_run(tracker.training_run_id).data.tags.get("hsbcala.logged_model")
     if logged:
+        # MLflow resolves a models:/ source through its fluent API, i.e. the process-wide tracking URI, not this
+        # client's: unset, it would look in (and create) ./mlflow.db and not find the training's logged model
+        import mlflow
+
+        mlflow.set_tracking_uri(tracker.uri)
         source, model_id = f"models:/{logged}", logged
     else:  # no logged model (mlflow.log_model=false, or no training run): the files, as this run's artifacts
         from hsbcala import engines

@@ -139,7 +139,9 @@ def report(cache: Path) -> None:
         return
     print(f"validation CER against training wall time ({len(curve)} validations):")
     for p in curve:
-        print(f"  {p['seconds'] / 60:7.1f} min  epoch {p['epoch']:>3}  val CER {p['val_cer']:.4f}  load {p['load']}")
+        print(
+            f"  {p['seconds'] / 60:7.1f} min  epoch {p['epoch']:>3}  val CER {p['val_cer']:.4f}  load {p['load']}"
+        )
     for t in THRESHOLDS:
         hit = next((p for p in curve if p["val_cer"] <= t), None)
         when = f"{hit['seconds'] / 60:.1f} min (epoch {hit['epoch']})" if hit else "not reached"
@@ -171,7 +173,9 @@ def main() -> int:
     rc = train(cache, train_dir, args.extra)
     report(cache)
     if rc != 0:
-        print(f"reference: train.py ended with exit {rc}; run the same command again to resume", file=sys.stderr)
+        print(
+            f"reference: train.py ended with exit {rc}; run the same command again to resume", file=sys.stderr
+        )
         return rc
     return 0 if args.no_eval else evaluate(cache, test_dir, args.extra)
 

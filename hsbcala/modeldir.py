@@ -52,7 +52,9 @@ class State:
     status: str = "training"  # training | finished
     best_val_cer: float | None = None  # of the exported best model (its stage: the last one trained)
     best_epoch: float | None = None  # where best_val_cer was reached (the console's epoch in its stage)
-    epochs_target: int | None = None  # an extension's epochs per stage (train.extend_epochs), until it is done
+    epochs_target: int | None = (
+        None  # an extension's epochs per stage (train.extend_epochs), until it is done
+    )
     best_val_cer_stage1: float | None = None  # the first stage's best, with augmentation
     history: list[dict] = field(
         default_factory=list

@@ -25,8 +25,14 @@ from tests.conftest import ROOT, compose_cfg
 PACKAGE = ROOT / "hsbcala"
 # grep hits outside engines/ that name config or registry values, not a version rule (file, text): why
 ALLOWED = {
-    ("hsbcala/config/schema.py", "name: str = MISSING  # cala1 | cala2"): "the config key's values, in a comment",
-    ("hsbcala/config/schema.py", "(e.g. zih_power9: 4 GPUs for cala2, 1 for cala1)"): "a site config's example",
+    (
+        "hsbcala/config/schema.py",
+        "name: str = MISSING  # cala1 | cala2",
+    ): "the config key's values, in a comment",
+    (
+        "hsbcala/config/schema.py",
+        "(e.g. zih_power9: 4 GPUs for cala2, 1 for cala1)",
+    ): "a site config's example",
     (
         "hsbcala/pretrained/registry.py",
         "# the engine that loads it: cala1 | cala2",

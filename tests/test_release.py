@@ -266,7 +266,9 @@ def test_champion_moves_only_on_a_real_win(multirun, tmp_path):
     def register(table: champion.LineTable) -> dict:
         run = client.create_run(exp)
         mv = client.create_model_version("hsbfraktur", source=str(tmp_path), run_id=run.info.run_id)
-        return tracking.record_and_decide(client, "hsbfraktur", str(mv.version), run.info.run_id, table)
+        version = str(mv.version)
+        ask = champion.decider(table, version)
+        return tracking.record_and_decide(client, "hsbfraktur", version, run.info.run_id, table, ask)
 
     def holder() -> str:
         return str(client.get_model_version_by_alias("hsbfraktur", "champion").version)

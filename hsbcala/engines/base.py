@@ -92,6 +92,7 @@ class Stored:
     batch_size: int
     learning_rate: float | None
 
+
 def iterations_per_epoch(train: Any, n_train: int) -> int:
     """I: iterations of one pass over the training lines (or over ``train.samples_per_epoch``)."""
     lines = train.samples_per_epoch or n_train
@@ -147,13 +148,10 @@ def resume_settings(
         f"the checkpoint's settings: {epochs} epochs per stage ({how}), batch {s.batch_size}{lr}"
     )
     if ignored:
-        line += (
-            f"; this command's {', '.join(ignored)} not used (a resume keeps the checkpoint's; "
-            + (
-                "to train N more epochs: train.extend_epochs=N)"
-                if engine.extendable
-                else "to train with other settings: a new model_dir warm-started from this one)"
-            )
+        line += f"; this command's {', '.join(ignored)} not used (a resume keeps the checkpoint's; " + (
+            "to train N more epochs: train.extend_epochs=N)"
+            if engine.extendable
+            else "to train with other settings: a new model_dir warm-started from this one)"
         )
     return s, extend_to, line
 
@@ -169,7 +167,9 @@ def flag(value: bool) -> str:
 class Update:
     step: int
     metrics: dict[str, float]
-    check: bool = False  # a validation check (Calamari 2: an epoch's line): the console prints one line for it
+    check: bool = (
+        False  # a validation check (Calamari 2: an epoch's line): the console prints one line for it
+    )
 
 
 @dataclass
@@ -259,7 +259,9 @@ class Engine(ABC):
 
     name: ClassVar[str]  # the config's version.name: cala1 | cala2
     major: ClassVar[int]  # Calamari's major version, as model files record it
-    eval_rules: ClassVar[str]  # the normalisation of this version's calamari-eval (hsbcala.evaluate.cer.RULES)
+    eval_rules: ClassVar[
+        str
+    ]  # the normalisation of this version's calamari-eval (hsbcala.evaluate.cer.RULES)
     best_weights: ClassVar[str]  # the best model's weights beside best.ckpt.json (for messages)
     position: ClassVar[str]  # what a step counts: "epoch" | "iteration"
     Parser: ClassVar[type[ProgressParser]]  # the parser of its console output

@@ -52,7 +52,9 @@ class Cala2Parser(ProgressParser):
         if "val_cer" in metrics:
             metrics["best_val_cer"] = self._best(metrics["val_cer"], float(epoch))
             self.checks_seen += 1
-            if self._last_val_s is not None:  # this epoch validated: its table's test time is this validation's
+            if (
+                self._last_val_s is not None
+            ):  # this epoch validated: its table's test time is this validation's
                 self.val_seconds += self._last_val_s
         self._last_val_s = None
         metrics["stage"] = float(self.stage)

@@ -1,7 +1,7 @@
 """The model to ship: the registry alias ``champion`` moves only on a real win.
 
 With ``mlflow.register=true`` an evaluation records its per-line results with the model's registered version
-(:func:`hsbcala.track.tracking.register_evaluation`) and asks :func:`decide` whether the version replaces the
+(:func:`register`; the MLflow calls are :func:`hsbcala.track.tracking.record_and_decide`) and asks :func:`decide` whether the version replaces the
 current champion. It does only when, on the same evaluation lines (the same :attr:`LineTable.digest`), its
 CER is lower AND the paired bootstrap interval of the difference (:func:`hsbcala.evaluate.intervals.paired_difference`,
 the same units resampled for both models) lies wholly below 0. A smaller CER whose interval includes 0 is
@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hsbcala.core.console import say
 from hsbcala.evaluate import intervals
+from hsbcala.track import tracking
 
-ALIAS = "champion"
-TABLE_FILE = "lines.tsv"  # the per-line table kept with a version's evaluation run, under registry/<digest>/
+ALIAS = tracking.CHAMPION_ALIAS
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,9 @@ class LineTable:
     def loads(cls, text: str) -> LineTable:
         lines = text.splitlines()
         if not lines or lines[0].split("\t") != ["key", "document", "chars", "errors"]:
-            raise ValueError("not a per-line table of hsbcala.evaluate.run.champion (header key/document/chars/errors)")
+            raise ValueError(
+                "not a per-line table of hsbcala.evaluate.champion (header key/document/chars/errors)"
+            )
         cells = [line.split("\t") for line in lines[1:] if line]
         return cls(
             tuple(c[0] for c in cells),
@@ -155,3 +159,43 @@ def decide(
         f"not distinguishable from champion v{champion_version} ({shown}); the alias stays",
         iv.as_dict(),
     )
+
+
+def decider(
+    table: LineTable, version: str, *, resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> Callable[[str | None, str | None], Decision]:
+    """What :func:`hsbcala.track.tracking.record_and_decide` asks, given the champion's per-line table (its
+    text) and version: :func:`decide` for ``table`` of ``version``."""
+
+    def ask(theirs: str | None, current: str | None) -> Decision:
+        return decide(
+            table,
+            version,
+            None if theirs is None else LineTable.loads(theirs),
+            current,
+            resamples=resamples,
+            level=level,
+            seed=seed,
+        )
+
+    return ask
+
+
+def register(cfg: Any, p: Any, out_dir: Path, tracker: Any) -> dict:
+    """The evaluated model's registered version, its per-line results on the main set kept with this
+    evaluation's run, and the ``champion`` decision, said on the console (mlflow.register=true)."""
+    from hsbcala.data import hashcache
+    from hsbcala.evaluate import scoring
+
+    s = p.sets[0]
+    rows = scoring.read_lines(out_dir / s.name / scoring.LINES_FILE)
+    cache = hashcache.HashCache(cfg.data.get("cache_dir") or hashcache.default_root())
+    table = table_of(list(s.images), s.gt, rows, cache.file_sha256)
+    cache.save()
+    name = cfg.script.model_name
+    version = tracking.registered_version(tracker.client, cfg, p, tracker)
+    iv = cfg.eval.intervals
+    ask = decider(table, version, resamples=iv.resamples, level=iv.level, seed=iv.seed)
+    out = tracking.record_and_decide(tracker.client, name, version, tracker.run_id, table, ask)
+    say(f"registry: {name} version {version}: {out['decision']}")
+    return out

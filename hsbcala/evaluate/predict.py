@@ -46,7 +46,6 @@ class Plan:
         return list(seen)
 
 
-
 def predict_argv(
     engine: Engine,
     program: str,

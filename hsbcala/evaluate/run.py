@@ -51,7 +51,7 @@ from hsbcala.core.console import say
 from hsbcala.core.errors import ConfigError, DataError, HsbcalaError, Interrupted
 from hsbcala.engines import envs
 from hsbcala.engines.process import interruptible
-from hsbcala.evaluate import cer, charclasses, htmlreport, report, scoring
+from hsbcala.evaluate import cer, champion, charclasses, htmlreport, report, scoring
 from hsbcala.evaluate import sets as evalsets
 from hsbcala.evaluate.predict import Plan, predict, predict_argv, stage
 from hsbcala.evaluate.scoring import RESULT_FILE
@@ -347,7 +347,9 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
                 "training_run_id": tracker.training_run_id,
                 "separate_run": tracker.separate,
             }
-            if cfg.eval.baseline:  # the warm-start model on the same staged lines (hsbcala/evaluate/baseline.py)
+            if (
+                cfg.eval.baseline
+            ):  # the warm-start model on the same staged lines (hsbcala/evaluate/baseline.py)
                 from hsbcala.evaluate import baseline
 
                 baseline.evaluate(cfg, p, result, out_dir, images, links)
@@ -367,7 +369,7 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
                 )
             if cfg.mlflow.get("register"):  # the registry's champion moves only on a real win
                 try:
-                    result["registry"] = tracking.register_evaluation(cfg, p, result, out_dir, tracker)
+                    result["registry"] = champion.register(cfg, p, out_dir, tracker)
                 # the store's errors only: the results are on disk already; a bug keeps its traceback
                 except tracking._store_errors() as exc:
                     raise ConfigError(

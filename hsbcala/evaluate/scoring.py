@@ -20,7 +20,9 @@ from typing import Any
 from hsbcala.core.console import say
 from hsbcala.evaluate import cer, charclasses, intervals, report
 
-JOB_DIR = "job_dir"  # the key comparison.collect() adds to each result: where its lines.tsv files are (not saved)
+JOB_DIR = (
+    "job_dir"  # the key comparison.collect() adds to each result: where its lines.tsv files are (not saved)
+)
 RESULT_FILE = "eval-result.json"  # one evaluation job's result (read by hsbcala.evaluate.comparison)
 LINES_FILE = "lines.tsv"
 LINES_HEADER = (

@@ -141,7 +141,9 @@ def submitted_message(
     what = f"Slurm job {ids}" if len(jobs) == 1 else f"{len(jobs)} Slurm jobs as a job array ({ids})"
     if not wait:
         return f"submitted {what}; not waiting (hydra.launcher.wait=false)"
-    look = f"; python -m hsbcala.slurm.status {Path(sweep_dir).resolve()} shows how they do" if sweep_dir else ""
+    look = (
+        f"; python -m hsbcala.slurm.status {Path(sweep_dir).resolve()} shows how they do" if sweep_dir else ""
+    )
     return (
         f"submitted {what}; logs in {Path(str(executor.folder)).parent}. Waiting for the end (Ctrl-C stops "
         f"waiting; the jobs go on{look})"

@@ -820,37 +820,15 @@ class EvalTracker:
 
 # ---- The registry's champion (mlflow.register=true in evaluate.py): hsbcala.evaluate.champion decides, this records
 
-
-def register_evaluation(cfg: Any, p: Evaluated, result: dict, out_dir: Path, tracker: EvalTracker) -> dict:
-    """The evaluated model's registered version (the one its training registered, else a new one), its
-    per-line results on the main set kept with this evaluation's run, and the ``champion`` decision
-    (:mod:`hsbcala.evaluate.champion`), said on the console."""
-    from hsbcala.data import hashcache
-    from hsbcala.evaluate import champion, scoring
-
-    s = p.sets[0]
-    rows = scoring.read_lines(out_dir / s.name / scoring.LINES_FILE)
-    cache = hashcache.HashCache(cfg.data.get("cache_dir") or hashcache.default_root())
-    table = champion.table_of(list(s.images), s.gt, rows, cache.file_sha256)
-    cache.save()
-    name = cfg.script.model_name
-    version = _evaluated_version(tracker.client, cfg, p, tracker)
-    iv = cfg.eval.intervals
-    out = record_and_decide(
-        tracker.client,
-        name,
-        version,
-        tracker.run_id,
-        table,
-        resamples=iv.resamples,
-        level=iv.level,
-        seed=iv.seed,
-    )
-    say(f"registry: {name} version {version}: {out['decision']}")
-    return out
+CHAMPION_ALIAS = "champion"
+CHAMPION_TABLE = (
+    "lines.tsv"  # the per-line table kept with a version's evaluation run, under registry/<digest>/
+)
 
 
-def _evaluated_version(client: Any, cfg: Any, p: Evaluated, tracker: EvalTracker) -> str:
+def registered_version(client: Any, cfg: Any, p: Evaluated, tracker: EvalTracker) -> str:
+    """The evaluated model's registered version: the one its training registered, else a new one (from its
+    training's logged model, else from the model files logged to this evaluation's run)."""
     name = cfg.script.model_name
     if tracker.training_run_id:
         mine = client.search_model_versions(f"name = '{name}' and run_id = '{tracker.training_run_id}'")
@@ -896,21 +874,17 @@ def record_and_decide(
     version: str,
     run_id: str,
     table: Any,
-    *,
-    resamples: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
+    decide: Callable[[str | None, str | None], Any],
 ) -> dict:
     """Keep ``table`` (:class:`hsbcala.evaluate.champion.LineTable`) as ``registry/<digest>/lines.tsv`` of ``run_id``,
     name it on the version (tag ``hsbcala.eval.<digest[:16]>``), and move the alias ``champion`` to
-    ``version`` only when :func:`hsbcala.evaluate.champion.decide` says so; the decision is the version's tag
-    ``hsbcala.champion_decision``."""
+    ``version`` only when ``decide(champion's table text or None, champion's version or None)`` says so
+    (:func:`hsbcala.evaluate.champion.decider`: evaluation decides, tracking records); the decision is the
+    version's tag ``hsbcala.champion_decision``."""
     from mlflow.exceptions import MlflowException
 
-    from hsbcala.evaluate import champion
-
     digest = table.digest
-    path = f"registry/{digest}/{champion.TABLE_FILE}"
+    path = f"registry/{digest}/{CHAMPION_TABLE}"
     client.log_text(run_id, table.dumps(), path)
     tag = f"hsbcala.eval.{digest[:16]}"
     client.set_model_version_tag(
@@ -920,7 +894,7 @@ def record_and_decide(
         json.dumps({"run_id": run_id, "path": path, "cer": table.cer, "lines": len(table.keys)}),
     )
     try:
-        current = client.get_model_version_by_alias(name, champion.ALIAS)
+        current = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
     except MlflowException as exc:  # no champion yet (the store says the alias is not found)
         if (
             "not found" not in str(exc).lower()
@@ -933,18 +907,10 @@ def record_and_decide(
         where = json.loads(current.tags[tag])
         with tempfile.TemporaryDirectory(prefix="hsbcala-champion-") as tmp:
             local = client.download_artifacts(where["run_id"], where["path"], tmp)
-            theirs = champion.LineTable.loads(Path(local).read_text(encoding="utf-8"))
-    decision = champion.decide(
-        table,
-        version,
-        theirs,
-        None if current is None else str(current.version),
-        resamples=resamples,
-        level=level,
-        seed=seed,
-    )
+            theirs = Path(local).read_text(encoding="utf-8")
+    decision = decide(theirs, None if current is None else str(current.version))
     if decision.promote:
-        client.set_registered_model_alias(name, champion.ALIAS, version)
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
     client.set_model_version_tag(name, version, "hsbcala.champion_decision", decision.message)
     return {
         "registered_model": name,

@@ -153,8 +153,6 @@ def make_links(links: LineLinks) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-
-
 @dataclass(frozen=True)
 class NewChars:
     """How to prepare the warm-start copy for ``train.new_chars_init=base`` (run by :func:`copy_warmstart`)."""

@@ -92,7 +92,9 @@ def _run(cfg: DictConfig) -> float | None:
             say(_finished(p))
             return None
         if p.warmstart_source is not None:  # the command names the copy; say what is copied from where
-            files = ", ".join(f.name + ("/" if f.is_dir() else "") for f in warmstart_files(p.warmstart_source))
+            files = ", ".join(
+                f.name + ("/" if f.is_dir() else "") for f in warmstart_files(p.warmstart_source)
+            )
             say(
                 f"warm start: copies {files} from {p.warmstart_source.parent} into "
                 f"{p.model_dir.path / WARMSTART_DIR}/ before the engine starts (the command reads the copy)"
@@ -161,7 +163,9 @@ def _execute(cfg: Any, p: Plan) -> float | None:
     t0 = time.monotonic()
     with interruptible(INTERRUPTED), md.lock() as owner:
         _check_current(p)  # under the lock, before anything is written: nothing of this launch to undo
-        if p.inputs.extend_to is not None:  # train.extend_epochs: training again until the new budget is reached
+        if (
+            p.inputs.extend_to is not None
+        ):  # train.extend_epochs: training again until the new budget is reached
             state.status, state.epochs_target = "training", p.inputs.extend_to
         held = True
         try:
@@ -190,7 +194,8 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                 lines_per_epoch=cfg.train.samples_per_epoch or p.inputs.n_train,
                 # a resumed training's best so far, with the epoch it was reached at (not the first line's)
                 best=None if parser.best_val_cer is None else (parser.best_val_cer, stage, parser.best_epoch),
-                start_epoch=start // parser.check_every,  # a resume: the bar counts on from there, as the lines do
+                start_epoch=start
+                // parser.check_every,  # a resume: the bar counts on from there, as the lines do
             )
             device = envs.device(p.env)
             progress.start(md.path, engine.name, device.text, p.inputs.n_train, p.n_val, cfg.train)
@@ -289,7 +294,9 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                     "best_val_cer_stage1": parser.best_val_cer_stage1,
                     "lines_per_second": lines_done / elapsed if elapsed > 0 else None,
                     "wall_time_s": prior + elapsed,
-                    "val_time_share": parser.val_seconds / elapsed if parser.val_seconds and elapsed > 0 else None,
+                    "val_time_share": parser.val_seconds / elapsed
+                    if parser.val_seconds and elapsed > 0
+                    else None,
                 }
             )
             untrained = engine.no_best_model(parser)

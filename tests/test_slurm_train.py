@@ -300,7 +300,8 @@ def test_tiny_training_through_slurm_with_staged_data(slurm_cluster, tmp_path, g
     assert run.info.status == "FINISHED"
     assert 0 <= run.data.metrics["best_val_cer"] <= 2 and "val_cer" in run.data.metrics
     assert run.data.tags["slurm.job_id"] == job and run.data.tags["slurm.node"] == slurm_cluster.hostname
-    assert run.data.tags["slurm.job_name"] == run.info.run_name == "fraktur-cala2"  # not "train" in squeue
+    assert run.data.tags["slurm.job_name"] == "fraktur-cala2"  # not "train" in squeue
+    assert re.fullmatch(r"model-cala2-\d{8}-\d{4}", run.info.run_name)  # the run names its model dir and when
     assert run.data.metrics["slurm/elapsed_s"] > 10 and 0 < run.data.metrics["slurm/cpu_efficiency"] < 3
     assert run.data.metrics["slurm/max_rss_mb"] > 100
     err = job_stderr(tmp_path, job)

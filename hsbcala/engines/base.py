@@ -271,6 +271,10 @@ class Engine(ABC):
     def train_argv(self, train: Any, inp: TrainInputs) -> list[str]:
         """The training (or resume) command; program name first, resolved later in the engine environment."""
 
+    def runner(self, env: Any) -> list[str]:
+        """What runs the training program in the engine environment ``env`` (put before its resolved path)."""
+        return []
+
     @abstractmethod
     def predict_argv(
         self, program: str, checkpoint: Path, files: str, out_dir: Path, batch_size: int

@@ -33,6 +33,7 @@ from hsbcala.engines.base import (
 )
 
 # Calamari 1.0.7's network when --network is not given (calamari_ocr/scripts/train.py: --network default)
+START_SCRIPT = Path(__file__).with_name("cala1_start.py")  # run by the engine env's Python (see there)
 DEFAULT_NETWORK = "cnn=40:3x3,pool=2x2,cnn=60:3x3,pool=2x2,lstm=200,dropout=0.5"
 _DISPLAY = re.compile(r"^#(\d+): loss=(-?[\d.]+) ler=(-?[\d.]+) dt=([\d.]+)s")
 _BETTER = re.compile(r"Found better model with accuracy of (-?[\d.]+)%")
@@ -126,6 +127,10 @@ class Cala1(Engine):
     best_weights = "best.ckpt.h5"
     Parser = Cala1Parser
     position = "iteration"
+
+    def runner(self, env: Any) -> list[str]:
+        # every .h5 written whole or not at all: an interrupted write cannot tear best.ckpt.h5 (see there)
+        return [env.program("python"), str(START_SCRIPT)]
 
     def train_argv(self, train: Any, inp: TrainInputs) -> list[str]:
         data = ["--files", *inp.train, "--validation", *inp.val]
@@ -235,6 +240,8 @@ class Cala1(Engine):
     KEPT = ".hsbcala/best-before-resume"
 
     def prepare_resume(self, checkpoint: Path, model_dir: Path) -> list[str]:
+        for tmp in model_dir.glob(".*.hsbcala-tmp.h5"):  # cala1_start.TMP_SUFFIX: a write cut short by a stop
+            tmp.unlink(missing_ok=True)
         done = retarget(self.record(checkpoint), ("outputDir", "earlyStoppingBestModelOutputDir"), model_dir)
         kept = model_dir / self.KEPT
         best = [model_dir / "best.ckpt.json", model_dir / "best.ckpt.h5"]

@@ -1,8 +1,10 @@
 """The one way hsbcala starts, streams, signals and stops an engine process (training and evaluation).
 
 - The engine runs in its own session (``start_new_session``): a terminal's Ctrl-C reaches hsbcala only, which
-  then stops the engine itself (SIGTERM to the engine's process group, SIGKILL after ``GRACE_S``), so the
-  engine never dies half-way through writing a checkpoint because of a key press.
+  then stops the engine itself (SIGTERM to the engine's process group, SIGKILL after ``GRACE_S``). Neither
+  Calamari handles SIGTERM: the engine stops at once, perhaps mid-write. That costs at most the write: Calamari
+  2's checkpoints are TensorFlow's (temporary names, renamed), Calamari 1's ``.h5`` files are whole or absent
+  (``cala1_start.py``), and a checkpoint whose JSON is cut short is not one (``read_json_if_complete``).
 - The engine ignores SIGUSR1/SIGUSR2: Slurm's walltime warning (``--signal``) reaches every process of the job;
   it is meant for submitit in the launcher, which stops the engine after the last checkpoint is on disk.
   TensorFlow would otherwise die of the signal's default action.
@@ -34,7 +36,7 @@ from hsbcala.core.console import say
 from hsbcala.core.errors import EngineError, Interrupted
 from hsbcala.engines.engine_start import MARK, NO_GPU_EXIT
 
-GRACE_S = 30.0  # SIGTERM → SIGKILL: long enough for TensorFlow to finish writing a checkpoint
+GRACE_S = 30.0  # SIGTERM → SIGKILL: for what outlives the engine a moment (nsys writes its report then)
 LINGER_S = 5.0  # after the engine exited: how long its leftover child processes may keep its output open
 ENGINE_ENV = {"PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 # Defaults a user's own setting overrides: the CUDA JIT cache at its maximum (4 GiB; CUDA's default, 256 MiB,

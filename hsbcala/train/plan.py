@@ -51,6 +51,13 @@ class Plan:
     new_chars: NewChars | None = None  # train.new_chars_init=base: how the copy is prepared (copy_warmstart)
     links: tuple[LineLinks, ...] = ()  # long file lists, as links the engine reads through a glob
 
+    @property
+    def program(self) -> str:
+        """The engine's program (calamari-train, calamari-resume-training) among what runs it (bash, nsys,
+        the engine env's start scripts): the name messages give."""
+        names = [Path(a).name for a in self.argv]
+        return next((n for n in names if n.startswith("calamari-")), names[0])
+
 
 def _under(pattern: str, root: Path) -> bool:
     return Path(pattern).is_absolute() and Path(pattern).resolve().is_relative_to(root.resolve())
@@ -377,8 +384,9 @@ def _explain_staging(cfg: Any, exc: DataError) -> DataError:
 
 def command(cfg: Any, inputs: TrainInputs, env: envs.EngineEnv) -> tuple[list[str], Path | None]:
     """The full command line: the engine's argv in its environment, under nsys if profiled (and its report)."""
-    argv = engines.get(cfg.version.name).train_argv(cfg.train, inputs)
-    argv[0] = env.program(argv[0])
+    engine = engines.get(cfg.version.name)
+    argv = engine.train_argv(cfg.train, inputs)
+    argv = [*engine.runner(env), env.program(argv[0]), *argv[1:]]
     argv, report = profile(cfg.profiler, inputs.model_dir, argv, site_modules=bool(env.modules))
     return env.wrap(argv, expect_gpus=inputs.gpus), report  # (a GPU expected: checked in seconds at start)
 

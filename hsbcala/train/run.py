@@ -29,7 +29,6 @@ import os
 import shlex
 import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -275,8 +274,7 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                     )
                 if code != 0:
                     raise EngineError(
-                        f"{Path(p.argv[0]).name} exited with code {code} (log: {md.engine_log}): "
-                        f"{proc.last_lines()}"
+                        f"{p.program} exited with code {code} (log: {md.engine_log}): {proc.last_lines()}"
                     )
             elapsed = time.monotonic() - t0
             with deferred():

@@ -6,7 +6,11 @@ Builds a real SQLite MLflow store with one run per model directory (40 val_cer v
 naming it, then times, median of ``--repeat``:
 - the MLflow part as status does it now: one batched search per store (:func:`hsbcala.track.tracking.runs_by_id`);
 - the MLflow part as it was: one ``get_metric_history`` per row (:func:`hsbcala.track.tracking.metric_history`);
-- the whole command as a person types it (a new process: Python, MLflow's import, the store's set-up).
+- the whole command as a person types it (a new process: Python, MLflow's import, the store's set-up), before
+  (``--before``: status.py as of that commit, which asked MLflow for every row) and now, side by side, for the
+  points finished and training (the state answers: best CER so far, run name and wall time per launch; mlflow is
+  not imported) and for states written by launchers before 2026-12-07 (no run name, no best CER while training:
+  one batched search).
 Issue 22's target: the command answers in <= 2 s. Against an MLflow server each question is a round trip, so the
 per-row way grows with the rows there much more than on a local file.
 """
@@ -14,16 +18,19 @@ per-row way grows with the rows there much more than on a local file.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+BEFORE = "1b72c66"  # the last commit before the model directories answered status (issue 22, item 5)
 sys.path.insert(0, str(ROOT))
 
 
@@ -43,8 +50,16 @@ def build(root: Path, n: int) -> tuple[Path, str, list[str]]:
         client.log_batch(run.info.run_id, metrics=metrics)
         d = models / f"m@train.batch_size={i}"
         d.mkdir(parents=True)
+        # as a launcher before 2026-12-07 left it while training: neither the run's name nor the best so far
         state = {"version": "cala2", "run_id": run.info.run_id, "tracking_uri": uri, "status": "training"}
         (d / "hsbcala-state.json").write_text(json.dumps(state))
+        launch = {"started": "2026-12-07T15:00:00", "run_name": f"m{i}"}
+        # the same point as the launcher leaves it now, while it trains and once it has finished
+        now = {**state, "best_val_cer": 0.05, "best_epoch": 39.0, "history": [launch]}
+        ended = {**now, "status": "finished", "history": [{**launch, "wall_time_s": 600.0}]}
+        for folder, st in (("training", now), ("finished", ended)):
+            (root / folder / d.name).mkdir(parents=True)
+            (root / folder / d.name / "hsbcala-state.json").write_text(json.dumps(st))
         ids.append(run.info.run_id)
     return models, uri, ids
 
@@ -62,6 +77,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dirs", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--before", default=BEFORE, help="the commit to compare with (default: %(default)s)")
     args = ap.parse_args()
     from hsbcala.track import tracking
 
@@ -71,21 +87,37 @@ def main() -> None:
         batched = median_s(lambda: tracking.runs_by_id(uri, ids), args.repeat)
         per_row = median_s(lambda: [tracking.metric_history(uri, i, "val_cer") for i in ids], args.repeat)
         env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # no Slurm: the local case
-        cmd = [sys.executable, "-m", "hsbcala.slurm.status", str(models)]
+        old = (
+            Path(tmp) / "before"
+        )  # the package as of --before: `python -m` there imports it, not this tree's
+        old.mkdir()
+        archive = subprocess.run(["git", "archive", args.before, "hsbcala"], cwd=ROOT, check=True,
+                                 capture_output=True).stdout  # fmt: skip
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(old, filter="data")
 
-        def command() -> None:
-            subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
+        def command(cwd: Path, folder: Path, *extra: str) -> float:
+            cmd = [sys.executable, "-m", "hsbcala.slurm.status", *extra, str(folder)]
+            return median_s(lambda: subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True),
+                            args.repeat)  # fmt: skip
 
-        whole = median_s(command, args.repeat)
-        no_mlflow = median_s(lambda: subprocess.run([*cmd, "--no-mlflow"], cwd=ROOT, env=env, check=True,
-                                                    capture_output=True), args.repeat)  # fmt: skip
+        figures = {
+            what: (command(old, Path(tmp) / folder), command(ROOT, Path(tmp) / folder))
+            for what, folder in (("finished points", "finished"), ("points training", "training"))
+        }
+        figures["older states (MLflow asked)"] = (command(old, models), command(ROOT, models))
+        no = "--no-mlflow"
+        figures["older states, --no-mlflow"] = (command(old, models, no), command(ROOT, models, no))
     print(f"status of {args.dirs} model directories, one SQLite store, median of {args.repeat}:")
     print(f"  MLflow, batched (2 questions)      {batched:6.3f} s")
     print(
         f"  MLflow, per row ({args.dirs} questions)     {per_row:6.3f} s   ({per_row / batched:.1f}x the batched)"
     )
-    print(f"  whole command                      {whole:6.3f} s   (target <= 2 s)")
-    print(f"  whole command with --no-mlflow     {no_mlflow:6.3f} s")
+    print(
+        f"  whole command (target <= 2 s)      {'before':>8}  {'now':>8}  before/now  (before: {args.before})"
+    )
+    for what, (before, now) in figures.items():
+        print(f"    {what:<30}   {before:6.3f} s  {now:6.3f} s  {before / now:9.1f}x")
     print(f"  load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 

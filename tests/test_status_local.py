@@ -97,3 +97,37 @@ def test_a_local_sweep_ends_with_its_status_table_and_status_reads_its_folder(tm
     again = _status("--json", str(sweep))
     assert again.returncode == 0, again.stderr[-2000:]
     assert [r["point"] for r in json.loads(again.stdout)] == points
+
+
+def _finished_models(tmp_path: Path) -> Path:
+    """N finished model directories whose state says all the table shows (best CER, each launch's run name and
+    wall time, as train/run.py writes them); their store does not even exist."""
+    models = tmp_path / "models"
+    for i in range(N):
+        d = models / f"m@train.batch_size={i}"
+        d.mkdir(parents=True)
+        launches = [
+            {"started": "2026-12-07T15:00:00", "run_name": f"m{i}-20261207-1500", "wall_time_s": 60.0},
+            {"started": "2026-12-07T16:00:00", "run_name": f"m{i}-20261207-1500", "wall_time_s": 30.5},
+        ]
+        state = {"version": "cala2", "run_id": f"{i:032x}", "tracking_uri": f"sqlite:///{tmp_path / 'none.db'}",
+                 "status": "finished", "best_val_cer": 0.1 + i / 100, "history": launches}  # fmt: skip
+        (d / "hsbcala-state.json").write_text(json.dumps(state))
+    return models
+
+
+def test_status_does_not_import_mlflow_when_the_directories_answer(tmp_path):
+    models = _finished_models(tmp_path)
+    code = (
+        "import sys, json; from hsbcala.slurm import status; rows = status.rows_for([sys.argv[1]]); "
+        "print(json.dumps({'mlflow': 'mlflow' in sys.modules, 'rows': [[r.run, r.run_seconds, r.best_val_cer] "
+        "for r in rows]}))"
+    )
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable)}
+    proc = subprocess.run([sys.executable, "-c", code, str(models)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, check=False, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert not out["mlflow"], "status imported mlflow although the model directories answered"
+    assert out["rows"] == [[f"m{i}-20261207-1500", 90.5, 0.1 + i / 100] for i in range(N)], out
+    assert not (tmp_path / "none.db").exists()  # nor created the store

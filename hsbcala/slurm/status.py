@@ -9,9 +9,12 @@ a folder of model directories such as ``models/``: each of them), from what is t
   accounting, else ``ended`` with submitit's result file (``finished``, ``failed`` or ``no result``);
 - requeues so far: the launches of the newest Slurm job in ``hsbcala-state.json``'s history, minus one;
 - the newest checkpoint's stage and epoch (Calamari 2) or iteration (Calamari 1), and its age;
-- the best validation CER: ``hsbcala-state.json`` once a launch has ended; while a launch runs, the MLflow run the
-  state names, with its name and how long it ran: one batched search per store for all rows
-  (:func:`hsbcala.track.tracking.runs_by_id`), not one question per row; ``--no-mlflow`` skips it;
+- the best validation CER, the MLflow run's name and how long the training ran: ``hsbcala-state.json`` (its best
+  CER so far, written at each improvement; per launch the run's name and wall time). MLflow is asked only for
+  the rows whose state was written before launches kept these (2026-12-07): one batched search per store for
+  them (:func:`hsbcala.track.tracking.runs_by_id`), not one question per row; mlflow is not even imported when
+  the directories answer (its import and a store's set-up cost ~3 s, ``bench/status_speed.py``);
+  ``--no-mlflow`` never asks;
 - the owner record (``.hsbcala-owner.json``, :mod:`hsbcala.modeldir`): a live launch, or one that died and left it;
 - for a failed job: its stderr's path and last line (its ``hsbcala: error:`` line where there is one).
 
@@ -40,7 +43,6 @@ from hsbcala.core.console import warn
 from hsbcala.core.errors import ConfigError, clean_exit
 from hsbcala.core.fsutil import atomic_write_json
 from hsbcala.slurm import launch
-from hsbcala.track import tracking
 
 POINT_FILE = "hsbcala-point.json"  # in a local sweep's job folder: the point's model directory (SweepSummary)
 
@@ -165,14 +167,45 @@ def fill_from_model_dir(row: Row, version: str | None) -> None:
     if state is not None and state.run_id:
         row.run_id = state.run_id
         row._uri = state.tracking_uri  # not a field: JSON output never shows a URI's credentials
+        names = [h["run_name"] for h in state.history if h.get("run_name")]
+        row.run = names[-1] if names else None  # None: a state from before launches kept it (MLflow knows)
+        row.run_seconds = _trained_seconds(state.history, row.owner == "alive")
+
+
+def _trained_seconds(history: list[dict], running: bool) -> float | None:
+    """The launches' wall time (the state's ``wall_time_s`` of each ended launch), plus the running one's time so
+    far; None when no launch recorded any."""
+    total, known = 0.0, False
+    for i, launch_ in enumerate(history):
+        if launch_.get("wall_time_s") is not None:
+            total, known = total + float(launch_["wall_time_s"]), True
+        elif running and i == len(history) - 1 and launch_.get("started"):
+            try:  # written with time.strftime: local time, like time.mktime reads it
+                started = time.mktime(time.strptime(launch_["started"], "%Y-%m-%dT%H:%M:%S"))
+            except (TypeError, ValueError):
+                continue
+            total, known = total + max(0.0, time.time() - started), True
+    return total if known else None
+
+
+def _needs_mlflow(row: Row) -> bool:
+    """Whether the model directory leaves the row to MLflow: a state written before launches recorded their run's
+    name and their best CER at each improvement (2026-12-07); a later state is the whole answer (no best CER in it
+    yet: none in the run either)."""
+    return bool(row.run_id and getattr(row, "_uri", None)) and row.run is None
 
 
 def fill_from_mlflow(rows: list[Row]) -> None:
-    """Run name, duration and (while a launch runs) the best val_cer so far: one batched search per store."""
+    """For the rows whose model directory does not answer (:func:`_needs_mlflow`): the run's name, its duration and
+    (while a launch runs) the best val_cer so far, in one batched search per store; MLflow is imported only then."""
     stores: dict[str, list[Row]] = {}
     for r in rows:
-        if r.run_id and getattr(r, "_uri", None):
+        if _needs_mlflow(r):
             stores.setdefault(r._uri, []).append(r)
+    if not stores:
+        return
+    from hsbcala.track import tracking  # (imports mlflow: seconds)
+
     now = time.time() * 1000
     for uri, some in stores.items():
         runs = tracking.runs_by_id(uri, [r.run_id for r in some])
@@ -180,8 +213,9 @@ def fill_from_mlflow(rows: list[Row]) -> None:
             run = runs.get(r.run_id)
             if run is None:
                 continue
-            r.run = run.info.run_name
-            r.run_seconds = ((run.info.end_time or now) - run.info.start_time) / 1000
+            r.run = r.run or run.info.run_name
+            if r.run_seconds is None:  # the state's launch times, where it has them: the time spent training
+                r.run_seconds = ((run.info.end_time or now) - run.info.start_time) / 1000
             best = run.data.metrics.get("best_val_cer")  # its latest value is the best so far
             if r.best_val_cer is None and best is not None and r.training != "finished":
                 r.best_val_cer = best  # while the launch runs (the state has it once a launch ends)

@@ -228,6 +228,8 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
                             "resumed_from": str(p.resume_from) if p.resume_from else None,
                             "extended_to": p.inputs.extend_to,
+                            # status names the run from here without importing MLflow (seconds)
+                            "run_name": tracker.run.info.run_name,
                         }
                     )
                     md.save_state(state)
@@ -261,6 +263,12 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                             check=update.check,
                             best_epoch=parser.best_epoch,
                         )
+                        if update.check and (parser.best_val_cer, parser.best_epoch) != (
+                            state.best_val_cer,
+                            state.best_epoch,
+                        ):  # the best so far in the state, as _end keeps it: status reads it without MLflow
+                            _keep_bests(state, parser)
+                            md.save_state(state)
                 code = proc.wait()  # (an engine stopped by SIGTERM/SIGINT raises Interrupted)
                 if (
                     code != 0

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EPOCH = re.compile(r"epoch (\d+)/\d+ .*?val CER ([0-9.]+)")
+EPOCH = re.compile(r"epoch (\d+)/\d+ \| CER ([0-9.]+)")  # the validation CER (hsbcala.core.console)
 THRESHOLDS = (0.10, 0.05, 0.02)
 
 

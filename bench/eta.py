@@ -24,12 +24,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LINE = re.compile(r"hsbcala: stage \d+/\d+ epoch (\d+)/\d+ ")
-ETA = re.compile(r"elapsed, (?:at most )?~(\d+)([hm])(\d+)([ms]) left")
+# the line's last part: ``~4m05s left``, ``at most ~16m left``, ``~1m00s-2h05m left (patience 3)`` (the budget's end)
+ETA = re.compile(r"\| (?:at most )?~(?:\S+-)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)? left")
 
 
 def seconds(m: re.Match) -> float:
-    a, unit_a, b = int(m.group(1)), m.group(2), int(m.group(3))
-    return a * 3600 + b * 60 if unit_a == "h" else a * 60 + b
+    h, mins, secs = (int(x or 0) for x in m.groups())
+    return h * 3600 + mins * 60 + secs
 
 
 def one_run(
@@ -60,7 +61,7 @@ def one_run(
                         int(m.group(1)),
                         time.monotonic() - t0,
                         seconds(eta) if eta else None,
-                        line.split("elapsed, ")[-1].strip(),
+                        line.split(" | ")[-1].strip(),
                     )
                 )
                 print(f"  {points[-1][1]:6.0f} s  epoch {m.group(1):>3}  {points[-1][3]}", flush=True)

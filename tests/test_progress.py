@@ -231,8 +231,8 @@ def test_cala1_line_after_a_resume_names_the_epoch_of_the_best(capsys):
         "hsbcala: stage 1/1 epoch 3/5",
         "hsbcala: stage 1/1 epoch 4/5",
     ]
-    assert "best 0.9382 (epoch 1)" in out[0] and "patience 8 left" in out[0], out[0]
-    assert "best 0.9300 (epoch 4)" in out[1] and "patience 10 left" in out[1], out[1]
+    assert "best 0.9382 @1" in out[0] and "(patience 8)" in out[0], out[0]
+    assert "best 0.9300 @4" in out[1] and "(patience 10)" in out[1], out[1]
     assert parser.best_epoch == 4.0
 
 
@@ -244,4 +244,82 @@ def test_cala2_line_after_a_resume_names_the_epoch_of_the_best(capsys):
     progress = console.Progress(epochs=5, stages=1, patience=5, lines_per_epoch=32, best=(0.8936, 0, 1.0))
     line = "INFO  tfaip.trainer.callbacks.logger: Results of epoch    4 CER: 0.91 - loss: 3.5 - val_CER: 0.95"
     (out,) = console_lines(parser, progress, [line], capsys)
-    assert "epoch 4/5" in out and "best 0.8936 (epoch 1)" in out and "patience 2 left" in out, out
+    assert "epoch 4/5" in out and "best 0.8936 @1" in out and "(patience 2)" in out, out
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_epoch_lines_fit_100_columns(capsys):
+    """Issue 22, item 6: epoch lines were 131-239 columns and wrapped. The longest usual case of both versions, fed
+    through their real parsers: a second stage, three-digit epochs, hours left with early stopping able to end the
+    stage sooner (a range and the patience), a resumed launch whose best was reached before it, an epoch without
+    validation, and a long sweep point's model directory (named on the start line only; the epoch lines leave it
+    out, so the point's name cannot push them over)."""
+    from types import SimpleNamespace
+
+    from hsbcala.core import console
+
+    clock = _Clock()
+    lines: list[str] = []
+    for version, epochs, start, best in (("cala2", 500, 0, None), ("cala2", 500, 117, (0.0123, 1, None)),
+                                         ("cala1", 500, 0, None), ("cala1", 500, 140, (0.0456, 1, 120.0))):  # fmt: skip
+        clock.now = 0.0
+        # the second stage: both engines train twice with augmentation
+        progress = console.Progress(epochs=epochs, stages=2, patience=5 * 2, lines_per_epoch=12345, best=best,
+                                    start_epoch=start, clock=clock)  # fmt: skip
+        capsys.readouterr()
+        model_dir = (
+            "models/hsbfraktur.cala2.full@train.batch_size=64,train.augmentations=5,train.network=deep3"
+        )
+        progress.start(
+            model_dir, version, "the CPU", 123456, 12345, SimpleNamespace(batch_size=64, workers=8)
+        )
+        if version == "cala2":
+            parser = engines.get("cala2").Parser(per_stage=epochs, stage=1, start=start)
+            engine_lines = [
+                f"INFO  tfaip.trainer.callbacks.logger: Results of epoch {start + k:4d} CER: 0.0234567 - "
+                f"loss: 3.5 - val_CER: {0.0345678 - k / 10000}"
+                + ("" if k % 2 else " ")  # (the same line, so the run ends on an epoch with validation)
+                for k in range(1, 14)
+            ]
+            engine_lines.insert(
+                3,
+                f"INFO  tfaip.trainer.callbacks.logger: Results of epoch {start + 3:4d} CER: "
+                "0.0234567 - loss: 3.5",
+            )  # fmt: skip  (an epoch without validation)
+        else:
+            parser = engines.get("cala1").Parser(per_stage=epochs * 20, check_every=20, stage=1, start=start * 20,
+                                                 batch_size=8, lines_per_epoch=160)  # fmt: skip
+            engine_lines = []
+            for k in range(1, 14):
+                engine_lines += [f"#{(start + k) * 20 - 1:08d}: loss=200.0 ler=0.0234567 dt=0.1s",
+                                 "Checking early stopping model"]  # fmt: skip
+                engine_lines.append(
+                    "Found better model with accuracy of 97.123456%" if k < 3 else
+                    "No better model found. Currently accuracy of 97.123456% at iter 20 (remaining nbest = 8)"
+                )  # fmt: skip
+        for line in engine_lines:
+            clock.now += 300.0 if clock.now == 0 else 98.7  # the first epoch with its start-up, then ~1.6 min
+            for u in parser.feed(line):
+                progress.update(
+                    parser.stage,
+                    parser.epoch_of(u.step),
+                    u.metrics,
+                    check=u.check,
+                    best_epoch=parser.best_epoch,
+                )
+        out = [x for x in capsys.readouterr().err.splitlines() if x.startswith("hsbcala: stage")]
+        assert len(out) >= 13, (version, out)
+        lines += out
+    too_long = [x for x in lines if len(x) > 100]
+    assert not too_long, "\n".join(f"{len(x)}: {x}" for x in too_long)
+    # and the cases above were there: hours left as a range with early stopping, an epoch without validation
+    etas = [x.split(" | ")[-1] for x in lines]
+    assert any("h" in x and "-" in x and x.endswith("(patience 10)") for x in etas), lines
+    assert any(" | train CER " in x for x in lines), lines

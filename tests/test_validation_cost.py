@@ -93,4 +93,4 @@ def test_a_real_calamari2_training_validates_every_second_epoch_and_says_what_va
     steps = [m.step for m in client(tmp_path).get_metric_history(run.info.run_id, "val_cer")]
     assert steps == [2, 4]
     # patience is counted in epochs on the console: early stopping judges every second epoch only
-    assert "epoch 3/4 | train CER" in proc.stderr and "patience 9 left" in proc.stderr
+    assert "epoch 3/4 | train CER" in proc.stderr and "(patience 9)" in proc.stderr

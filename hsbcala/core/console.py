@@ -88,8 +88,9 @@ def swallowed(
 
 class Progress:
     """hsbcala's own console while an engine trains: a start line, then one line per epoch (Calamari 1: per
-    check, a pass over the lines) with stage, epoch k/N, training and validation CER, the best so far and where,
-    early-stopping patience left, lines/s, elapsed and estimated time left. The engine's own output goes to
+    check, a pass over the lines), within 100 columns: stage, epoch k/N, the validation CER (``train CER`` on
+    an epoch without validation), the best so far and the epoch it was reached at, the estimated time left and
+    the early-stopping patience left. The engine's own output goes to
     ``<model_dir>/engine.log`` (``verbose=true`` streams it too)."""
 
     def __init__(
@@ -160,23 +161,27 @@ class Progress:
         elif best is not None:
             self.since_best += 1
         self.done += 1
-        elapsed = self.clock() - self.t0
         self.eta.epoch_done(ep)
-        val = metrics.get("val_cer")
+        val, train = metrics.get("val_cer"), metrics.get("train_cer")
+        # <= 100 columns with the "hsbcala: " prefix (issue 22): the bar shows the epoch's own progress and
+        # MLflow the rest (train CER per epoch; lines/s and wall time at the end), so the line keeps CER, epoch
+        # and time left
         if self.best is None:
-            best_text = "no best yet (no validation CER below 100 %)"
+            best_text = "no best yet"  # (Calamari 1 says nothing better than 100 % CER yet)
         elif self.best[2] is None:
-            best_text = f"best {self.best[0]:.4f} (before this launch)"
+            best_text = f"best {self.best[0]:.4f}"  # a resumed launch's, reached at an epoch not recorded
         else:
-            best_text = f"best {self.best[0]:.4f} (epoch {round(self.best[2])})"
+            best_text = f"best {self.best[0]:.4f} @{round(self.best[2])}"  # and the epoch it was reached at
+        if val is not None:
+            cer = f"CER {val:.4f}, {best_text}"  # the validation CER: the one that judges a model
+        elif train is not None:  # an epoch without validation (train.val_every > 1)
+            cer = f"train CER {train:.4f}, {best_text}"
+        else:
+            cer = best_text
         parts = [
             f"stage {stage + 1}/{max(self.stages, stage + 1)} epoch {ep}/{self.epochs}",
-            f"train CER {metrics['train_cer']:.4f}" if "train_cer" in metrics else None,
-            f"val CER {val:.4f}" if val is not None else None,
-            best_text,
-            f"patience {max(0, self.patience - self.since_best)} left" if self.patience else None,
-            f"{self.done * self.lines_per_epoch / elapsed:.1f} lines/s" if elapsed > 0 else None,
-            f"{_clock(elapsed)} elapsed, {self.eta.text(ep, self.since_best)}",
+            cer,
+            self.eta.text(ep, self.since_best),
         ]
         say(" | ".join(x for x in parts if x))
         if self._bar is not None:

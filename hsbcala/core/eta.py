@@ -56,28 +56,31 @@ class Eta:
         return statistics.median(later[-WINDOW:]), True
 
     def text(self, epoch: float, since_best: int) -> str:
-        """``~12m05s left`` (to the budget), qualified when only the first epoch is known or when early stopping
-        may end the stage sooner."""
+        """The epoch line's time left, short (the line fits 100 columns, issue 22): ``~12m05s left`` to the
+        budget; ``at most ~…`` while only the first epoch (with the start-up) is known; with early stopping able to
+        end the stage first, the range ``~1m00s-1h05m left``, from the least time early stopping could take to
+        the budget; then ``(patience N)``: epochs left without a better CER before early stopping."""
         est = self.per_epoch()
         if est is None:
             return "no estimate yet"
         per, measured = est
         remaining = max(0, self.epochs - round(epoch))
-        left = per * remaining
         if not remaining:
             return "last epoch done (export follows)"
-        head = f"~{clock(left)} left" if measured else f"at most ~{clock(left)} left"
-        stop_in = self.patience - since_best if self.patience else None
-        if stop_in is None or stop_in >= remaining:
-            return (
-                head if measured else f"{head} (epoch 1 has the start-up)"
-            )  # (no room beside early stopping)
-        return (
-            f"{head} to epoch {self.epochs} (early stopping: {since_best}/{self.patience} epochs without a better "
-            f"CER, at least ~{clock(per * max(stop_in, 0))})"
-        )
+        stop_in = max(0, self.patience - since_best) if self.patience else None
+        left = clock(per * remaining)
+        if not measured:  # the start-up inflates the first epoch: its estimate bounds both ends from above
+            text = f"at most ~{left} left"
+        elif stop_in is not None and stop_in < remaining:
+            text = f"~{clock(per * stop_in)}-{left} left"
+        else:
+            text = f"~{left} left"
+        return text if stop_in is None else f"{text} (patience {stop_in})"
 
 
 def clock(seconds: float) -> str:
+    """``2h05m``, ``16m``, ``4m05s``: seconds only where an estimate is short enough for them to matter."""
     s = int(seconds)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m" if s >= 600 else f"{s // 60}m{s % 60:02d}s"

@@ -85,8 +85,8 @@ def train(
     argv = [
         env.program("calamari-train"),
         "--trainer.output_dir", str(out),
-        "--train.images", str(data / "train" / "*.png"),
-        "--val.images", *map(str, sorted((data / "val").glob("*.png"))[:n_val]),
+        "--train.images", str(data / "train" / "*" / "*.png"),
+        "--val.images", *map(str, sorted((data / "val").glob("*/*.png"))[:n_val]),
         "--trainer.epochs", str(epochs),
         "--train.batch_size", str(batch),
         "--learning_rate.lr", str(lr),
@@ -220,7 +220,7 @@ def main() -> None:
     )
     german = modeljson.read_model(german_dir / "best.ckpt.json")
 
-    val_images = sorted(s_val.glob("*.png"))
+    val_images = sorted(s_val.glob("*/*.png"))
     val_gt = {
         p.stem: unicodedata.normalize(
             "NFC", p.with_suffix("").with_suffix(".gt.txt").read_text("utf-8").strip()
@@ -228,7 +228,7 @@ def main() -> None:
         for p in val_images
     }
     train_chars = set()
-    for gt in s_train.glob("*.gt.txt"):
+    for gt in s_train.glob("*/*.gt.txt"):
         train_chars |= set(unicodedata.normalize("NFC", gt.read_text("utf-8").strip()))
     new = sorted(train_chars - set(german.charset))
     found = newchars.origins(new, german.charset, {"ł": "l", "Ł": "L"})

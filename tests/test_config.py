@@ -93,7 +93,7 @@ def test_embedded_default_is_small_and_from_scratch():
     )
     assert cfg.warmstart.model is None and cfg.train.epochs <= 20
     # the demo set's folder carries its size and seed (sets of other sizes never share one)
-    assert cfg.data.train[0].endswith("data/synthetic/1000+60-seed50/fraktur/train/*.png")
+    assert cfg.data.train[0].endswith("data/synthetic/1000+60-seed50-pages/fraktur/train/*/*.png")
 
 
 def test_typo_in_key_fails_while_composing():

@@ -119,7 +119,7 @@ def test_synthetic_sets_of_other_sizes_or_seeds_get_their_own_folder():
     folders = {default.data.train[0], *other.values()}
     assert len(folders) == 4, folders
     assert default.data.val[0] == default.data.train[0].replace("/train/", "/val/")
-    assert "/1000+60-seed50/fraktur/train/" in default.data.train[0]
+    assert "/1000+60-seed50-pages/fraktur/train/" in default.data.train[0]
 
 
 def _archive_of_lines(tmp: Path) -> Path:

@@ -507,8 +507,11 @@ def test_baseline_row_and_paired_change_with_the_models_own_engine(tiny_models, 
     m = client.get_run(result["mlflow"]["run_id"]).data.metrics
     assert m["eval/eval/baseline_cer"] == pytest.approx(b["sets"][0]["overall"]["cer"])
     assert m["eval/eval/finetune_change"] == pytest.approx(d["point"])
-    # the same model directory without its warm start: a missing row with the reason, not a number
+    # the same model directory with its warm start gone (the recorded model too): a missing row with the reason,
+    # not a number (a directory recording no warm start at all was trained from scratch: tests/test_eval_demo.py)
     shutil.rmtree(model / "warmstart")
+    gone = tmp_path / "pretrained" / "gone" / "0.ckpt.json"
+    (model / "codec-report.json").write_text(json.dumps({"model": str(gone)}), encoding="utf-8")
     proc = run_evaluate(
         *base_overrides(tiny_models, variant_lines),
         "version=cala1",
@@ -520,7 +523,7 @@ def test_baseline_row_and_paired_change_with_the_models_own_engine(tiny_models, 
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (tmp_path / "run2" / "cer-table.md").read_text(encoding="utf-8")
     row = next(r for r in md.splitlines() if r.startswith("| fraktur-cala1 baseline"))
-    assert "| missing | missing |" in row and "records no warm start" in row
+    assert "| missing | missing |" in row and "the warm-start model is gone" in row
 
 
 @pytest.mark.slow

@@ -32,7 +32,7 @@ def _shared_sentences() -> pathlib.Path:
 
 
 def _pairs(d: pathlib.Path) -> list[tuple[pathlib.Path, pathlib.Path]]:
-    pngs = sorted(d.glob("*.png"))
+    pngs = sorted(d.glob("*/*.png"))  # <split>/<page>/<line>.png
     return [(p, p.with_name(p.name[: -len(".png")] + ".gt.txt")) for p in pngs]
 
 
@@ -42,7 +42,7 @@ def _check_set(train: pathlib.Path, val: pathlib.Path, n_train: int, n_val: int)
     for d, n in ((train, n_train), (val, n_val)):
         pairs = _pairs(d)
         assert len(pairs) == n
-        assert len(list(d.glob("*.gt.txt"))) == n
+        assert len(list(d.glob("*/*.gt.txt"))) == n
         texts[d.name] = set()
         for png, gt in pairs:
             with Image.open(png) as im:
@@ -114,9 +114,32 @@ def test_idempotent_and_rebuilt_on_change(tmp_path: pathlib.Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [".fraktur.lock", "fraktur"]
 
     # a damaged set (a file deleted) is rebuilt too
-    next(train.glob("*.png")).unlink()
+    next(train.glob("*/*.png")).unlink()
     synth.ensure_synthetic(tmp_path, "fraktur", n_train=10, n_val=4, seed=7)
     _check_set(train, val, 10, 4)
+
+
+def test_lines_are_pages_of_a_book_as_real_gt_is_books_of_lines(tmp_path: pathlib.Path) -> None:
+    """A folder a page (a document, like a book's folder in real GT), PAGE_LINES lines each; the validation pages
+    go on after the training pages, so no document is on both sides; each line keeps the pixels and text it had in
+    the flat layout (generator 1), only its folder is new."""
+    _need_fonts()
+    train, val = synth.ensure_synthetic(tmp_path, "fraktur", n_train=25, n_val=12, seed=7)
+    pages = {d: sorted(p.name for p in d.iterdir()) for d in (train, val)}
+    assert pages[train] == ["page-001", "page-002", "page-003"] and pages[val] == ["page-004", "page-005"]
+    sizes = [len(list((train / p).glob("*.png"))) for p in pages[train]]
+    assert sizes == [synth.PAGE_LINES, synth.PAGE_LINES, 5]
+    assert (train / "page-001" / "hsb_fraktur_train_00000.png").is_file()
+    assert (train / "page-003" / "hsb_fraktur_train_00024.png").is_file()
+    assert (val / "page-005" / "hsb_fraktur_val_00011.png").is_file()
+    assert all(synth.is_synthetic(png) for png, _ in _pairs(train) + _pairs(val))
+    assert not synth.is_synthetic(tmp_path / "elsewhere" / "a" / "b" / "x.png")
+    _, val_lines = synth.make_lines(synth._load_sentences(None)[0], 25, 12, 7)
+    png = val / "page-005" / "hsb_fraktur_val_00011.png"
+    with Image.open(png) as im:
+        again = synth.render_line(val_lines[11], "fraktur", seed=7 * 1_000_003 + 500_000 + 11)
+        assert im.tobytes() == again.tobytes()
+    assert png.with_name("hsb_fraktur_val_00011.gt.txt").read_text(encoding="utf-8") == val_lines[11]
 
 
 def test_interrupted_leftovers_are_cleaned(tmp_path: pathlib.Path) -> None:

@@ -216,10 +216,11 @@ class WarmstartConf:
 
 @dataclass
 class SyntheticConf:
-    # the demo lines are rendered into <root>/<face>/{train,val}/; size and seed in the default root, so sets of
-    # other sizes or seeds never re-render each other's lines in place (a sweep over n_train did, and evaluation
-    # then scored other lines under the names its manifest records)
-    root: str = "${paths.root}/data/synthetic/${.n_train}+${.n_val}-seed${.seed}"
+    # the demo lines are rendered into <root>/<face>/{train,val}/<page>/; size and seed in the default root, so sets
+    # of other sizes or seeds never re-render each other's lines in place (a sweep over n_train did, and evaluation
+    # then scored other lines under the names its manifest records); -pages: the layout in page folders (a set of
+    # the older flat layout keeps its folder)
+    root: str = "${paths.root}/data/synthetic/${.n_train}+${.n_val}-seed${.seed}-pages"
     n_train: int = 400  # synthetic training lines
     n_val: int = 60  # synthetic validation lines
     seed: int = 50  # the rendering seed: the same seed gives the same lines

@@ -8,8 +8,9 @@ Where the baseline comes from (:func:`find`), in this order:
    2 may have upgraded the copy's format in place; its weights are the pretrained ones.
 2. the pretrained model named in ``<model_dir>/codec-report.json`` (``model``: written for every fresh warm
    start), if it is still there;
-3. otherwise there is no baseline: a row marked ``missing`` with the reason (trained from scratch; the copy and
-   the recorded model gone), never a number.
+3. otherwise there is no baseline: a row marked ``missing`` with the reason (the copy and the recorded model
+   gone), never a number. A model directory that records no warm start at all (neither 1 nor 2: every warm start
+   writes both) was trained from scratch, like the demo: nothing to compare with, said in one quiet line, no row.
 
 The baseline is predicted by the same engine as the model (a warm start is always of the training's own
 Calamari version: the training refuses another), over the lines already staged for the model, and scored with
@@ -57,11 +58,22 @@ def find(model_dir: Path | None, engine: Any) -> tuple[Path | None, str]:
     if not candidates:
         return None, (
             f"{model_dir} records no warm start (no {WARMSTART_DIR}/ copy, no codec-report.json): "
-            f"trained from scratch?"
+            f"trained from scratch, so there is no baseline to compare with"
         )
     return None, (
         f"the warm-start model is gone: no {model_dir / WARMSTART_DIR}/*.ckpt.json with weights"
         + (f", and {recorded} (recorded in codec-report.json) is missing" if recorded else "")
+    )
+
+
+def from_scratch(model_dir: Path | None) -> bool:
+    """Whether the model directory records no warm start at all (no ``warmstart/`` copy, no codec-report.json)."""
+    from hsbcala.modeldir import WARMSTART_DIR
+
+    return (
+        model_dir is not None
+        and not (model_dir / "codec-report.json").is_file()
+        and not any((model_dir / WARMSTART_DIR).glob("*.ckpt.json"))
     )
 
 
@@ -70,6 +82,10 @@ def evaluate(cfg: Any, p: Any, result: dict, out_dir: Path, images: list[Path], 
     (per set: the model − its baseline, paired) and flag a model worse than its baseline."""
     label = f"{result['model']} baseline"
     ckpt, where = find(p.model_dir, engines.get(p.version))
+    if ckpt is None and from_scratch(p.model_dir):  # not a failure: there is no baseline to miss
+        result["baseline_differences"] = []
+        say(f"eval.baseline: {where}")
+        return
     row = {
         "model": label,
         "version": p.version,

@@ -198,6 +198,10 @@ def plan(cfg: Any) -> Plan:
             evalsets.ensure_demo_lines(cfg.data.synthetic, cfg.script.face, patterns)
         s = evalsets.load_set(name, key, patterns, groups, base=base, skip_invalid=cfg.eval.skip_invalid)
         sets.append(s)
+    groups, note = evalsets.unmatched_on_synthetic(sets, groups)
+    if note:
+        say(note)
+    for s in sets:
         warnings += evalsets.warnings_of(s, groups, only_set=len(specs) == 1)
     warnings += evalsets.training_overlap(recorded.train if recorded else cfg.data, sets, base)
     documents = evalsets.recorded_documents(model_dir)
@@ -282,6 +286,8 @@ def run(cfg: DictConfig) -> float | None:
     print(report.text_report(result), flush=True)
     if not _is_multirun():
         print(report.markdown([result], differences=result.get("baseline_differences")), flush=True)
+    # last, below the report: where everything printed above is, and the page to look at the lines
+    say(f"results in {out_dir}; the lines to look at: {out_dir / htmlreport.FILE}")
     return overall
 
 
@@ -336,6 +342,7 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
                     p.sets, p.groups, p.rules, predictions, out_dir, scoring.options(cfg.eval), lines=lines
                 )
             )
+            result["groups"] = p.groups  # the evaluated ones (not those left out on the synthetic demo lines)
             result["predict"] = {"argv": argv, "seconds": round(predict_s, 3), "lines": len(images)}
             if p.own_val:
                 result["engine_check"] = _engine_check(p, result, out_dir)
@@ -391,7 +398,6 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
                 + f"; MLflow run {tracker.run_id}"
                 + (f"; release {result['export']}" if result.get("export") else "")
             )
-            say(f"results in {out_dir}; the lines to look at: {table['html']}")
             return result
     except (Interrupted, KeyboardInterrupt):
         status = "KILLED"

@@ -4,7 +4,8 @@ A set is a list of globs (``eval.data`` / ``data.val`` / the saved split's valid
 ``eval.extra.NAME``). Its lines are resolved and checked with :mod:`hsbcala.data.resolve` (lines without valid GT are
 left out and counted, or stop the run with ``eval.skip_invalid=false``); every line is put into the variant
 groups whose file-name patterns (fnmatch on the image's name) it matches. A group no line matches is
-reported and shown as n/a, never as a number.
+reported and shown as n/a, never as a number; on the demo's synthetic lines, which no variant naming describes,
+such groups are left out with one quiet line instead (:func:`unmatched_on_synthetic`).
 """
 
 from __future__ import annotations
@@ -83,6 +84,32 @@ def warnings_of(s: EvalSet, groups: dict[str, list[str]], *, only_set: bool) -> 
     if multi:
         out.append(f"eval.groups: {multi} lines{where} match more than one group (counted in each)")
     return out
+
+
+def unmatched_on_synthetic(
+    sets: list[EvalSet], groups: dict[str, list[str]]
+) -> tuple[dict[str, list[str]], str | None]:
+    """(the groups to evaluate, a quiet note): when every line of every set is one of the demo's synthetic lines
+    (:func:`hsbcala.data.synth.is_synthetic`), the groups no line matches are left out, with a note naming them.
+
+    The variant groups name the real GT's files (``*_GTSBB*`` …); the synthetic lines are named by hsbcala and
+    carry no variant, so a group matching none of them says nothing about the data: no warning and no n/a column.
+    On any other lines an unmatched group stays a warning (:func:`warnings_of`): the user's data do not look as
+    the groups they evaluate by expect."""
+    from hsbcala.data import synth
+
+    unmatched = [g for g in groups if not any(s.members.get(g) for s in sets)]
+    images = [img for s in sets for img in s.images]
+    if not unmatched or not images or not all(synth.is_synthetic(img) for img in images):
+        return groups, None
+    kept = {g: p for g, p in groups.items() if g not in unmatched}
+    for s in sets:
+        s.members = {g: m for g, m in s.members.items() if g in kept}
+        s.ungrouped = 0 if not kept else s.ungrouped
+    return kept, (
+        f"eval.groups {', '.join(unmatched)}: the demo's synthetic lines are in no such variant (the groups "
+        f"name the real GT's files), so there are no figures for {'it' if len(unmatched) == 1 else 'them'}"
+    )
 
 
 def training_overlap(trained: Any, sets: list[EvalSet], base: Path) -> list[str]:

@@ -9,10 +9,15 @@ Modules: :mod:`~hsbcala.data.synth.fonts` (the fonts, and the letters composed f
 :mod:`~hsbcala.data.synth.render` (one line image), :mod:`~hsbcala.data.synth.text` (the line texts); this module
 builds a whole set.
 
-:func:`ensure_synthetic` creates ``root/<face>/train`` and ``root/<face>/val`` once; a stamp file
+:func:`ensure_synthetic` creates ``root/<face>/train`` and ``root/<face>/val`` once, laid out like the real GT
+(``ref_AS/<book>/<line>.png``): the lines are the pages of one synthetic book, :data:`PAGE_LINES` lines a
+page folder (``train/page-001/hsb_fraktur_train_00000.png`` …; the validation pages go on after the training
+pages, ``val/page-101/`` …), so that a document is a page as in real data: a split by directory and the
+evaluation's intervals over documents work on the demo as on real lines. A stamp file
 (``synth.json``) records the parameters, and the set is rebuilt in a temporary directory and swapped in by
 renaming when they change. The configured root (``data.synthetic.root``) carries the set's size and seed by
-default (``<paths.root>/data/synthetic/1000+60-seed50``), so a sweep over ``data.synthetic.n_train`` gives
+default (``<paths.root>/data/synthetic/1000+60-seed50-pages``; ``-pages``: the layout in page folders, so a set
+of the older flat layout keeps its folder and the models trained on it their lines), so a sweep over ``data.synthetic.n_train`` gives
 each size its own folder instead of rebuilding one folder in place under the names that earlier models'
 manifests record (evaluation refuses lines whose hashes changed: :func:`hsbcala.evaluate.sets.verify_recorded`).
 Manual use::
@@ -63,17 +68,22 @@ __all__ = [
     "MAX_HEIGHT",
     "MIN_CHARS",
     "MIN_HEIGHT",
+    "PAGE_LINES",
     "SORBIAN_LETTERS",
     "STAMP_NAME",
     "ensure_synthetic",
     "font_path",
+    "is_synthetic",
     "main",
     "make_lines",
     "render_line",
 ]
 
-#: Bump when the rendering or the line selection changes, so existing sets are rebuilt.
-GENERATOR_VERSION = 1
+#: Bump when the rendering or the line selection changes, so existing sets are rebuilt. 2: page folders.
+GENERATOR_VERSION = 2
+
+#: Lines per page folder: 60 validation lines are 6 documents, enough to resample (a printed page holds more).
+PAGE_LINES = 10
 
 STAMP_NAME = "synth.json"
 
@@ -84,7 +94,7 @@ def _complete(face_dir: pathlib.Path, stamp: dict) -> bool:
         if json.loads((face_dir / STAMP_NAME).read_text(encoding="utf-8")) != stamp:
             return False
         for split, n in (("train", stamp["n_train"]), ("val", stamp["n_val"])):
-            names = os.listdir(face_dir / split)
+            names = [x.name for x in (face_dir / split).glob("*/*") if x.is_file()]
             if sum(x.endswith(".png") for x in names) != n or sum(x.endswith(".gt.txt") for x in names) != n:
                 return False
     except (OSError, ValueError):
@@ -92,13 +102,34 @@ def _complete(face_dir: pathlib.Path, stamp: dict) -> bool:
     return True
 
 
-def _write_split(dirpath: pathlib.Path, face: str, split: str, lines: list[str], seed: int) -> None:
+def page_name(number: int) -> str:
+    """The folder of page *number* (from 1): ``page-001``."""
+    return f"page-{number:03d}"
+
+
+def _write_split(
+    dirpath: pathlib.Path, face: str, split: str, lines: list[str], seed: int, first_page: int
+) -> None:
     dirpath.mkdir(parents=True)
     for i, line in enumerate(lines):
         stem = f"hsb_{face}_{split}_{i:05d}"
+        page = dirpath / page_name(first_page + i // PAGE_LINES)
+        page.mkdir(exist_ok=True)
+        # the same seed per line as in the flat layout of generator 1: the same pixels, now in page folders
         img = render_line(line, face, seed=seed * 1_000_003 + (i if split == "train" else 500_000 + i))
-        img.save(dirpath / f"{stem}.png", format="PNG")
-        (dirpath / f"{stem}.gt.txt").write_bytes(unicodedata.normalize("NFC", line).encode("utf-8"))
+        img.save(page / f"{stem}.png", format="PNG")
+        (page / f"{stem}.gt.txt").write_bytes(unicodedata.normalize("NFC", line).encode("utf-8"))
+
+
+def pages(n_lines: int) -> int:
+    """How many page folders *n_lines* lines fill."""
+    return -(-n_lines // PAGE_LINES)
+
+
+def is_synthetic(image: pathlib.Path) -> bool:
+    """Whether *image* is a line of a set this module rendered (``<face>/<split>/<page>/``, its stamp two
+    levels above the page folder)."""
+    return (pathlib.Path(image).parent.parent.parent / STAMP_NAME).is_file()
 
 
 def ensure_synthetic(
@@ -110,7 +141,8 @@ def ensure_synthetic(
     seed: int = 50,
     text_file: pathlib.Path | None = None,
 ) -> tuple[pathlib.Path, pathlib.Path]:
-    """Create (once) root/<face>/train/*.png+.gt.txt and root/<face>/val/*.png+.gt.txt; return (train_dir, val_dir).
+    """Create (once) root/<face>/train/<page>/*.png+.gt.txt and root/<face>/val/<page>/*.png+.gt.txt (the
+    module doc says why pages); return (train_dir, val_dir).
 
     Idempotent and cheap when already complete: ``root/<face>/synth.json`` records the parameters (and a hash
     of the text); when they differ or files are missing the set is rebuilt in a temporary directory beside it
@@ -136,6 +168,7 @@ def ensure_synthetic(
         "text": source,
         "text_sha256": digest,
         "font": _spec(face).filename,
+        "page_lines": PAGE_LINES,
     }
     if _complete(face_dir, stamp):
         return train_dir, val_dir
@@ -153,8 +186,8 @@ def ensure_synthetic(
         train_lines, val_lines = make_lines(sentences, n_train, n_val, seed)
         tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{face}.tmp-", dir=root))
         try:
-            _write_split(tmp / "train", face, "train", train_lines, seed)
-            _write_split(tmp / "val", face, "val", val_lines, seed)
+            _write_split(tmp / "train", face, "train", train_lines, seed, first_page=1)
+            _write_split(tmp / "val", face, "val", val_lines, seed, first_page=1 + pages(n_train))
             (tmp / STAMP_NAME).write_text(
                 json.dumps(stamp, indent=1, sort_keys=True) + "\n", encoding="utf-8"
             )
@@ -190,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(
         prog="python -m hsbcala.data.synth",
-        description="Render synthetic Upper Sorbian line images + .gt.txt into OUTDIR/<face>/{train,val}.",
+        description="Render synthetic Upper Sorbian line images + .gt.txt into OUTDIR/<face>/{train,val}/<page>/.",
     )
     p.add_argument("outdir", type=pathlib.Path, help="root directory; the set goes to OUTDIR/<face>/")
     p.add_argument("--face", choices=FACES, default="fraktur")

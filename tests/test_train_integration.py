@@ -223,8 +223,8 @@ def test_warm_start_grows_the_codec_by_sorbian_letters(tmp_path, fraktur_books):
             "data.synthetic.root": str(syn),
             "data.synthetic.n_train": "60",
             "data.synthetic.n_val": "20",
-            "data.train": f"[{syn}/fraktur/train/*.png]",
-            "data.val": f"[{syn}/fraktur/val/*.png]",
+            "data.train": f"[{syn}/fraktur/train/*/*.png]",
+            "data.val": f"[{syn}/fraktur/val/*/*.png]",
         },
     )
     pretrained = tmp_path / "model-cala2"

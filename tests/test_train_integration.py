@@ -272,7 +272,8 @@ def test_console_is_hsbcalas_one_line_per_epoch_and_reaches_a_file_as_written(tm
     assert seen_while_running, "the first epoch line reached the file only at the end"
     epochs = [x for x in text.splitlines() if x.startswith("hsbcala: stage 1/1 epoch")]
     assert [x.split()[4] for x in epochs] == ["1/3", "2/3", "3/3"], epochs
-    assert all(" | CER " in x and "best" in x and "left" in x and len(x) <= 100 for x in epochs), epochs
+    assert all(" | CER " in x and "best" in x and len(x) <= 100 for x in epochs), epochs
+    assert all("left" in x for x in epochs[:-1]) and "last epoch done" in epochs[-1], epochs
     for noise in ("Results of epoch", "tensorflow", "cuDNN", "tfaip", "INFO mlflow"):
         assert noise not in text, noise
     assert "Results of epoch" in (tmp_path / "model-cala2" / "engine.log").read_text()

@@ -186,9 +186,7 @@ def console_lines(parser: ProgressParser, progress, lines, capsys) -> list[str]:
     capsys.readouterr()
     for line in lines:
         for u in parser.feed(line):
-            progress.update(
-                parser.stage, parser.epoch_of(u.step), u.metrics, check=u.check, best_epoch=parser.best_epoch
-            )
+            progress.follow(parser, u)
     return [x for x in capsys.readouterr().err.splitlines() if x.startswith("hsbcala: stage")]
 
 
@@ -307,13 +305,7 @@ def test_epoch_lines_fit_100_columns(capsys):
         for line in engine_lines:
             clock.now += 300.0 if clock.now == 0 else 98.7  # the first epoch with its start-up, then ~1.6 min
             for u in parser.feed(line):
-                progress.update(
-                    parser.stage,
-                    parser.epoch_of(u.step),
-                    u.metrics,
-                    check=u.check,
-                    best_epoch=parser.best_epoch,
-                )
+                progress.follow(parser, u)  # as train/run.py feeds it
         out = [x for x in capsys.readouterr().err.splitlines() if x.startswith("hsbcala: stage")]
         assert len(out) >= 13, (version, out)
         lines += out

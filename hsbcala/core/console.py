@@ -128,6 +128,17 @@ class Progress:
             f"batch {train.batch_size}, {train.workers} worker(s); engine output: {model_dir}/engine.log"
         )
 
+    def follow(self, parser: Any, update: Any) -> None:
+        """:meth:`update` from an engine parser's update (``hsbcala.engines.base.ProgressParser.feed``): the
+        parser knows the stage, the epoch of the update's step and where its best was reached."""
+        self.update(
+            parser.stage,
+            parser.epoch_of(update.step),
+            update.metrics,
+            check=update.check,
+            best_epoch=parser.best_epoch,
+        )
+
     def update(
         self,
         stage: int,

@@ -256,13 +256,7 @@ def _execute(cfg: Any, p: Plan) -> float | None:
                         expect_gpu = False
                     for update in parser.feed(line):
                         tracker.log(update.step, update.metrics)
-                        progress.update(
-                            parser.stage,
-                            parser.epoch_of(update.step),
-                            update.metrics,
-                            check=update.check,
-                            best_epoch=parser.best_epoch,
-                        )
+                        progress.follow(parser, update)
                         if update.check and (parser.best_val_cer, parser.best_epoch) != (
                             state.best_val_cer,
                             state.best_epoch,

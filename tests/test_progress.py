@@ -110,6 +110,21 @@ def test_cala1_resume_counts_checks_from_the_checkpoint():
     assert u.step == 3 and u.metrics["iteration"] == 60
 
 
+def test_cala1_resume_does_not_log_the_checkpoints_iteration_again():
+    """Calamari 1.0.7 displays the resumed checkpoint's iteration once more (it saves the iteration one short):
+    the run holds that step already (the first launch logged it), so the resumed launch's first point is the
+    next display. A fresh start logs its first display."""
+    lines = ["#00000004: loss=9.0 ler=0.96 dt=0.1s", "#00000008: loss=8.0 ler=0.9 dt=0.1s"]
+    fresh = engines.get("cala1").Parser(per_stage=1000, check_every=4, batch_size=8, lines_per_epoch=32)
+    assert [u.step for line in lines for u in fresh.feed(line)] == [1, 2]
+    resumed = engines.get("cala1").Parser(
+        per_stage=1000, check_every=4, start=4, batch_size=8, lines_per_epoch=32
+    )
+    updates = [u for line in lines for u in resumed.feed(line)]
+    assert [(u.step, u.metrics["iteration"]) for u in updates] == [(2, 8)]
+    assert resumed.iterations_seen == 4
+
+
 def test_best_is_per_stage_because_the_engines_export_the_last_stages_best():
     """A stage-2 line worse than stage 1's best: best_val_cer describes the exported (stage-2) model; the
     first stage's best is kept apart (logged at the switch)."""

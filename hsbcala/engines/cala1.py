@@ -53,6 +53,14 @@ class Cala1Parser(ProgressParser):
     _last_iter: int = field(default=0, repr=False)
     _checks: int = field(default=-1, repr=False)
     _check_of: dict[int, float] = field(default_factory=dict, repr=False)  # step -> checks of its stage
+    # Calamari 1.0.7 saves a checkpoint's iteration one short (the early-stopping callback writes it before the
+    # display callback counts the batch), so after a resume it displays the checkpoint's own iteration once more:
+    # a step the run holds already. Display lines up to it are not logged again (set from ``start``).
+    _logged_up_to: int = field(default=-1, repr=False)
+
+    def __post_init__(self) -> None:
+        if self._logged_up_to < 0:
+            self._logged_up_to = self.start
 
     def epochs(self, iterations: int) -> float:
         """Epochs (passes over the lines per epoch) that ``iterations`` stand for."""
@@ -77,7 +85,7 @@ class Cala1Parser(ProgressParser):
 
     def on_stage_switch(self) -> None:
         if self.stage == 0:
-            self._last_iter, self._checks = 0, -1
+            self._last_iter, self._checks, self._logged_up_to = 0, -1, 0
 
     def parse(self, line: str) -> list[Update]:
         m = _DISPLAY.search(line)
@@ -85,6 +93,8 @@ class Cala1Parser(ProgressParser):
             it = int(m.group(1))
             self.iterations_seen += max(0, it - max(self._last_iter, self.start if self.stage == 0 else 0))
             self._last_iter = it
+            if it <= self._logged_up_to:
+                return []
             return [
                 self._update(
                     self._offset() + it,

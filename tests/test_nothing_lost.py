@@ -304,6 +304,9 @@ def test_killed_launcher_takes_its_engine_and_a_copy_resumes_in_place(tmp_path, 
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-a", str(original), str(copy)], check=True)
     before = _tree_hashes(original)
+    engine = engines.get("cala2")
+    _, position = engine.resume_point(engine.latest_checkpoint(copy))  # read now: names are reused later
+    t_second = int(time.time() * 1000)
     second = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *_overrides(tmp_path, fraktur_books, "cala2", copy, uri)],
         capture_output=True,
@@ -319,6 +322,14 @@ def test_killed_launcher_takes_its_engine_and_a_copy_resumes_in_place(tmp_path, 
     assert state["status"] == "finished"
     run = _client(uri).get_run(state["run_id"])
     assert run.info.status == "FINISHED" and "hsbcala.crashed_launch" in run.data.tags
+    assert state["history"][-1]["resumed_from"], "the copy did not resume from a checkpoint"
+    # the relaunch's first epoch in the run is the one after its checkpoint (from zero, it would log epoch 1)
+    steps = [
+        m.step
+        for m in _client(uri).get_metric_history(run.info.run_id, "train_cer")
+        if m.timestamp >= t_second
+    ]
+    assert steps and min(steps) > position, (steps, position)
     epochs = [
         json.loads(p.read_text())["current_epoch"] for p in copy.glob("checkpoint/*/trainer_params.json")
     ]
@@ -345,7 +356,8 @@ def test_two_sigterms_end_killed_and_calamari1_keeps_its_best_model(tmp_path, fr
     err = first.communicate(timeout=120)[1]
     assert first.returncode == 130, err[-3000:]
     state = json.loads((md / "hsbcala-state.json").read_text())
-    assert _client(uri).get_run(state["run_id"]).info.status == "KILLED"
+    run_id = state["run_id"]
+    assert _client(uri).get_run(run_id).info.status == "KILLED"
     assert state["history"][0]["wall_time_s"] > 0
 
     best = (md / "best.ckpt.h5").read_bytes()
@@ -360,9 +372,12 @@ def test_two_sigterms_end_killed_and_calamari1_keeps_its_best_model(tmp_path, fr
     assert (md / "best.ckpt.h5").read_bytes() == best
 
     # the newest checkpoint is damaged (a node died while writing it): set aside, the previous one resumes
-    newest = engines.get("cala1").latest_checkpoint(md)
+    engine = engines.get("cala1")
+    newest, previous = sorted(engine.checkpoints(md), key=engine.checkpoint_key)[-1:-3:-1]
+    _, position = engine.resume_point(previous)  # the iteration it continues at
     h5 = Path(f"{newest}.h5")
     os.truncate(h5, h5.stat().st_size // 2)
+    t_third = int(time.time() * 1000)
     third = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *ov], capture_output=True, text=True, cwd=ROOT, timeout=900
     )
@@ -370,7 +385,16 @@ def test_two_sigterms_end_killed_and_calamari1_keeps_its_best_model(tmp_path, fr
     assert f"the checkpoint {newest} could not be restored" in third.stderr
     assert "resuming from the previous checkpoint" in third.stderr
     assert list(md.glob(f"{newest.name}.h5.unrestorable-*")), "the damaged checkpoint was not kept aside"
-    assert json.loads((md / "hsbcala-state.json").read_text())["status"] == "finished"
+    # the three launches are one MLflow run, FINISHED, and the last one went on from its checkpoint
+    state = json.loads((md / "hsbcala-state.json").read_text())
+    assert state["status"] == "finished" and state["run_id"] == run_id
+    assert state["history"][-1]["resumed_from"] == str(previous)
+    assert _client(uri).get_run(run_id).info.status == "FINISHED"
+    iterations = [
+        m.value for m in _client(uri).get_metric_history(run_id, "iteration") if m.timestamp >= t_third
+    ]
+    # a restart from zero would log the first display's iteration (4) again, as would a re-logged resume point
+    assert iterations and min(iterations) > position, (iterations, position)
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT, run_inprocess
 from tests.test_train_integration import client, launch, state_of, tiny
 
 # the session's tiny models of tests/test_evaluate.py (trained once through train.py, never changed: copied here)
@@ -36,6 +37,12 @@ def _interrupted_after_epoch_1(model_dir: Path) -> None:
     (model_dir / "hsbcala-state.json").write_text(json.dumps(state))
 
 
+def quick(overrides: list[str]):
+    """A launch that trains nothing (a dry run, a finished model, a refusal): in this process, which saves the
+    new interpreter's start-up; the launches that train start the real ``python train.py``."""
+    return run_inprocess("train", overrides, ROOT)
+
+
 def _epoch_lines(stderr: str) -> list[str]:
     return [x.split(" | ")[0].split()[-1] for x in stderr.splitlines() if x.startswith("hsbcala: stage ")]
 
@@ -47,7 +54,7 @@ def test_calamari2_relaunch_with_more_or_fewer_epochs_is_told_and_agrees(tmp_pat
 
     # a finished model: not retrained; the message and the dry run say how to extend, no command is printed
     for extra in ({}, {"dry_run": "true"}):
-        proc = launch(tiny(tmp_path, *books, "cala2", **{"train.epochs": "5", **extra}))
+        proc = quick(tiny(tmp_path, *books, "cala2", **{"train.epochs": "5", **extra}))
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "has finished training" in proc.stderr and "train.extend_epochs=N" in proc.stderr
         assert proc.stdout.strip() == "", proc.stdout
@@ -56,7 +63,7 @@ def test_calamari2_relaunch_with_more_or_fewer_epochs_is_told_and_agrees(tmp_pat
     # and says so in one line
     _interrupted_after_epoch_1(model_dir)
     for epochs in ("1", "5"):
-        dry = launch(tiny(tmp_path, *books, "cala2", **{"train.epochs": epochs, "dry_run": "true"}))
+        dry = quick(tiny(tmp_path, *books, "cala2", **{"train.epochs": epochs, "dry_run": "true"}))
         assert dry.returncode == 0, dry.stderr[-2000:]
         (told,) = [x for x in dry.stderr.splitlines() if x.startswith("hsbcala: resume:")]
         assert "2 epochs per stage (the checkpoint's)" in told and f"train.epochs={epochs} not used" in told
@@ -88,10 +95,10 @@ def test_calamari2_relaunch_with_more_or_fewer_epochs_is_told_and_agrees(tmp_pat
 def test_calamari1_cannot_extend_and_says_what_instead(tmp_path, tiny_models, shared_books):
     books = (shared_books[:2], shared_books[2:3])
     _copy(tiny_models, tmp_path, "cala1")
-    proc = launch(tiny(tmp_path, *books, "cala1", **{"train.extend_epochs": "1"}))
+    proc = quick(tiny(tmp_path, *books, "cala1", **{"train.extend_epochs": "1"}))
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "train.extend_epochs=1: Calamari 1.0.7's calamari-resume-training takes no settings" in proc.stderr
-    dry = launch(tiny(tmp_path, *books, "cala1", dry_run="true"))
+    dry = quick(tiny(tmp_path, *books, "cala1", dry_run="true"))
     assert dry.returncode == 0 and dry.stdout.strip() == "", dry.stdout
     assert "has finished training" in dry.stderr and "train.extend_epochs is not possible" in dry.stderr
 
@@ -101,7 +108,7 @@ def test_dry_run_names_the_warm_start_model_it_copies(tmp_path, tiny_models, sha
     copied and where from (here the tiny Calamari 2 model as the warm start)."""
     source = tiny_models / "model-cala2"
     overrides = tiny(tmp_path, shared_books[:2], shared_books[2:3], "cala2", dry_run="true")
-    dry = launch([*overrides, f"warmstart.model={source / 'best.ckpt.json'}"])
+    dry = quick([*overrides, f"warmstart.model={source / 'best.ckpt.json'}"])
     assert dry.returncode == 0, dry.stderr[-2000:]
     (said,) = [x for x in dry.stderr.splitlines() if x.startswith("hsbcala: warm start: copies")]
     assert f"best.ckpt/, best.ckpt.json from {source} into {tmp_path / 'model-cala2' / 'warmstart'}/" in said

@@ -137,3 +137,32 @@ def test_tracker_puts_final_figures_at_the_last_epoch_and_opens_the_training_vie
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert run.data.metrics["system/job/memory_rss_megabytes"] > 10
     assert c.get_metric_history(t.run_id, "system/job/cpu_cores_used"), "the job's CPU was not sampled"
+
+
+def test_the_demos_model_is_logged_although_its_run_name_has_dots(tmp_path, capsys):
+    """The demo's model directory is ``hsbfraktur.cala2.demo`` and the run is named after it; MLflow 3 refuses
+    dots in a logged model's name. The model is logged under the name with dashes, and tracking stays whole."""
+    import mlflow
+
+    from hsbcala.track import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    cfg = compose_cfg(
+        [
+            f"paths.root={tmp_path}",
+            f"mlflow.tracking_uri={uri}",
+            f"model_dir={tmp_path / 'hsbfraktur.cala2.demo'}",
+            "mlflow.system_metrics=false",
+        ]
+    )
+    best = tmp_path / "best.ckpt.json"
+    best.write_text("{}")
+    t = tracking.Tracker(cfg, None, tags={"script": "fraktur"}, params={})
+    assert t.run.info.run_name.startswith("hsbfraktur.cala2.demo-")
+    t.log(1, {"val_cer": 0.5, "best_val_cer": 0.5})
+    model_id = t.log_model([best], cfg, 0.5)
+    t.end("FINISHED")
+    assert model_id and not t.degraded, capsys.readouterr().err
+    model = mlflow.MlflowClient(tracking_uri=uri).get_logged_model(model_id)
+    assert model.name == tracking.logged_model_name(t.run.info.run_name)
+    assert model.name.startswith("hsbfraktur-cala2-demo-") and "." not in model.name

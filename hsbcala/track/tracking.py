@@ -85,6 +85,24 @@ def _store_errors() -> tuple[type[BaseException], ...]:
     return (MlflowException, SQLAlchemyError, OSError)
 
 
+def _bad_value(exc: BaseException) -> bool:
+    """The store works and refused a value hsbcala sent (MLflow's INVALID_PARAMETER_VALUE): a bug in hsbcala,
+    not an outage; replaying the spool would be refused again."""
+    return getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE"
+
+
+# What MLflow 3 refuses in a logged model's name (its message: "cannot contain the following characters"); the
+# run's name is the model directory's, and the demo's (hsbfraktur.cala2.demo) has dots. (MLflow's own check,
+# mlflow.utils.validation, is private: this mirrors it.)
+_NOT_IN_MODEL_NAMES = str.maketrans({c: "-" for c in "/:.%\"'"})
+
+
+def logged_model_name(run_name: str) -> str:
+    """The run's name as a name MLflow takes for a logged model (``hsbfraktur.cala2.demo-…`` →
+    ``hsbfraktur-cala2-demo-…``)."""
+    return run_name.translate(_NOT_IN_MODEL_NAMES)
+
+
 def _create_experiment(client: Any, name: str, artifact_location: str | None) -> str:
     """Create the experiment, or take the one a concurrent job (an array task) created a moment earlier."""
     from mlflow.exceptions import MlflowException
@@ -410,7 +428,7 @@ class Tracker:
         ``degrade``: tracking is incomplete (the end of the training says so, with the spool to replay)."""
         if what not in self._said:
             self._said.add(what)
-            if not isinstance(exc, _store_errors()):
+            if not isinstance(exc, _store_errors()) or _bad_value(exc):
                 log.warning(
                     "warning: MLflow (%s): %s failed with an unexpected error, a bug in hsbcala; training goes on",
                     self.uri,
@@ -422,7 +440,7 @@ class Tracker:
                     "" if self.degraded else "; tracking goes on as far as it can, metrics not sent are kept"
                 )
                 say(f"warning: MLflow ({self.uri}): {what} failed: {_first_line(exc)}{later}")
-        self.degraded = self.degraded or degrade
+        self.degraded = self.degraded or (degrade and not _bad_value(exc))
 
     def log(self, step: int, metrics: dict[str, float], *, curve: bool = True) -> None:
         """Metrics at ``step`` (an epoch; ``curve=False``: a sample number, e.g. the job's resources)."""
@@ -542,7 +560,9 @@ class Tracker:
             params = {"network": str(cfg.train.network), "warmstart": str(cfg.warmstart.model)}
             model = client.create_logged_model(
                 exp_id,
-                name=self.run.info.run_name or f"{cfg.script.model_name}-{cfg.version.name}",  # as the run
+                name=logged_model_name(
+                    self.run.info.run_name or f"{cfg.script.model_name}-{cfg.version.name}"
+                ),
                 source_run_id=self.run_id,
                 tags=tags,
                 params=params,

@@ -43,6 +43,75 @@ def test_cala2_resumed_in_stage_one_keeps_steps():
     assert u.step == 508 and u.metrics["best_val_cer"] == 0.15
 
 
+# tfaip's early-stopping verdicts and results lines as a real resumed training printed them (bench/reference.py,
+# resumed from checkpoint_0016 whose best was 0.01668958 at epoch 16, with a state that had recorded no best)
+VERDICT_RUN = [
+    (
+        "INFO 2026-12-07 21:51:29,376 tfaip.trainer.callbacks.earlys: No better value of val_CER = "
+        "0.016880538314580917 found. Keeping best = 0.01668958179652691"
+    ),
+    (
+        "INFO 2026-12-07 21:51:29,380 tfaip.trainer.callbacks.logger: Results of epoch   17 CER: 0.0071 - "
+        "loss: 1.5 - val_CER: 0.0169 - val_loss: 4.3"
+    ),
+    (
+        "INFO 2026-12-07 22:07:37,147 tfaip.trainer.callbacks.earlys: No better value of val_CER = "
+        "0.016765963286161423 found. Keeping best = 0.01668958179652691"
+    ),
+    (
+        "INFO 2026-12-07 22:07:37,150 tfaip.trainer.callbacks.logger: Results of epoch   19 CER: 0.0070 - "
+        "loss: 1.5 - val_CER: 0.0168 - val_loss: 4.3"
+    ),
+]
+
+
+def test_cala2_best_is_the_engines_verdict_not_a_rounded_comparison():
+    """Epoch 19's 0.0168 (0.016766) is no improvement on 0.016690 for tfaip, which kept epoch 16's best.ckpt: the
+    parser says so, though it started without a best (it compared rounded values and named epoch 19 before)."""
+    parser = engines.get("cala2").Parser(per_stage=100, start=16)
+    updates = feed_all(parser, VERDICT_RUN)
+    assert [u.metrics["best_val_cer"] for u in updates] == [0.01668958179652691] * 2
+    assert [u.metrics["val_cer"] for u in updates] == [0.016880538314580917, 0.016765963286161423]
+    assert parser.best_val_cer == 0.01668958179652691 and parser.best_epoch is None  # epoch not printed
+    # with the checkpoint's best and its epoch (run.py, from Engine.resume_best) the epoch is kept
+    parser = engines.get("cala2").Parser(per_stage=100, start=16, best_val_cer=0.01668958179652691)
+    parser.best_epoch = 16.0
+    feed_all(parser, VERDICT_RUN)
+    assert (parser.best_val_cer, parser.best_epoch) == (0.01668958179652691, 16.0)
+    # an improvement: the unrounded value, at its epoch
+    (u,) = feed_all(
+        parser,
+        [
+            (
+                "INFO tfaip.trainer.callbacks.earlys: Better value of val_CER found. Old = 0.01668958179652691, "
+                "Best = 0.016683"
+            ),
+            "INFO tfaip.trainer.callbacks.logger: Results of epoch   20 CER: 0.007 - val_CER: 0.0167",
+        ],
+    )
+    assert u.metrics["best_val_cer"] == u.metrics["val_cer"] == 0.016683 and parser.best_epoch == 20.0
+
+
+def test_the_best_a_checkpoint_restores_is_read_from_it(tmp_path):
+    """Engine.resume_best on checkpoint records shaped as the engines write them."""
+    import json
+
+    params = tmp_path / "checkpoint_0020" / "trainer_params.json"
+    params.parent.mkdir()
+    es = {"current": 0.01668958179652691, "n": 5, "n_to_go": 5, "frequency": 1, "mode": "min"}
+    params.write_text(json.dumps({"current_epoch": 20, "early_stopping": es}))
+    assert engines.get("cala2").resume_best(params) == (0.01668958179652691, 16)
+    params.write_text(json.dumps({"current_epoch": 2, "early_stopping": {**es, "current": None}}))
+    assert engines.get("cala2").resume_best(params) == (None, None)
+    record = tmp_path / "model_00000040.ckpt.json"
+    record.write_text(
+        json.dumps({"iter": 39, "earlyStoppingBestAccuracy": 0.75, "earlyStoppingBestAtIter": 20})
+    )
+    cer, at = engines.get("cala1").resume_best(tmp_path / "model_00000040.ckpt")
+    parser = engines.get("cala1").Parser(per_stage=1000, check_every=10, start=40)
+    assert (cer, at, parser.epoch_at(at)) == (0.25, 20, 2.0)
+
+
 def test_cala1_display_checks_and_stages():
     # the excerpt: 20 iterations per check (batch 8, 160 lines), 60 per stage, a display every 5 iterations
     parser = engines.get("cala1").Parser(per_stage=60, check_every=20, batch_size=8, lines_per_epoch=160)

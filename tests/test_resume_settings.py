@@ -9,6 +9,7 @@ copied, resumed and extended by the real engine, into a copy of their real MLflo
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -30,10 +31,18 @@ def _copy(models: Path, tmp: Path, version: str) -> Path:
 
 
 def _interrupted_after_epoch_1(model_dir: Path) -> None:
-    """What a SIGTERM after the first of two epochs leaves: checkpoint_0001 newest, the state "training"."""
+    """What a SIGTERM after the first of two epochs leaves: checkpoint_0001 newest, the state "training" (and,
+    as an older hsbcala or a launch killed before it recorded one left it, no best in the state)."""
     shutil.rmtree(model_dir / "checkpoint" / "checkpoint_0002")
     state = state_of(model_dir)
     state["status"] = "training"
+    state["best_val_cer"] = state["best_epoch"] = None
+    # the checkpoint's best (what tfaip's early stopping restores) set below what the tiny model reaches, so
+    # that the relaunched epoch 2 is no improvement: the best named must be the checkpoint's, at its epoch
+    params = model_dir / "checkpoint" / "checkpoint_0001" / "trainer_params.json"
+    record = json.loads(params.read_text())
+    record["early_stopping"].update(current=0.01, n=1)
+    params.write_text(json.dumps(record))
     (model_dir / "hsbcala-state.json").write_text(json.dumps(state))
 
 
@@ -72,6 +81,12 @@ def test_calamari2_relaunch_with_more_or_fewer_epochs_is_told_and_agrees(tmp_pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 epochs per stage" in proc.stderr and "5 epochs per stage" not in proc.stderr
     assert _epoch_lines(proc.stderr) == ["2/2"], proc.stderr[-3000:]
+    # the best recorded is the engine's own (its last early-stopping verdict), judged against the best the
+    # checkpoint restored, not a comparison started afresh at the resume
+    verdicts = re.findall(r"(?:Best|Keeping best) = ([0-9.e-]+)", (model_dir / "engine.log").read_text())
+    assert float(verdicts[-1]) == 0.01 and state_of(model_dir)["best_val_cer"] == 0.01, verdicts
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("hsbcala: stage 1/1 epoch 2/2")]
+    assert "best 0.0100 @1 " in line, line
     run = client(tmp_path).get_run(run_id)
     assert run.data.params["train.epochs"] == "2"
     assert "2 epochs" in run.data.tags["mlflow.note.content"], run.data.tags["mlflow.note.content"]

@@ -234,6 +234,10 @@ class ProgressParser:
         """The step of an engine position counted over stages (epochs: the position itself)."""
         return position
 
+    def epoch_at(self, position: int) -> float:
+        """The epoch within its stage, as the console counts, of an engine position within the stage."""
+        return float(position)
+
     def _update(self, position: int, metrics: dict[str, float]) -> Update:
         """The update at the engine's ``position`` (stage offset included; epoch or iteration)."""
         return Update(self._step(position), metrics)
@@ -367,6 +371,12 @@ class Engine(ABC):
     @abstractmethod
     def resume_point(self, checkpoint: Path) -> tuple[int, int]:
         """(stage, position) the engine continues from after resuming ``checkpoint`` (for metric steps)."""
+
+    def resume_best(self, checkpoint: Path) -> tuple[float | None, int | None]:
+        """(best validation CER of the checkpoint's stage, the position it was reached at or None): what the
+        engine's early stopping restores from ``checkpoint`` and judges later epochs against. (None, None):
+        the checkpoint records none."""
+        return None, None
 
     # -- output
     @abstractmethod

@@ -78,6 +78,9 @@ class Cala1Parser(ProgressParser):
     def _step(self, position: int) -> int:
         return math.floor(self.epochs(position) + 0.5)  # (round() would round x.5 to even)
 
+    def epoch_at(self, position: int) -> float:
+        return position / self.check_every  # the console counts checks
+
     def _update(self, position: int, metrics: dict[str, float]) -> Update:
         step = self._step(position)
         self._check_of[step] = (position - self._offset()) / self.check_every
@@ -316,6 +319,13 @@ class Cala1(Engine):
     def resume_point(self, checkpoint: Path) -> tuple[int, int]:
         stage, it = self.checkpoint_key(checkpoint)
         return stage, it + 1  # Calamari 1 continues after the iteration it saved
+
+    def resume_best(self, checkpoint: Path) -> tuple[float | None, int | None]:
+        d = read_json(self.record(checkpoint))
+        acc = float(d.get("earlyStoppingBestAccuracy", 0) or 0)
+        if acc <= 0:  # Calamari 1 starts from accuracy 0: no valid model yet
+            return None, None
+        return 1.0 - acc, int(d.get("earlyStoppingBestAtIter", 0) or 0) or None
 
     def progress_parser(
         self, train: Any, n_train: int, *, stage: int = 0, start: int = 0, best_val_cer: float | None = None

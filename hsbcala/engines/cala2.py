@@ -32,10 +32,28 @@ _NAMES = {"CER": "train_cer", "loss": "train_loss", "val_CER": "val_cer", "val_l
 # tfaip's BenchmarkCallback table, printed at every epoch's end: "Test Total" of the "Last" row is the seconds the
 # last validation took (tfaip/trainer/callbacks/benchmark_callback.py); an epoch without validation repeats it
 _LAST_TIME = re.compile(r"^\|\s*Last Time Per\s*\|")
+# tfaip's early-stopping verdict, printed before the epoch's results line with the values unrounded: the engine
+# judges "better" on these (and exports best.ckpt by them), not on the results line's four decimals
+_FLOAT = r"(-?[\d.]+(?:e[-+]?\d+)?)"
+_BETTER = re.compile(rf"Better value of val_CER found\. Old = \S+, Best = {_FLOAT}")
+_NOT_BETTER = re.compile(rf"No better value of val_CER = {_FLOAT} found\. Keeping best = {_FLOAT}")
 
 
 class Cala2Parser(ProgressParser):
+    """tfaip's output in epochs. The best so far is the engine's own verdict where it prints one (the
+    early-stopping lines, unrounded), so that the console, the state and MLflow name the model that
+    best.ckpt holds; only output without them (older tfaip, early stopping off) is compared here."""
+
+    _verdict: tuple[float, float, bool] | None = None  # (val CER, best, better) of the epoch being printed
+
     def parse(self, line: str) -> list[Update]:
+        better, worse = _BETTER.search(line), _NOT_BETTER.search(line)
+        if better:
+            self._verdict = (float(better.group(1)), float(better.group(1)), True)
+            return []
+        if worse:
+            self._verdict = (float(worse.group(1)), float(worse.group(2)), False)
+            return []
         if _LAST_TIME.match(line):
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             try:
@@ -49,8 +67,17 @@ class Cala2Parser(ProgressParser):
         epoch = int(m.group(1))
         values = {k: float(v) for k, v in _PAIR.findall(m.group(2))}
         metrics = {_NAMES[k]: v for k, v in values.items() if k in _NAMES}
-        if "val_cer" in metrics:
+        verdict, self._verdict = self._verdict, None
+        if "val_cer" in metrics and verdict is not None:
+            metrics["val_cer"], best, improved = verdict
+            if improved or self.best_val_cer is None or self.best_val_cer != best:
+                # (a resume without a recorded best learns the engine's here; its epoch stays unknown)
+                self.best_epoch = float(epoch) if improved else None
+            self.best_val_cer = best
+            metrics["best_val_cer"] = best
+        elif "val_cer" in metrics:
             metrics["best_val_cer"] = self._best(metrics["val_cer"], float(epoch))
+        if "val_cer" in metrics:
             self.checks_seen += 1
             if (
                 self._last_val_s is not None
@@ -237,6 +264,16 @@ class Cala2(Engine):
 
     def resume_point(self, checkpoint: Path) -> tuple[int, int]:
         return self.checkpoint_key(checkpoint)
+
+    def resume_best(self, checkpoint: Path) -> tuple[float | None, int | None]:
+        d = read_json(checkpoint)
+        es = d.get("early_stopping") or {}
+        if es.get("current") is None or es.get("mode", "min") != "min":
+            return None, None
+        # n: epochs since the best, the best's own counted as 1, where every epoch counts (frequency 1)
+        n, epoch = int(es.get("n") or 0), int(d.get("current_epoch", 0) or 0)
+        at = epoch - n + 1 if n >= 1 and int(es.get("frequency") or 1) == 1 and epoch - n + 1 >= 1 else None
+        return float(es["current"]), at
 
     def progress_parser(
         self, train: Any, n_train: int, *, stage: int = 0, start: int = 0, best_val_cer: float | None = None

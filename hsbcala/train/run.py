@@ -155,6 +155,13 @@ def _execute(cfg: Any, p: Plan) -> float | None:
     )
     parser.best_val_cer_stage1 = state.best_val_cer_stage1
     parser.best_epoch = state.best_epoch if state.best_val_cer is not None else None
+    if p.resume_from:
+        # the engine's own best, restored with its checkpoint: it judges improvements against it, and the state
+        # may not hold it (a launch killed before recording it, a state of an older hsbcala, an older
+        # checkpoint resumed after a damaged newer one)
+        best, at = engine.resume_best(p.resume_from)
+        if best is not None and best != parser.best_val_cer:
+            parser.best_val_cer, parser.best_epoch = best, None if at is None else parser.epoch_at(at)
     tracker = None
     status = "FAILED"
     if p.resume_from:

@@ -207,8 +207,9 @@ def print_curve(curve: list[dict], what: str, thresholds: tuple[float, ...]) -> 
         print(f"  time to val CER <= {t:.1%}: {when}")
     best = min(curve, key=lambda p: p["val_cer"])
     print(f"  best val CER {best['val_cer']:.4f} at {best['seconds'] / 60:.1f} min (epoch {best['epoch']})")
-    loads = sorted(p["load"] for p in curve)
-    print(f"  machine load during training: median {loads[len(loads) // 2]} (1-minute load average)")
+    loads = sorted(p["load"] for p in curve if p.get("load") is not None)  # (none for points filled in later)
+    if loads:
+        print(f"  machine load during training: median {loads[len(loads) // 2]} (1-minute load average)")
     return True
 
 

@@ -108,6 +108,8 @@ def test_the_teams_path(version, tiny_models, served, tmp_path):
     )
     assert got.returncode == 0, got.stderr[-2000:]
     assert json.loads(reg.read_text())["models"][name]["sha256"], "the first get records the checksum"
+    installed = tmp_path / "pretrained" / name
+    pristine = {f: f.read_bytes() for f in installed.rglob("*") if f.is_file()}
 
     # 2. preset=full, scaled down by overrides only
     syn, model_dir = tmp_path / "syn", tmp_path / "models" / f"hsbfraktur.{version}"
@@ -166,7 +168,10 @@ def test_the_teams_path(version, tiny_models, served, tmp_path):
     log = (model_dir / "engine.log").read_text(encoding="utf-8", errors="replace")
 
     trained = modeljson.read_model(model_dir / "best.ckpt.json")
-    assert NEW_LETTERS <= set(trained.charset)
+    assert NEW_LETTERS <= set(trained.charset) and trained.network == standin.network
+    # the engine started from the copy inside the model directory; the installed pretrained model is untouched
+    assert str(model_dir / "warmstart" / "0.ckpt") in log  # (Calamari 1 takes it without .json)
+    assert {f: f.read_bytes() for f in installed.rglob("*") if f.is_file()} == pristine
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")

@@ -145,49 +145,6 @@ def _compares_what_matters(c, run, model_dir: Path, version: str) -> None:
     assert c.get_metric_history(run_id, "system/job/cpu_cores_used"), "no job CPU samples"
 
 
-def test_warm_start_grows_the_codec_by_sorbian_letters(tmp_path, fraktur_books, tiny_models):
-    """The session's tiny model trained on German Fraktur, fine-tuned on synthetic Upper Sorbian lines it never saw."""
-    from hsbcala.engines import modeljson as models
-
-    train_books, val_books = fraktur_books
-    pretrained = tiny_models / "model-cala2"
-    german = models.read_model(pretrained / "best.ckpt.json")
-    new_letters = set("ěčřł")
-    assert not new_letters & set(german.charset)
-
-    syn = tmp_path / "synthetic"
-    overrides = tiny(
-        tmp_path,
-        train_books,
-        val_books,
-        "cala2",
-        **{
-            "train.epochs": "1",
-            "model_dir": str(tmp_path / "sorbian"),
-            "warmstart.model": str(pretrained / "best.ckpt.json"),
-            "train.network": "null",
-            "data.synthetic.root": str(syn),
-            "data.synthetic.n_train": "60",
-            "data.synthetic.n_val": "20",
-            "data.train": f"[{syn}/fraktur/train/*/*.png]",
-            "data.val": f"[{syn}/fraktur/val/*/*.png]",
-        },
-    )
-    before = {p: p.read_bytes() for p in pretrained.rglob("best.ckpt*") if p.is_file()}
-    proc = launch(overrides)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    # the engine started from a copy inside the model directory; the pretrained model is untouched
-    assert {p: p.read_bytes() for p in pretrained.rglob("best.ckpt*") if p.is_file()} == before
-    assert (tmp_path / "sorbian" / "warmstart" / "best.ckpt.json").is_file()
-    assert (
-        str(tmp_path / "sorbian" / "warmstart" / "best.ckpt.json")
-        in (tmp_path / "sorbian" / "engine.log").read_text()
-    )
-    sorbian = models.read_model(tmp_path / "sorbian" / "best.ckpt.json")
-    assert new_letters <= set(sorbian.charset), sorted(sorbian.charset)
-    assert sorbian.network == german.network
-
-
 def test_console_is_hsbcalas_one_line_per_epoch_and_reaches_a_file_as_written(tmp_path, fraktur_books):
     """Batch use (``python train.py … > out.log 2>&1``): hsbcala's epoch lines reach the file while the run goes
     on, and none of the engine's output does (it is in engine.log)."""

@@ -49,3 +49,30 @@ def test_one_directory_resamples_lines_and_lines_stay_lines_when_asked(tmp_path)
     s = _other_books(tmp_path, 3)
     evalsets.assign_documents(s, _recorded(tmp_path), "lines")
     assert s.documents is None and s.unit_note == "lines"
+
+
+def test_lines_named_without_variants_are_evaluated_without_groups(tmp_path):
+    """../shared's books carry no variant in their file names: the default groups are left out with one plain
+    line (the reference benchmark printed three warnings and n/a columns for them). Where some line is named
+    as a variant, a group that matches none stays a warning."""
+    groups = {"binarized": ["*_GTOLENA*", "*_GTSBB*"], "raw": ["*_GTPAGE*"]}
+    dirs = books("ref_AS")[:2]
+    s = evalsets.load_set(
+        "other", "eval.data", [f"{d}/*.png" for d in dirs], groups, base=tmp_path, skip_invalid=True
+    )
+    kept, note = evalsets.without_variants([s], groups)
+    assert kept == {} and "binarized, raw: no line is named as a variant" in note
+    assert evalsets.warnings_of(s, kept, only_set=True) == []
+    # one line named as a binarized variant: the naming is used, and the missing raw variant is worth a warning
+    variant = tmp_path / "v"
+    variant.mkdir()
+    png = min(dirs[0].glob("*.png"))
+    (variant / f"{png.stem}_GTSBB.png").write_bytes(png.read_bytes())
+    (variant / f"{png.stem}_GTSBB.gt.txt").write_text(png.with_suffix(".gt.txt").read_text(encoding="utf-8"))
+    s = evalsets.load_set("v", "eval.data", [f"{variant}/*.png"], groups, base=tmp_path, skip_invalid=True)
+    kept, note = evalsets.without_variants([s], groups)
+    assert kept == groups and note is None
+    assert any(
+        "eval.groups.raw: no line matches *_GTPAGE*" in w
+        for w in evalsets.warnings_of(s, kept, only_set=True)
+    )

@@ -198,7 +198,7 @@ def plan(cfg: Any) -> Plan:
             evalsets.ensure_demo_lines(cfg.data.synthetic, cfg.script.face, patterns)
         s = evalsets.load_set(name, key, patterns, groups, base=base, skip_invalid=cfg.eval.skip_invalid)
         sets.append(s)
-    groups, note = evalsets.unmatched_on_synthetic(sets, groups)
+    groups, note = evalsets.without_variants(sets, groups)
     if note:
         say(note)
     for s in sets:
@@ -342,7 +342,7 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
                     p.sets, p.groups, p.rules, predictions, out_dir, scoring.options(cfg.eval), lines=lines
                 )
             )
-            result["groups"] = p.groups  # the evaluated ones (not those left out on the synthetic demo lines)
+            result["groups"] = p.groups  # the evaluated ones (none when no line is named as a variant)
             result["predict"] = {"argv": argv, "seconds": round(predict_s, 3), "lines": len(images)}
             if p.own_val:
                 result["engine_check"] = _engine_check(p, result, out_dir)

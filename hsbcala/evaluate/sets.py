@@ -4,8 +4,8 @@ A set is a list of globs (``eval.data`` / ``data.val`` / the saved split's valid
 ``eval.extra.NAME``). Its lines are resolved and checked with :mod:`hsbcala.data.resolve` (lines without valid GT are
 left out and counted, or stop the run with ``eval.skip_invalid=false``); every line is put into the variant
 groups whose file-name patterns (fnmatch on the image's name) it matches. A group no line matches is
-reported and shown as n/a, never as a number; on the demo's synthetic lines, which no variant naming describes,
-such groups are left out with one quiet line instead (:func:`unmatched_on_synthetic`).
+reported and shown as n/a, never as a number; lines of which none is named as any variant (the demo's, GT named
+without variant tags) are evaluated without groups, said in one plain line (:func:`without_variants`).
 """
 
 from __future__ import annotations
@@ -86,29 +86,23 @@ def warnings_of(s: EvalSet, groups: dict[str, list[str]], *, only_set: bool) -> 
     return out
 
 
-def unmatched_on_synthetic(
+def without_variants(
     sets: list[EvalSet], groups: dict[str, list[str]]
 ) -> tuple[dict[str, list[str]], str | None]:
-    """(the groups to evaluate, a quiet note): when every line of every set is one of the demo's synthetic lines
-    (:func:`hsbcala.data.synth.is_synthetic`), the groups no line matches are left out, with a note naming them.
-
-    The variant groups name the real GT's files (``*_GTSBB*`` …); the synthetic lines are named by hsbcala and
-    carry no variant, so a group matching none of them says nothing about the data: no warning and no n/a column.
-    On any other lines an unmatched group stays a warning (:func:`warnings_of`): the user's data do not look as
-    the groups they evaluate by expect."""
-    from hsbcala.data import synth
-
-    unmatched = [g for g in groups if not any(s.members.get(g) for s in sets)]
-    images = [img for s in sets for img in s.images]
-    if not unmatched or not images or not all(synth.is_synthetic(img) for img in images):
+    """(the groups to evaluate, a plain note): when no line of any set matches any group, the lines carry no
+    variant in their names (the demo's synthetic lines, ../shared's GT, any GT named without the team's
+    ``_GTSBB``-style tags), and the groups are left out with a note naming them: every group would be n/a and
+    every line "ungrouped", warnings that say nothing about the model. When some line matches some group, a
+    group that matches none stays a warning (:func:`warnings_of`): the data do use the naming, and a variant
+    is missing from them."""
+    if not groups or any(m for s in sets for m in s.members.values()):
         return groups, None
-    kept = {g: p for g, p in groups.items() if g not in unmatched}
     for s in sets:
-        s.members = {g: m for g, m in s.members.items() if g in kept}
-        s.ungrouped = 0 if not kept else s.ungrouped
-    return kept, (
-        f"eval.groups {', '.join(unmatched)}: the demo's synthetic lines are in no such variant (the groups "
-        f"name the real GT's files), so there are no figures for {'it' if len(unmatched) == 1 else 'them'}"
+        s.members, s.ungrouped = {}, 0
+    patterns = ", ".join(p for pats in groups.values() for p in pats)
+    return {}, (
+        f"eval.groups {', '.join(groups)}: no line is named as a variant ({patterns}), so there are no "
+        f"variant groups in this evaluation"
     )
 
 

@@ -92,14 +92,14 @@ def _bad_value(exc: BaseException) -> bool:
 
 
 # What MLflow 3 refuses in a logged model's name (its message: "cannot contain the following characters"); the
-# run's name is the model directory's, and the demo's (hsbfraktur.cala2.demo) has dots. (MLflow's own check,
+# run's name is the model directory's, and the demo's (hsbfraktur.<version>.demo) has dots. (MLflow's own check,
 # mlflow.utils.validation, is private: this mirrors it.)
 _NOT_IN_MODEL_NAMES = str.maketrans({c: "-" for c in "/:.%\"'"})
 
 
 def logged_model_name(run_name: str) -> str:
-    """The run's name as a name MLflow takes for a logged model (``hsbfraktur.cala2.demo-…`` →
-    ``hsbfraktur-cala2-demo-…``)."""
+    """The run's name as a name MLflow takes for a logged model (``hsbfraktur.<version>.demo-…`` →
+    ``hsbfraktur-<version>-demo-…``)."""
     return run_name.translate(_NOT_IN_MODEL_NAMES)
 
 

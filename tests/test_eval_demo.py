@@ -59,11 +59,11 @@ def test_the_demos_evaluation_prints_intervals_and_no_warning(tiny_models, tmp_p
     assert main["wer"]["interval"]["low"] is not None
     assert "3 documents" in main["interval_unit"]
 
-    # no variant group describes synthetic lines: none printed, one quiet line says so
+    # no line is named as a variant (the groups name the team's GT files): none printed, one quiet line says so
     assert result["groups"] == {} and main["groups"] == {}
     table = (run_dir / "cer-table.md").read_text(encoding="utf-8")
     assert "binarized" not in table and "raw" not in table.split("\n")[0]
-    assert console.count("eval.groups binarized, raw: the demo's synthetic lines are in no such variant") == 1
+    assert console.count("eval.groups binarized, raw: no line is named as a variant") == 1
 
     # trained from scratch: no baseline row, one quiet line
     assert "baseline" not in table and result.get("baseline") is None

@@ -185,6 +185,35 @@ def test_an_engine_stopped_from_outside_is_an_interruption_not_an_engine_failure
     assert "started" in (tmp_path / "engine.log").read_text()
 
 
+_SIGNAL_AT_FORK = []  # armed by the test below; os.register_at_fork cannot unregister, so the hook is one-shot
+
+
+def _signal_during_fork() -> None:
+    if _SIGNAL_AT_FORK:
+        _SIGNAL_AT_FORK.clear()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+os.register_at_fork(after_in_parent=_signal_during_fork)
+
+
+def test_a_signal_while_the_engine_is_being_started_is_not_lost(tmp_path):
+    """A SIGTERM that arrives while the engine is forked ran the handler inside logging's at-fork hook, where
+    Python prints "Exception ignored" and drops the Interrupted (seen: a scancel during an evaluation ended
+    it with exit 0). The signal must stop the launch all the same, and the engine with it."""
+    from hsbcala.engines.process import EngineProcess
+
+    engine = EngineProcess(["sleep", "20"], tmp_path / "engine.log")
+    started = time.monotonic()
+    with pytest.raises(Interrupted, match="^evaluation interrupted by SIGTERM$"):
+        with interruptible("evaluation interrupted by {signal}"):
+            _SIGNAL_AT_FORK.append(True)
+            with engine:
+                engine.wait()
+    assert time.monotonic() - started < 10
+    assert engine.proc.returncode == -signal.SIGTERM  # the engine was stopped, not left running
+
+
 def test_credentials_are_masked():
     assert mask("http://alice:s3cret@mlflow.example:5000/x") == "http://alice:***@mlflow.example:5000/x"
     assert mask("sqlite:////tmp/mlruns.db") == "sqlite:////tmp/mlruns.db"

@@ -216,22 +216,30 @@ class EngineProcess:
             + f"# hsbcala {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(self.argv)}\n"
         )
         self._log.flush()
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            bufsize=1,
-            env=engine_environ(),
-            cwd=self.cwd,
-            start_new_session=True,
-            # only signal(2) calls between fork and exec (no locks, no allocation)
-            preexec_fn=_in_engine,  # noqa: PLW1509
-        )
-        self._reader = _Reader(self.proc.stdout, self._log, self.echo, self.tail)
-        self._reader.start()
+        try:
+            # Deferred: a signal arriving during the fork runs its handler inside an at-fork hook (logging
+            # registers one), where Python prints "Exception ignored" and drops the Interrupted (seen: a
+            # scancel during an evaluation that then finished with exit 0). Raised when the engine is started.
+            with deferred():
+                self.proc = subprocess.Popen(
+                    self.argv,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    encoding="utf-8",
+                    errors="replace",
+                    bufsize=1,
+                    env=engine_environ(),
+                    cwd=self.cwd,
+                    start_new_session=True,
+                    # only signal(2) calls between fork and exec (no locks, no allocation)
+                    preexec_fn=_in_engine,  # noqa: PLW1509
+                )
+                self._reader = _Reader(self.proc.stdout, self._log, self.echo, self.tail)
+                self._reader.start()
+        except BaseException:  # __exit__ does not run when __enter__ raises: stop the engine here
+            self.__exit__()
+            raise
         if self.timeout_s is not None:
             self._deadline = time.monotonic() + self.timeout_s
         return self

@@ -205,11 +205,13 @@ def test_a_signal_while_the_engine_is_being_started_is_not_lost(tmp_path):
 
     engine = EngineProcess(["sleep", "20"], tmp_path / "engine.log")
     started = time.monotonic()
-    with pytest.raises(Interrupted, match="^evaluation interrupted by SIGTERM$"):
-        with interruptible("evaluation interrupted by {signal}"):
-            _SIGNAL_AT_FORK.append(True)
-            with engine:
-                engine.wait()
+    with (
+        pytest.raises(Interrupted, match="^evaluation interrupted by SIGTERM$"),
+        interruptible("evaluation interrupted by {signal}"),
+    ):
+        _SIGNAL_AT_FORK.append(True)
+        with engine:
+            engine.wait()
     assert time.monotonic() - started < 10
     assert engine.proc.returncode == -signal.SIGTERM  # the engine was stopped, not left running
 

@@ -164,3 +164,20 @@ def fraktur_books(shared: Path):
     """Two disjoint sets of real Fraktur books: (train books, val books) as directories."""
     books = sorted((shared / "data" / "fraktur19-lines" / "ref_AS").iterdir())
     return books[:2], books[2:3]
+
+
+# Fixtures that train, render or start something once per session (per pytest-xdist worker).
+_SESSION_WORK = {"tiny_models", "tiny_model", "multirun", "prepared", "variant_lines", "slurm_cluster"}
+
+
+@pytest.hookimpl(trylast=True)  # after tests/slurm_cluster.py has marked its tests `slurm`
+def pytest_collection_modifyitems(config, items):
+    """Run the real engines on one worker, everything else beside them (pyproject.toml: ``-n 2 --dist
+    loadgroup``). Every `slow` or `slurm` test, and every test of a session fixture that trains or starts a
+    cluster, is in the xdist group ``engines``: one worker runs them in order, so the tiny models are trained
+    once and the Slurm cluster has one client, while the other worker takes the quick tests (mostly one core of
+    Python start-up and Hydra composition) and fills the engines' waits (Slurm's walltime, servers, Chromium)."""
+    for item in items:
+        heavy = item.get_closest_marker("slow") or item.get_closest_marker("slurm")
+        if heavy or _SESSION_WORK & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("engines"))

@@ -4,8 +4,8 @@
 
 Builds a real SQLite MLflow store with one run per model directory (40 val_cer values each) and a state file
 naming it, then times, median of ``--repeat``:
-- the MLflow part as status does it now: one batched search per store (:func:`hsbcala.track.tracking.runs_by_id`);
-- the MLflow part as it was: one ``get_metric_history`` per row (:func:`hsbcala.track.tracking.metric_history`);
+- the MLflow part as status does it now: one batched search per store (:func:`hsbcala.track.store.runs_by_id`);
+- the MLflow part as it was: one ``get_metric_history`` per row (:func:`hsbcala.track.store.metric_history`);
 - the whole command as a person types it (a new process: Python, MLflow's import, the store's set-up), before
   (``--before``: status.py as of that commit, which asked MLflow for every row) and now, side by side, for the
   points finished and training (the state answers: best CER so far, run name and wall time per launch; mlflow is
@@ -79,13 +79,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--before", default=BEFORE, help="the commit to compare with (default: %(default)s)")
     args = ap.parse_args()
-    from hsbcala.track import tracking
+    from hsbcala.track import store
 
     with tempfile.TemporaryDirectory() as tmp:
         models, uri, ids = build(Path(tmp), args.dirs)
-        tracking.runs_by_id(uri, ids)  # the store's engine set up once, as in one status call
-        batched = median_s(lambda: tracking.runs_by_id(uri, ids), args.repeat)
-        per_row = median_s(lambda: [tracking.metric_history(uri, i, "val_cer") for i in ids], args.repeat)
+        store.runs_by_id(uri, ids)  # the store's engine set up once, as in one status call
+        batched = median_s(lambda: store.runs_by_id(uri, ids), args.repeat)
+        per_row = median_s(lambda: [store.metric_history(uri, i, "val_cer") for i in ids], args.repeat)
         env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # no Slurm: the local case
         old = (
             Path(tmp) / "before"

@@ -125,3 +125,33 @@ def test_no_import_circle_between_modules():
         if v not in index:
             visit(v)
     assert not circles, f"import circles: {circles}"
+
+
+def test_mlflow_is_imported_in_the_track_wing_only():
+    """All MLflow in one place: ``import mlflow`` / ``from mlflow…`` (lazy ones too) only under hsbcala/track/,
+    and at the entry points and the Slurm launcher plugin not at all."""
+    roots = [
+        PACKAGE,
+        PACKAGE.parent / "hydra_plugins",
+        PACKAGE.parent / "train.py",
+        PACKAGE.parent / "evaluate.py",
+    ]
+    files = [p for r in roots for p in ([r] if r.is_file() else r.rglob("*.py"))]
+    outside = []
+    for path in files:
+        if path.is_relative_to(PACKAGE / "track"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            outside += [
+                f"{path.relative_to(PACKAGE.parent)}:{node.lineno}"
+                for n in names
+                if n.split(".")[0] == "mlflow"
+            ]
+    assert not outside, f"mlflow imported outside hsbcala/track/: {outside}"

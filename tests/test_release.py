@@ -248,7 +248,7 @@ def _real_table(job_dir: Path) -> champion.LineTable:
 def test_champion_moves_only_on_a_real_win(multirun, tmp_path):
     from mlflow import MlflowClient
 
-    from hsbcala.track import tracking
+    from hsbcala.track import evaluation
 
     _, job_dir = _ok(multirun, "cala2")
     real = _real_table(job_dir)  # the tiny cala2 model's per-line results on the evaluation lines
@@ -268,7 +268,7 @@ def test_champion_moves_only_on_a_real_win(multirun, tmp_path):
         mv = client.create_model_version("hsbfraktur", source=str(tmp_path), run_id=run.info.run_id)
         version = str(mv.version)
         ask = champion.decider(table, version)
-        return tracking.record_and_decide(client, "hsbfraktur", version, run.info.run_id, table, ask)
+        return evaluation.record_and_decide(client, "hsbfraktur", version, run.info.run_id, table, ask)
 
     def holder() -> str:
         return str(client.get_model_version_by_alias("hsbfraktur", "champion").version)

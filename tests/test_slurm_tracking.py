@@ -2,7 +2,7 @@
 
 The tasks of an array start together and both create the experiment and their runs at once; with a tracking
 server (what a cluster should use: sqlite on a network file system is not safe for concurrent writers) the
-second ``create_experiment`` gets "already exists" and takes the first's (:func:`hsbcala.track.tracking._create_experiment`).
+second ``create_experiment`` gets "already exists" and takes the first's (:func:`hsbcala.track.store.create_experiment`).
 Both runs must end FINISHED and complete: metrics, the best model and the engine log as artifacts, uploaded through
 the server (``--artifacts-destination``), in the one experiment.
 """

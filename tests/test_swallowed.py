@@ -39,13 +39,13 @@ def test_a_failed_log_of_the_evaluation_is_named_and_a_bug_is_not_a_store_failur
     """Evaluation results that MLflow refuses: one line naming the store and the failure (exit 2); a result
     hsbcala itself got wrong (a set without its groups) is a bug and keeps its own type and traceback."""
     from hsbcala.evaluate import run as evalrun
-    from hsbcala.track import tracking
+    from hsbcala.track import evaluation
 
     cfg = _compose_eval([*_store(tmp_path), "version=cala2"])
     p = SimpleNamespace(
         label="m", version="cala2", checkpoint=tmp_path / "best.ckpt.json", model_dir=None, sets=[]
     )
-    tracker = tracking.EvalTracker(cfg, p)
+    tracker = evaluation.EvalTracker(cfg, p)
     out = tmp_path / "out"
     out.mkdir()
     (out / evalrun.RESULT_FILE).write_text("{}\n")

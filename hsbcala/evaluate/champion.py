@@ -1,7 +1,7 @@
 """The model to ship: the registry alias ``champion`` moves only on a real win.
 
 With ``mlflow.register=true`` an evaluation records its per-line results with the model's registered version
-(:func:`register`; the MLflow calls are :func:`hsbcala.track.tracking.record_and_decide`) and asks :func:`decide` whether the version replaces the
+(:func:`register`; the MLflow calls are :func:`hsbcala.track.evaluation.record_and_decide`) and asks :func:`decide` whether the version replaces the
 current champion. It does only when, on the same evaluation lines (the same :attr:`LineTable.digest`), its
 CER is lower AND the paired bootstrap interval of the difference (:func:`hsbcala.evaluate.intervals.paired_difference`,
 the same units resampled for both models) lies wholly below 0. A smaller CER whose interval includes 0 is
@@ -25,9 +25,9 @@ from typing import Any
 
 from hsbcala.core.console import say
 from hsbcala.evaluate import intervals
-from hsbcala.track import tracking
+from hsbcala.track import evaluation
 
-ALIAS = tracking.CHAMPION_ALIAS
+ALIAS = evaluation.CHAMPION_ALIAS
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ def decide(
 def decider(
     table: LineTable, version: str, *, resamples: int = 1000, level: float = 0.95, seed: int = 0
 ) -> Callable[[str | None, str | None], Decision]:
-    """What :func:`hsbcala.track.tracking.record_and_decide` asks, given the champion's per-line table (its
+    """What :func:`hsbcala.track.evaluation.record_and_decide` asks, given the champion's per-line table (its
     text) and version: :func:`decide` for ``table`` of ``version``."""
 
     def ask(theirs: str | None, current: str | None) -> Decision:
@@ -193,9 +193,9 @@ def register(cfg: Any, p: Any, out_dir: Path, tracker: Any) -> dict:
     table = table_of(list(s.images), s.gt, rows, cache.file_sha256)
     cache.save()
     name = cfg.script.model_name
-    version = tracking.registered_version(tracker.client, cfg, p, tracker)
+    version = evaluation.registered_version(tracker.client, cfg, p, tracker)
     iv = cfg.eval.intervals
     ask = decider(table, version, resamples=iv.resamples, level=iv.level, seed=iv.seed)
-    out = tracking.record_and_decide(tracker.client, name, version, tracker.run_id, table, ask)
+    out = evaluation.record_and_decide(tracker.client, name, version, tracker.run_id, table, ask)
     say(f"registry: {name} version {version}: {out['decision']}")
     return out

@@ -3,7 +3,7 @@ paired differences of the models evaluated on the same lines.
 
 Each job of the multirun wrote its ``eval-result.json`` and per set ``lines.tsv`` (:mod:`hsbcala.evaluate.run`);
 :class:`ComparisonTable` collects them in job order into ``cer-table.md/.csv/.png`` (+ ``cer-table-differences.csv``)
-in the sweep dir, prints the table, logs it to MLflow as a comparison run (:func:`hsbcala.track.tracking.log_comparison`),
+in the sweep dir, prints the table, logs it to MLflow as a comparison run (:func:`hsbcala.track.evaluation.log_comparison`),
 and exits 2 when a model is missing or MLflow refused the comparison. A job that died without a result is a row
 marked missing, never a number.
 
@@ -31,8 +31,8 @@ from hsbcala.core import console
 from hsbcala.core.console import say
 from hsbcala.evaluate import htmlreport, intervals, report, scoring
 from hsbcala.evaluate.scoring import JOB_DIR, RESULT_FILE
+from hsbcala.track import evaluation, store
 from hsbcala.track import info as trackinfo
-from hsbcala.track import tracking
 
 _UNREADABLE = (OSError, ValueError, TypeError, yaml.YAMLError, OmegaConfBaseException)
 
@@ -260,11 +260,11 @@ class ComparisonTable(Callback):
         if uri:
             experiment = config.eval.comparison_experiment if config.get("eval") else "hsbcala-evaluation"
             try:
-                run_id = tracking.log_comparison(
+                run_id = evaluation.log_comparison(
                     results, paths, sweep_dir, experiment, uri, comparison_metrics(results, diffs)
                 )
                 say(f"comparison logged to MLflow experiment '{experiment}', run {run_id}")
-            except tracking._store_errors() as exc:  # the table on disk is whole; a bug keeps its traceback
+            except store.store_errors() as exc:  # the table on disk is whole; a bug keeps its traceback
                 errors.append(
                     f"mlflow.tracking_uri={trackinfo.masked(uri)}: could not log the comparison to experiment "
                     f"'{experiment}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "

@@ -55,7 +55,7 @@ from hsbcala.evaluate import cer, champion, charclasses, htmlreport, report, sco
 from hsbcala.evaluate import sets as evalsets
 from hsbcala.evaluate.predict import Plan, predict, predict_argv, stage
 from hsbcala.evaluate.scoring import RESULT_FILE
-from hsbcala.track import tracking
+from hsbcala.track import evaluation, store
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -327,7 +327,7 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
 
     def open_run() -> None:  # while the engine imports TensorFlow
         nonlocal tracker
-        tracker = tracking.EvalTracker(cfg, p)
+        tracker = evaluation.EvalTracker(cfg, p)
         report.preload()  # matplotlib too (~1 s), for the chart afterwards
 
     try:
@@ -378,7 +378,7 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
                 try:
                     result["registry"] = champion.register(cfg, p, out_dir, tracker)
                 # the store's errors only: the results are on disk already; a bug keeps its traceback
-                except tracking._store_errors() as exc:
+                except store.store_errors() as exc:
                     raise ConfigError(
                         f"mlflow.register=true: could not register the evaluated model in {tracker.uri}: "
                         f"{str(exc).splitlines()[0]} (results: {out_dir})"
@@ -410,7 +410,7 @@ def evaluate(cfg: Any, p: Plan, out_dir: Path, result: dict) -> dict:
                 console.swallowed(
                     f"mlflow.tracking_uri={tracker.uri}: ending the evaluation's run {tracker.run_id} as {status}",
                     exc,
-                    tracking._store_errors(),
+                    store.store_errors(),
                     "the store may show it RUNNING; the results are on disk",
                 )
 
@@ -462,7 +462,7 @@ def _log(tracker: Any, p: Plan, result: dict, out_dir: Path, table: dict[str, Pa
         if curve:
             tracker.log_curve(curve)
     # the store's errors only: the results are on disk already; a bug keeps its traceback
-    except tracking._store_errors() as exc:
+    except store.store_errors() as exc:
         raise ConfigError(
             f"mlflow.tracking_uri={tracker.uri}: could not log the evaluation to run "
             f"{tracker.run_id}: {str(exc).splitlines()[0]} (results: {out_dir})"

@@ -9,5 +9,5 @@ subclasses the plugin's ``SlurmLauncher`` and calls in here for what the plugin 
 - :mod:`hsbcala.slurm.launch` runs on the login node, in the launcher: the sbatch preview of a dry run, sbatch's
   refusal as one line, the MLflow store prepared before a job array, waiting (squeue) and failed-job reports.
 
-Every MLflow call of both is in :mod:`hsbcala.track.tracking`. Nothing is re-exported here: import the module you need.
+Every MLflow call of both is in the ``track`` wing (:mod:`hsbcala.track.store`, :mod:`hsbcala.track.tracking`). Nothing is re-exported here: import the module you need.
 """

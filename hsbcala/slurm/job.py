@@ -11,7 +11,7 @@
   :func:`guard_last_timeout` makes the walltime an interruption (run KILLED, resumable), not a failure.
 
 The login node's side (preview, submission, waiting, reports) is :mod:`hsbcala.slurm.launch`; the MLflow calls
-are :func:`hsbcala.track.tracking.log_accounting`.
+are :func:`hsbcala.track.store.log_accounting`.
 """
 
 from __future__ import annotations
@@ -315,13 +315,13 @@ def log_accounting(cfg: Any, launches_before: int) -> None:
     try:
         from hsbcala import modeldir
         from hsbcala.track import info as trackinfo
-        from hsbcala.track import tracking
+        from hsbcala.track import store
 
         state = modeldir.load_state(Path(cfg.model_dir).resolve())
         if state is None or not state.run_id or len(state.history) <= launches_before:
             return  # this job trained nothing (refused, or the model had finished)
         metrics, tags = job_figures()
-        tracking.log_accounting(
+        store.log_accounting(
             trackinfo.tracking_uri(cfg), state.run_id, metrics, tags, step=int(tags["slurm.restarts"] or 0)
         )
         say(
@@ -334,7 +334,7 @@ def log_accounting(cfg: Any, launches_before: int) -> None:
 
         expected: tuple[type[BaseException], ...] = (OSError, HsbcalaError)  # /proc, a damaged state file
         with contextlib.suppress(ImportError):  # the store's own errors (mlflow may be what failed to import)
-            from hsbcala.track import tracking
+            from hsbcala.track import store
 
-            expected += tracking._store_errors()
+            expected += store.store_errors()
         swallowed("logging the Slurm job's accounting to MLflow", exc, expected)

@@ -10,7 +10,7 @@
 - the record of what was submitted, ``<sweep dir>/hsbcala-submitted.json`` (:func:`write_record`), which
   ``python -m hsbcala.slurm.status`` reads, and the message of a launch that does not wait (:func:`returned_message`).
 
-What runs inside the job is :mod:`hsbcala.slurm.job`; the MLflow calls are :func:`hsbcala.track.tracking.prepare_store`.
+What runs inside the job is :mod:`hsbcala.slurm.job`; the MLflow calls are :func:`hsbcala.track.store.prepare_store`.
 """
 
 from __future__ import annotations
@@ -108,13 +108,13 @@ def prepare_store(cfg: Any) -> None:
     """Create a new sqlite MLflow store here, before submitting a job array: its jobs start together and would
     race to create the store's tables (MLflow's migration fails in all but one of them). Servers need nothing."""
     from hsbcala.track import info as trackinfo
-    from hsbcala.track import tracking
+    from hsbcala.track import store
 
     uri = trackinfo.tracking_uri(cfg)
     if not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///") :]).exists():
         return
     say(f"creating the MLflow store {uri}")
-    tracking.prepare_store(uri)
+    store.prepare_store(uri)
 
 
 # --- submission ----------------------------------------------------------------------------------------------------

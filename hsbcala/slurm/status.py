@@ -12,7 +12,7 @@ a folder of model directories such as ``models/``: each of them), from what is t
 - the best validation CER, the MLflow run's name and how long the training ran: ``hsbcala-state.json`` (its best
   CER so far, written at each improvement; per launch the run's name and wall time). MLflow is asked only for
   the rows whose state was written before launches kept these (2026-12-07): one batched search per store for
-  them (:func:`hsbcala.track.tracking.runs_by_id`), not one question per row; mlflow is not even imported when
+  them (:func:`hsbcala.track.store.runs_by_id`), not one question per row; mlflow is not even imported when
   the directories answer (its import and a store's set-up cost ~3 s, ``bench/status_speed.py``);
   ``--no-mlflow`` never asks;
 - the owner record (``.hsbcala-owner.json``, :mod:`hsbcala.modeldir`): a live launch, or one that died and left it;
@@ -204,11 +204,11 @@ def fill_from_mlflow(rows: list[Row]) -> None:
             stores.setdefault(r._uri, []).append(r)
     if not stores:
         return
-    from hsbcala.track import tracking  # (imports mlflow: seconds)
+    from hsbcala.track import store  # (imports mlflow: seconds)
 
     now = time.time() * 1000
     for uri, some in stores.items():
-        runs = tracking.runs_by_id(uri, [r.run_id for r in some])
+        runs = store.runs_by_id(uri, [r.run_id for r in some])
         for r in some:
             run = runs.get(r.run_id)
             if run is None:

@@ -17,9 +17,10 @@
   hsbcala's ``system/job/*`` metrics: CPU and RSS of the launcher and the engine's process tree, at the same interval.
 - Every run ends FINISHED, FAILED or KILLED: :meth:`Tracker.end` is called from the runner's ``finally``.
 
-Every MLflow call of hsbcala is in this module: training runs (:class:`Tracker`), evaluation runs
-(:class:`EvalTracker`), multirun comparisons (:func:`log_comparison`), Slurm job accounting and store set-up.
-mlflow is imported lazily (here only), so ``dry_run`` and ``--help`` stay fast.
+MLflow's calls live in the ``track`` wing only: training runs here, evaluation runs, the registry's champion and
+multirun comparisons in :mod:`hsbcala.track.evaluation`, the store's shared parts (errors, retries, the
+experiment, status and Slurm queries) in :mod:`hsbcala.track.store`. mlflow is imported lazily, so ``dry_run``
+and ``--help`` stay fast.
 """
 
 from __future__ import annotations
@@ -31,23 +32,16 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
-
-from omegaconf import OmegaConf
+from typing import Any
 
 from hsbcala.core.console import log, say
 from hsbcala.core.errors import ConfigError
 from hsbcala.engines.envs import project_root
 from hsbcala.track.info import (
-    EXPERIMENT_KIND_TAG,
-    MODEL_TRAINING_KIND,
     JobUsage,
-    bound_http,
     dataset_rows,
     default_artifact_root,
-    flatten,
     for_mlflow,
     git_commit,
     masked,
@@ -57,39 +51,16 @@ from hsbcala.track.info import (
     training_run_name,
     ui_url,
 )
-
-bound_http()  # before any mlflow import: bounded HTTP retries, MLflow's own logger at WARNING
-
-
-class Evaluated(Protocol):
-    """What an evaluation's MLflow run records of the evaluation (``hsbcala.evaluate.predict.Plan`` has it):
-    a protocol, so that tracking, a wing below evaluation, never imports it."""
-
-    label: str
-    version: str
-    checkpoint: Path  # the model's .ckpt.json
-    model_dir: Path | None  # None: eval.model outside a model directory
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc).strip() else repr(exc)
-
-
-def _store_errors() -> tuple[type[BaseException], ...]:
-    """What a store that cannot be used raises: MLflow's own error (the REST client wraps every failed
-    request in it), SQLAlchemy's (a sqlite file that is not a database), an OSError (permissions). Anything
-    else is a bug in hsbcala and keeps its traceback."""
-    from mlflow.exceptions import MlflowException
-    from sqlalchemy.exc import SQLAlchemyError  # mlflow's own dependency, loaded with it
-
-    return (MlflowException, SQLAlchemyError, OSError)
-
-
-def _bad_value(exc: BaseException) -> bool:
-    """The store works and refused a value hsbcala sent (MLflow's INVALID_PARAMETER_VALUE): a bug in hsbcala,
-    not an outage; replaying the spool would be refused again."""
-    return getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE"
-
+from hsbcala.track.store import (
+    RESUME_ATTEMPTS,
+    bad_value,
+    create_experiment,
+    first_line,
+    patiently,
+    store_errors,
+    training_view,
+    transient,
+)
 
 # What MLflow 3 refuses in a logged model's name (its message: "cannot contain the following characters"); the
 # run's name is the model directory's, and the demo's (hsbfraktur.<version>.demo) has dots. (MLflow's own check,
@@ -103,92 +74,14 @@ def logged_model_name(run_name: str) -> str:
     return run_name.translate(_NOT_IN_MODEL_NAMES)
 
 
-def _create_experiment(client: Any, name: str, artifact_location: str | None) -> str:
-    """Create the experiment, or take the one a concurrent job (an array task) created a moment earlier."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location)
-    except MlflowException:  # RESOURCE_ALREADY_EXISTS, or the sqlite store's unique-constraint error
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
-
-
-def _training_view(client: Any, exp_id: str, tags: dict[str, str]) -> None:
-    """Let MLflow's UI open the experiment in its model-training view (runs, charts, models) instead of the
-    GenAI one it guesses without the tag; a view someone chose in the UI is kept."""
-    if EXPERIMENT_KIND_TAG not in tags:
-        try:
-            client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
-        except _store_errors() as exc:  # a view is a convenience: never a reason to stop
-            log.warning("MLflow: the experiment's model-training view was not set: %s", _first_line(exc))
-
-
-# ---- reading a run back on resume: "gone" vs "not answering" (issue 19: a 503 must not split a training)
-
-# MLflow's error codes of a store that cannot answer now (MLflow's own table maps them to 503, 429, 504);
-# the sqlite store raises TEMPORARILY_UNAVAILABLE for a locked database (mlflow/store/db/utils.py)
-_TRANSIENT_CODES = frozenset({"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"})
-RESUME_ATTEMPTS = 4  # hsbcala's own attempts, each with MLflow's own HTTP retries inside
-
-
-def _transient(exc: BaseException) -> bool:
-    """True for a failure that may pass: a refused or reset connection, a timeout, a server that kept
-    answering 5xx/429 through MLflow's own retries (``mlflow.utils.rest_utils.http_request`` raises a plain
-    MlflowException for all of these, the ``requests`` error, an OSError, as its context), or one of
-    :data:`_TRANSIENT_CODES`. A malformed URI (InvalidUrlException) or any answer the server gave on purpose
-    (404 ``RESOURCE_DOES_NOT_EXIST``, 403, 400) is not."""
-    from mlflow.exceptions import InvalidUrlException, MlflowException
-
-    if not isinstance(exc, MlflowException) or isinstance(exc, InvalidUrlException):
-        return False
-    if exc.error_code in _TRANSIENT_CODES:
-        return True
-    cause = exc.__cause__ or exc.__context__
-    while cause is not None:
-        if isinstance(cause, OSError):  # requests.RequestException is an OSError (IOError)
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False
-
-
-def _patiently(what: str, uri: str, call: Callable[[], Any]) -> Any:
-    """``call()``, asked again while the store fails transiently (:func:`_transient`), each retry said on the
-    console; the last failure is raised. A non-transient failure is raised at once.
-
-    MLflow's own HTTP retries (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``/``_BACKOFF_FACTOR``) work inside each
-    attempt, but :func:`hsbcala.track.info.bound_http` keeps them short for the whole process, so that a
-    best-effort call during training (a metric, which is spooled and sent later) costs seconds. A run read
-    back on resume is the one call whose failure cannot be redone later (the launch would have to choose
-    between a new run and none), so it gets more patience of its own, without raising MLflow's setting for
-    every call; the waits scale with the user's ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``. MLflow retries
-    HTTP only: the sqlite store's locked database is retried here too."""
-    factor = float(os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR") or 1)
-    for attempt in range(1, RESUME_ATTEMPTS + 1):
-        try:
-            return call()
-        except _store_errors() as exc:
-            if not _transient(exc) or attempt == RESUME_ATTEMPTS:
-                raise
-            wait = factor * 2**attempt
-            say(
-                f"MLflow ({uri}) did not answer {what} ({_first_line(exc)[:400]}); asking again in "
-                f"{wait:.1f} s (attempt {attempt + 1} of {RESUME_ATTEMPTS})"
-            )
-            time.sleep(wait)
-    raise AssertionError("unreachable")  # the loop returns or raises
-
-
 def _refused(what: str, uri: str, run_id: str, exc: BaseException) -> ConfigError:
     said = (
         f"did not answer {what} after {RESUME_ATTEMPTS} attempts"
-        if _transient(exc)
+        if transient(exc)
         else f"refused to answer {what}"
     )
     return ConfigError(
-        f"mlflow.tracking_uri={uri}: the tracking store {said} ({_first_line(exc)[:400]}); training was not "
+        f"mlflow.tracking_uri={uri}: the tracking store {said} ({first_line(exc)[:400]}); training was not "
         f"continued and the model directory still names run {run_id}: launch again when the store answers, "
         f"and training resumes in that run"
     )
@@ -198,11 +91,11 @@ def _resumable(mlflow: Any, run_id: str, uri: str) -> bool:
     """Whether the run the model directory names can be re-opened. False only when the store says for sure
     that it is not there (``RESOURCE_DOES_NOT_EXIST``: the directory was trained against another store) or
     it was deleted: then a new run is started, and the console says so. A store that does not answer is
-    asked again (:func:`_patiently`) and then refused (:class:`ConfigError`): never a silent new run, which
+    asked again (:func:`patiently`) and then refused (:class:`ConfigError`): never a silent new run, which
     would split one training's curves over two runs and rewrite the run id in the state."""
     try:
-        run = _patiently(f"for the run {run_id}", uri, lambda: mlflow.get_run(run_id))
-    except _store_errors() as exc:
+        run = patiently(f"for the run {run_id}", uri, lambda: mlflow.get_run(run_id))
+    except store_errors() as exc:
         if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
             say(
                 f"the MLflow run {run_id} named in this model directory is not in {uri} (trained against "
@@ -242,10 +135,10 @@ class _JobSampler:
             return
         try:  # a resumed run goes on numbering where the last launch stopped
             hist = self.tracker._mlflow.MlflowClient().get_metric_history(self.tracker.run_id, self.KEY)
-        except _store_errors() as exc:
+        except store_errors() as exc:
             say(
                 f"warning: MLflow ({self.tracker.uri}): no system/job/* metrics in this launch (the job's CPU and "
-                f"memory): their last sample number could not be read: {_first_line(exc)}"
+                f"memory): their last sample number could not be read: {first_line(exc)}"
             )
             return
         step = max((m.step for m in hist), default=-1) + 1
@@ -335,15 +228,15 @@ class Tracker:
         try:
             exp = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
             if exp is None:
-                exp_id = _create_experiment(
+                exp_id = create_experiment(
                     mlflow.MlflowClient(), cfg.mlflow.experiment, default_artifact_root(cfg, uri)
                 )
             else:
                 exp_id = exp.experiment_id
-            _training_view(mlflow.MlflowClient(), exp_id, dict(exp.tags) if exp else {})
-        except _store_errors() as exc:
+            training_view(mlflow.MlflowClient(), exp_id, dict(exp.tags) if exp else {})
+        except store_errors() as exc:
             raise ConfigError(
-                f"mlflow.tracking_uri={masked(uri)}: cannot use the tracking store: {_first_line(exc)}"
+                f"mlflow.tracking_uri={masked(uri)}: cannot use the tracking store: {first_line(exc)}"
             ) from exc
         if cfg.mlflow.system_metrics:
             mlflow.set_system_metrics_sampling_interval(cfg.mlflow.system_metrics_interval_s)
@@ -356,14 +249,14 @@ class Tracker:
             try:
                 client.set_terminated(run_id, "KILLED")
                 client.set_tag(run_id, "hsbcala.crashed_launch", json.dumps(previous)[:5000])
-            except _store_errors() as exc:  # the run is re-opened below all the same
+            except store_errors() as exc:  # the run is re-opened below all the same
                 say(
                     f"warning: MLflow ({masked(uri)}): the crashed launch's run {run_id} was not marked KILLED: "
-                    f"{_first_line(exc)}"
+                    f"{first_line(exc)}"
                 )
         try:
             if resumed:  # re-opening is idempotent (the run set RUNNING): it may be asked again
-                self.run = _patiently(
+                self.run = patiently(
                     f"when re-opening the run {run_id}",
                     masked(uri),
                     lambda: mlflow.start_run(
@@ -376,11 +269,11 @@ class Tracker:
                     run_name=training_run_name(cfg, datetime.datetime.now()),
                     log_system_metrics=bool(cfg.mlflow.system_metrics),
                 )
-        except _store_errors() as exc:
+        except store_errors() as exc:
             if resumed:
                 raise _refused(f"when re-opening the run {run_id}", masked(uri), run_id, exc) from exc
             raise ConfigError(
-                f"mlflow.tracking_uri={masked(uri)}: cannot start a run in the tracking store: {_first_line(exc)}"
+                f"mlflow.tracking_uri={masked(uri)}: cannot start a run in the tracking store: {first_line(exc)}"
             ) from exc
         self.run_id = self.run.info.run_id
         self.uri = masked(uri)
@@ -428,7 +321,7 @@ class Tracker:
         ``degrade``: tracking is incomplete (the end of the training says so, with the spool to replay)."""
         if what not in self._said:
             self._said.add(what)
-            if not isinstance(exc, _store_errors()) or _bad_value(exc):
+            if not isinstance(exc, store_errors()) or bad_value(exc):
                 log.warning(
                     "warning: MLflow (%s): %s failed with an unexpected error, a bug in hsbcala; training goes on",
                     self.uri,
@@ -439,8 +332,8 @@ class Tracker:
                 later = (
                     "" if self.degraded else "; tracking goes on as far as it can, metrics not sent are kept"
                 )
-                say(f"warning: MLflow ({self.uri}): {what} failed: {_first_line(exc)}{later}")
-        self.degraded = self.degraded or (degrade and not _bad_value(exc))
+                say(f"warning: MLflow ({self.uri}): {what} failed: {first_line(exc)}{later}")
+        self.degraded = self.degraded or (degrade and not bad_value(exc))
 
     def log(self, step: int, metrics: dict[str, float], *, curve: bool = True) -> None:
         """Metrics at ``step`` (an epoch; ``curve=False``: a sample number, e.g. the job's resources)."""
@@ -477,7 +370,7 @@ class Tracker:
             return self._step
         try:
             hist = self._mlflow.MlflowClient().get_metric_history(self.run_id, "stage")  # logged every epoch
-        except _store_errors() as exc:
+        except store_errors() as exc:
             self._failed("reading the run's last epoch (the final figures go to epoch 0)", exc)
             return 0
         return max((m.step for m in hist), default=0)
@@ -652,343 +545,6 @@ class Tracker:
                 self._mlflow.end_run(status=status)
             except Exception as exc:  # noqa: BLE001 - the store went away; the run stays as the store has it
                 self._failed(f"ending the run as {status}", exc)
-
-
-def metric_history(uri: str, run_id: str, key: str) -> list[float]:
-    """A run's values of ``key`` in step order; [] when the store cannot be read (for status displays)."""
-    from mlflow.tracking import MlflowClient
-
-    try:
-        hist = MlflowClient(tracking_uri=uri).get_metric_history(run_id, key)
-    except _store_errors() as exc:  # a status display must not fail on an unreachable store
-        log.warning(
-            "warning: MLflow (%s): %s of run %s not read: %s", masked(uri), key, run_id, _first_line(exc)
-        )
-        return []
-    return [m.value for m in sorted(hist, key=lambda m: (m.step, m.timestamp))]
-
-
-def runs_by_id(uri: str, run_ids: list[str]) -> dict[str, Any]:
-    """{run id: Run} of one store, in one ``search_runs`` over its experiments (after one
-    ``search_experiments``): a status of 20 model directories asks each store twice, not 20 times (a remote
-    store answers each question in ~0.1-0.5 s); {} when the store cannot be read (for status displays)."""
-    from mlflow.entities import ViewType
-    from mlflow.tracking import MlflowClient
-
-    ids = sorted(set(run_ids))
-    if not ids:
-        return {}
-    try:
-        client = MlflowClient(tracking_uri=uri)
-        experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
-        quoted = ", ".join(f"'{i}'" for i in ids if i.isalnum())  # run ids are hex: nothing to escape
-        runs = client.search_runs(
-            experiments,
-            filter_string=f"attributes.run_id IN ({quoted})",
-            run_view_type=ViewType.ALL,
-            max_results=max(len(ids), 1),
-        ) if experiments and quoted else []  # fmt: skip
-    except _store_errors() as exc:  # a status display must not fail on an unreachable store
-        log.warning("warning: MLflow (%s): %d runs not read: %s", masked(uri), len(ids), _first_line(exc))
-        return {}
-    return {r.info.run_id: r for r in runs}
-
-
-# ---- Slurm: accounting and store preparation (called by hsbcala/slurm/)
-def log_accounting(
-    uri: str | None, run_id: str, metrics: dict[str, float], tags: dict[str, str], step: int = 0
-) -> None:
-    """Log a finished job's figures (metrics at ``step``, e.g. the job's restart count) and tags to a run."""
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, RunTag
-
-    ts = int(time.time() * 1000)
-    MlflowClient(tracking_uri=uri).log_batch(
-        run_id,
-        metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()],
-        tags=[RunTag(k, v) for k, v in tags.items()],
-    )
-
-
-def prepare_store(uri: str) -> None:
-    """Create the store at ``uri`` (its tables) now, e.g. before the jobs of an array race to create it."""
-    from mlflow import MlflowClient
-
-    try:
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
-    except _store_errors() as exc:
-        raise ConfigError(
-            f"mlflow.tracking_uri={masked(uri)}: cannot create the tracking store: {_first_line(exc)}"
-        ) from exc
-
-
-# ---- Evaluation: the metrics of evaluate.py on the training run (or their own run), multirun comparisons
-
-
-class EvalTracker:
-    """Where the evaluation is logged: the model's training run (found through its model directory's state
-    file), or a separate evaluation run in the script's experiment that names the training run it belongs to.
-    Uses MlflowClient only: the training run's status is never changed."""
-
-    def __init__(self, cfg: Any, p: Evaluated) -> None:
-        from mlflow.tracking import MlflowClient
-
-        self.uri = tracking_uri(cfg)
-        self.client = MlflowClient(tracking_uri=self.uri)
-        training = self._training_run(p)
-        self.training_run_id = training.info.run_id if training else None
-        self.separate = cfg.eval.mlflow_run == "separate" or self.training_run_id is None
-        self.training_params: dict[str, str] = dict(training.data.params) if training else {}
-        if not self.separate:
-            self.run_id = self.training_run_id
-            return
-        try:
-            exp = self.client.get_experiment_by_name(cfg.mlflow.experiment)
-            exp_id = (
-                exp.experiment_id
-                if exp
-                else self.client.create_experiment(
-                    cfg.mlflow.experiment, artifact_location=default_artifact_root(cfg, self.uri)
-                )
-            )
-            _training_view(self.client, exp_id, dict(exp.tags) if exp else {})
-        except _store_errors() as exc:
-            raise ConfigError(
-                f"mlflow.tracking_uri={masked(self.uri)}: cannot use the tracking store: {_first_line(exc)}"
-            ) from exc
-        tags = {
-            "hsbcala.kind": "evaluation",
-            "script": cfg.script.name,
-            "version": p.version,
-            "model": str(p.checkpoint),
-            "model_dir": str(p.model_dir or ""),
-            "hsbcala.git_commit": git_commit(project_root()),
-        }
-        if self.training_run_id:
-            tags["hsbcala.training_run_id"] = self.training_run_id
-        run = self.client.create_run(exp_id, run_name=f"eval-{p.label}", tags=tags)
-        self.run_id = run.info.run_id
-        params = flatten({"eval": OmegaConf.to_container(cfg.eval, resolve=True)})
-        from mlflow.entities import Param
-
-        self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
-
-    def _training_run(self, p: Evaluated) -> Any | None:
-        """The training run the model directory names, if this store has it (else None, said); a store that
-        does not answer is asked again and then refused, as on resume (:func:`_resumable`): an outage must
-        not send the figures to a separate run."""
-        if p.model_dir is None:
-            return None
-        from hsbcala import modeldir
-
-        state = modeldir.load_state(p.model_dir)
-        if state is None or not state.run_id:
-            return None
-        uri = masked(self.uri)
-        what = f"for the training run {state.run_id}"
-        try:
-            run = _patiently(what, uri, lambda: self.client.get_run(state.run_id))
-        except _store_errors() as exc:
-            if getattr(exc, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":
-                said = "did not answer" if _transient(exc) else "refused to answer"
-                raise ConfigError(
-                    f"mlflow.tracking_uri={uri}: the tracking store {said} {what} of {p.model_dir} "
-                    f"({_first_line(exc)[:300]}); launch the evaluation again when the store answers"
-                ) from exc
-            say(
-                f"the training run {state.run_id} of {p.model_dir} is not in {uri}; "
-                f"logging to a separate evaluation run"
-            )
-            return None
-        if run.info.lifecycle_stage != "active":
-            say(
-                f"the training run {state.run_id} of {p.model_dir} was deleted from {uri}; "
-                f"logging to a separate evaluation run"
-            )
-            return None
-        return run
-
-    def log(self, metrics: dict[str, float], tags: dict[str, str], files: list[tuple[Path, str]]) -> None:
-        from mlflow.entities import Metric, RunTag
-
-        ts = int(time.time() * 1000)
-        self.client.log_batch(
-            self.run_id,
-            metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items()],
-            tags=[RunTag(k, v) for k, v in tags.items()],
-        )
-        for path, artifact_path in files:
-            self.client.log_artifact(self.run_id, str(path), artifact_path=artifact_path)
-
-    def log_curve(self, points: list[tuple[str, float, int]]) -> None:
-        """Metric values at steps (``eval.checkpoints=all``: one point per checkpoint, step = its position)."""
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        batch = [Metric(k, float(v), ts, int(step)) for k, v, step in points]
-        for i in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics per batch
-            self.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
-
-    def log_text(self, text: str, name: str) -> None:
-        """A text artifact of the evaluation's run (the release's model card: ``release/README.md``)."""
-        self.client.log_text(self.run_id, text, name)
-
-    def end(self, status: str) -> None:
-        if self.separate:
-            self.client.set_terminated(self.run_id, status)
-
-
-# ---- The registry's champion (mlflow.register=true in evaluate.py): hsbcala.evaluate.champion decides, this records
-
-CHAMPION_ALIAS = "champion"
-CHAMPION_TABLE = (
-    "lines.tsv"  # the per-line table kept with a version's evaluation run, under registry/<digest>/
-)
-
-
-def registered_version(client: Any, cfg: Any, p: Evaluated, tracker: EvalTracker) -> str:
-    """The evaluated model's registered version: the one its training registered, else a new one (from its
-    training's logged model, else from the model files logged to this evaluation's run)."""
-    name = cfg.script.model_name
-    if tracker.training_run_id:
-        mine = client.search_model_versions(f"name = '{name}' and run_id = '{tracker.training_run_id}'")
-        if mine:
-            return str(max(int(mv.version) for mv in mine))
-    if not client.search_registered_models(filter_string=f"name = '{name}'"):
-        client.create_registered_model(
-            name, description=f"hsbcala's Upper Sorbian {cfg.script.name} models (Calamari)"
-        )
-    logged = None
-    if tracker.training_run_id:
-        logged = client.get_run(tracker.training_run_id).data.tags.get("hsbcala.logged_model")
-    if logged:
-        # MLflow resolves a models:/ source through its fluent API, i.e. the process-wide tracking URI, not this
-        # client's: unset, it would look in (and create) ./mlflow.db and not find the training's logged model
-        import mlflow
-
-        mlflow.set_tracking_uri(tracker.uri)
-        source, model_id = f"models:/{logged}", logged
-    else:  # no logged model (mlflow.log_model=false, or no training run): the files, as this run's artifacts
-        from hsbcala import engines
-
-        for f in [p.checkpoint, *engines.weights_of(p.checkpoint)]:
-            if f.is_dir():
-                client.log_artifacts(tracker.run_id, str(f), artifact_path=f"model/{f.name}")
-            else:
-                client.log_artifact(tracker.run_id, str(f), artifact_path="model")
-        source, model_id = client.get_run(tracker.run_id).info.artifact_uri.rstrip("/") + "/model", None
-    mv = client.create_model_version(
-        name,
-        source=source,
-        run_id=tracker.training_run_id or tracker.run_id,
-        tags={"version": cfg.version.name, "calamari": cfg.version.package},
-        description=f"{cfg.version.name}, registered by its evaluation",
-        model_id=model_id,
-    )
-    return str(mv.version)
-
-
-def record_and_decide(
-    client: Any,
-    name: str,
-    version: str,
-    run_id: str,
-    table: Any,
-    decide: Callable[[str | None, str | None], Any],
-) -> dict:
-    """Keep ``table`` (:class:`hsbcala.evaluate.champion.LineTable`) as ``registry/<digest>/lines.tsv`` of ``run_id``,
-    name it on the version (tag ``hsbcala.eval.<digest[:16]>``), and move the alias ``champion`` to
-    ``version`` only when ``decide(champion's table text or None, champion's version or None)`` says so
-    (:func:`hsbcala.evaluate.champion.decider`: evaluation decides, tracking records); the decision is the
-    version's tag ``hsbcala.champion_decision``."""
-    from mlflow.exceptions import MlflowException
-
-    digest = table.digest
-    path = f"registry/{digest}/{CHAMPION_TABLE}"
-    client.log_text(run_id, table.dumps(), path)
-    tag = f"hsbcala.eval.{digest[:16]}"
-    client.set_model_version_tag(
-        name,
-        version,
-        tag,
-        json.dumps({"run_id": run_id, "path": path, "cer": table.cer, "lines": len(table.keys)}),
-    )
-    try:
-        current = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
-    except MlflowException as exc:  # no champion yet (the store says the alias is not found)
-        if (
-            "not found" not in str(exc).lower()
-            and getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST"
-        ):
-            raise
-        current = None
-    theirs = None
-    if current is not None and str(current.version) != version and tag in current.tags:
-        where = json.loads(current.tags[tag])
-        with tempfile.TemporaryDirectory(prefix="hsbcala-champion-") as tmp:
-            local = client.download_artifacts(where["run_id"], where["path"], tmp)
-            theirs = Path(local).read_text(encoding="utf-8")
-    decision = decide(theirs, None if current is None else str(current.version))
-    if decision.promote:
-        client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
-    client.set_model_version_tag(name, version, "hsbcala.champion_decision", decision.message)
-    return {
-        "registered_model": name,
-        "version": version,
-        "decision": decision.message,
-        "promoted": decision.promote,
-        "difference": decision.difference,
-        "lines_digest": digest,
-    }
-
-
-def log_comparison(
-    results: list[dict],
-    paths: dict[str, Path],
-    sweep_dir: Path,
-    experiment: str,
-    uri: str,
-    metrics: dict[str, float] | None = None,
-) -> str | None:
-    """A run holding a multirun's comparison table in the experiment ``eval.comparison_experiment``, with the
-    ``metrics`` given (names already acceptable to MLflow: :func:`hsbcala.evaluate.comparison.comparison_metrics`)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        location = None
-        if uri.startswith("sqlite:///"):
-            location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
-        exp_id = client.create_experiment(experiment, artifact_location=location)
-    else:
-        exp_id = exp.experiment_id
-    _training_view(client, exp_id, dict(exp.tags) if exp else {})  # a table of runs, not GenAI traces
-    runs = {r["model"]: (r.get("mlflow") or {}).get("run_id") or "" for r in results}
-    run = client.create_run(
-        exp_id,
-        run_name=f"comparison-{sweep_dir.parent.name}-{sweep_dir.name}",
-        tags={
-            "hsbcala.kind": "comparison",
-            "sweep_dir": str(sweep_dir),
-            "models": ", ".join(runs),
-            "runs": json.dumps(runs)[:5000],
-        },
-    )
-    try:
-        for path in paths.values():
-            client.log_artifact(run.info.run_id, str(path))
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        batch = [Metric(k, float(v), ts, 0) for k, v in (metrics or {}).items()]
-        for i in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics per batch
-            client.log_batch(run.info.run_id, metrics=batch[i : i + 1000])
-        client.set_terminated(run.info.run_id, "FINISHED")
-    except BaseException:  # not swallowed: the run ends FAILED (never RUNNING) and the error goes on
-        client.set_terminated(run.info.run_id, "FAILED")
-        raise
-    return run.info.run_id
 
 
 if __name__ == "__main__":  # python -m hsbcala.track.tracking replay MODEL_DIR [--tracking-uri URI]

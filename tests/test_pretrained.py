@@ -16,6 +16,7 @@ import io
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -413,6 +414,34 @@ def test_offline_from_a_mirror_directory_and_from_an_archive_then_list(tmp_path,
     assert "fraktur_19th_century: incomplete:" in listed.out and "0.ckpt.h5" in listed.out
     refused = cli("get", "deep3_lsh4", "--dir", target, "--registry", registry, "--from", mirror)
     assert refused.code == 2 and "exists but is no complete deep3_lsh4" in refused.error
+
+
+@pytest.mark.parametrize("name", ["deep3_fraktur19", "fraktur_19th_century"])
+def test_a_one_model_release_installs_as_the_first_member(tmp_path, registry, name):
+    """evaluate.py's eval.export archive (``<name>/best.ckpt.json`` + weights + card) is a model to fine-tune
+    from: installed as the one member 0.ckpt.json that a warm start takes, weights renamed with it."""
+    calamari = TEAM[name]
+    folder = model_folder(tmp_path / "src", name, calamari, members=1)
+    for f in sorted(folder.iterdir()):
+        f.rename(f.with_name("best" + f.name.removeprefix("0")))
+    (folder / "README.md").write_text("# the model card\n", encoding="utf-8")
+    archive = tmp_path / "release.tar.gz"
+    tar_gz(folder, archive)
+    set_entry(registry, name, members=1)
+    target = tmp_path / "pretrained"
+    run = cli("get", name, "--dir", target, "--registry", registry, "--from", archive)
+    assert run.code == 0, run.err
+    assert "installed as the one ensemble member 0.ckpt.json" in run.err
+    model = target / name
+    assert pretrained.check_model(model, pretrained.load_registry(registry)[name])
+    weights = {"cala2": ["0.ckpt"], "cala1": ["0.ckpt.h5"]}[calamari]
+    assert entries(model) == sorted(["0.ckpt.json", "README.md", *weights])
+    # two models in one archive stay refused: which one would be the member?
+    shutil.copy(folder / "best.ckpt.json", folder / "last.ckpt.json")
+    tar_gz(folder, archive)
+    set_entry(registry, name, size=None, sha256=None)  # another archive than the one recorded
+    refused = cli("get", name, "--dir", tmp_path / "other", "--registry", registry, "--from", archive)
+    assert refused.code == 2 and "no 0.ckpt.json" in refused.error and entries(tmp_path / "other") == []
 
 
 def test_from_archive_takes_one_name(tmp_path, registry):

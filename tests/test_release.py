@@ -9,6 +9,7 @@ multirun's real ``lines.tsv`` files, in a real MLflow sqlite store.
 from __future__ import annotations
 
 import glob
+import json
 import re
 import subprocess
 import tarfile
@@ -25,6 +26,7 @@ from hsbcala.track import info as trackinfo
 from hsbcala.track import provenance
 from tests.conftest import ROOT
 from tests.test_evaluate import VERSIONS, _ok, compose_eval
+from tests.test_pretrained import cli as pretrained_cli
 
 # ---- Facts of HTRMoPo's v1 metadata schema (mittagessen/HTRMoPo, schema/v1/metadata.schema.json), copied as
 # the facts this test relies on, not as the schema's text.
@@ -235,6 +237,17 @@ def test_release_card_resource_entry_and_layout(multirun, version, variant_lines
         errors += cer.distance(gt, cer.normalize(preds[img] or "", rules))
         chars += len(gt)
     assert (errors, chars) == (main["overall"]["errors"], main["overall"]["chars"])
+    # 4. the release as the next fine-tuning's pretrained model: `pretrained get` installs its one model as
+    #    the ensemble member a warm start takes (0.ckpt.json), the model file's bytes unchanged
+    registry = tmp_path / "registry.json"
+    registry.write_text(json.dumps({"models": {name: {"calamari": version, "url": archive.as_uri()}}}))
+    installed = pretrained_cli(
+        "get", name, "--registry", registry, "--from", archive, "--dir", tmp_path / "pre"
+    )
+    assert installed.code == 0, installed.err
+    member = tmp_path / "pre" / name / "0.ckpt.json"
+    assert member.read_bytes() == Path(ckpt).read_bytes() and engines.weights_of(member)
+    assert "installed as the one ensemble member 0.ckpt.json" in installed.err
 
 
 def _real_table(job_dir: Path) -> champion.LineTable:

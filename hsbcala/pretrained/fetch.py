@@ -27,6 +27,7 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from hsbcala import engines
 from hsbcala.core.console import say
 from hsbcala.core.errors import ConfigError, DataError
 from hsbcala.core.fsutil import Busy, locked
@@ -311,10 +312,13 @@ def _extract(archive: Path, target: Path, where: str) -> None:
 
 def _find_model(root: Path, e: Entry, where: str) -> Path:
     """The folder with the ensemble in the unpacked archive: ``path_in_archive``, else the only folder with a
-    ``0.ckpt.json`` (or the only one named like the model)."""
+    ``0.ckpt.json`` (or the only one named like the model), else the only model of a one-model release
+    (:func:`_single_model`)."""
     if e.path_in_archive and (root / e.path_in_archive / "0.ckpt.json").is_file():
         return root / e.path_in_archive
     found = sorted({p.parent for p in root.rglob("0.ckpt.json")})
+    if not found and (single := _single_model(root, e, where)) is not None:
+        return single
     named = [p for p in found if p.name == e.name]
     if len(found) == 1 or len(named) == 1:
         return found[0] if len(found) == 1 else named[0]
@@ -325,6 +329,25 @@ def _find_model(root: Path, e: Entry, where: str) -> Path:
     raise DataError(
         f"{e.name}: archive {where} holds several models ({folders}), none of them {e.name}; {tail}"
     )
+
+
+def _single_model(root: Path, e: Entry, where: str) -> Path | None:
+    """A release of one trained model (``evaluate.py … eval.export=true``: ``<name>/best.ckpt.json`` + its
+    weights, a model card, provenance) as a one-member ensemble: its files renamed ``0.ckpt…`` in the unpacked
+    copy, the name a warm start takes (``0.ckpt.json``, the first member). None when the archive holds no
+    ``*.ckpt.json`` or several."""
+    models = sorted(root.rglob("*.ckpt.json"))
+    if len(models) != 1:
+        return None
+    model = models[0]
+    stem = model.name.removesuffix(".ckpt.json")
+    for f in [model, *engines.weights_of(model)]:  # X.ckpt.json, X.ckpt.h5 / X.ckpt/ -> 0.ckpt.…
+        f.rename(f.with_name("0" + f.name.removeprefix(stem)))
+    say(
+        f"{e.name}: archive {where} holds one model, {model.relative_to(root)}: installed as the one "
+        f"ensemble member 0.ckpt.json"
+    )
+    return model.parent
 
 
 def _install(folder: Path, target: Path, tmp: Path, e: Entry, force: bool) -> bool:

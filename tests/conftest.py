@@ -170,7 +170,10 @@ def fraktur_books(shared: Path):
 _SESSION_WORK = {"tiny_models", "tiny_model", "multirun", "prepared", "variant_lines", "slurm_cluster"}
 
 
-@pytest.hookimpl(trylast=True)  # after tests/slurm_cluster.py has marked its tests `slurm`
+# tryfirst: pytest-xdist's own hook (xdist.remote) turns the group markers into node ids; after it, a marker
+# added here would be ignored and each worker would train the session's models (seen). Tests of the Slurm
+# cluster are found by their fixture, as tests/slurm_cluster.py's later hook marks them `slurm`.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Run the real engines on one worker, everything else beside them (pyproject.toml: ``-n 2 --dist
     loadgroup``). Every `slow` or `slurm` test, and every test of a session fixture that trains or starts a
@@ -181,3 +184,19 @@ def pytest_collection_modifyitems(config, items):
         heavy = item.get_closest_marker("slow") or item.get_closest_marker("slurm")
         if heavy or _SESSION_WORK & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("engines"))
+
+
+def pytest_configure(config):
+    """Refuse a pytest that pytest-xdist's ``--dist loadgroup`` silently does not group with (pytest 9.2 with
+    xdist up to 3.8: pytest-xdist issue 1386): each worker would train the session's models and two workers
+    would drive the one Slurm cluster at once. pyproject.toml pins a pytest it works with."""
+    from importlib.metadata import version
+
+    if os.environ.get("PYTEST_XDIST_WORKER") or config.getoption("dist", "no") != "loadgroup":
+        return
+    numbers = lambda name: tuple(int(x) for x in version(name).split(".")[:2] if x.isdigit())
+    if numbers("pytest") >= (9, 2) and numbers("pytest-xdist") <= (3, 8):
+        raise pytest.UsageError(
+            f"pytest {version('pytest')} with pytest-xdist {version('pytest-xdist')}: --dist loadgroup does not "
+            "group (pytest-xdist issue 1386); run bash setup.sh --test (uv.lock pins a pytest that works)"
+        )

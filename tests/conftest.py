@@ -175,15 +175,15 @@ _SESSION_WORK = {"tiny_models", "tiny_model", "multirun", "prepared", "variant_l
 # cluster are found by their fixture, as tests/slurm_cluster.py's later hook marks them `slurm`.
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Run the real engines on one worker, everything else beside them (pyproject.toml: ``-n 2 --dist
-    loadgroup``). Every `slow` or `slurm` test, and every test of a session fixture that trains or starts a
-    cluster, is in the xdist group ``engines``: one worker runs them in order, so the tiny models are trained
-    once and the Slurm cluster has one client, while the other worker takes the quick tests (mostly one core of
-    Python start-up and Hydra composition) and fills the engines' waits (Slurm's walltime, servers, Chromium)."""
+    """Share the session's work, spread the rest (pyproject.toml: ``-n 2 --dist loadgroup``). Every test of a
+    session fixture that trains or starts something (the tiny models, the Slurm cluster) is in the xdist group
+    ``shared``, which one worker runs in order: the models are trained once, the cluster has one client and is
+    stopped by the worker that started it. Every other test, slow ones that train their own model included,
+    goes to whichever worker is free, so two engines run side by side and fill each other's single-threaded
+    stretches (start-up, imports, MLflow, Slurm's walltime waits)."""
     for item in items:
-        heavy = item.get_closest_marker("slow") or item.get_closest_marker("slurm")
-        if heavy or _SESSION_WORK & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("engines"))
+        if item.get_closest_marker("slurm") or _SESSION_WORK & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("shared"))
 
 
 def pytest_configure(config):

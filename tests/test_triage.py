@@ -135,7 +135,8 @@ def test_triage_html_in_headless_chromium(triaged, tmp_path):
     text = page.read_text(encoding="utf-8")
     assert not re.search(r"(src|href)=\"(?!data:|#)", text)
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,1600"]
-    flags.append(f"--user-data-dir={tmp_path / 'chromium-profile'}")  # its own: another test's may run beside it
+    # a profile of its own: another test's Chromium may run beside it
+    flags.append(f"--user-data-dir={tmp_path / 'chromium-profile'}")
     dom = subprocess.run(
         [chromium, *flags, "--dump-dom", page.as_uri()],
         capture_output=True,

@@ -237,10 +237,9 @@ def base_model(cache: Path) -> Path:
 def pack_release(cache: Path, base: Path) -> Path:
     """``<cache>/releases/reference_base.tar.gz``: ``reference_base/0.ckpt.json`` + its weights, made once.
 
-    Not hsbcala's own ``eval.export=true`` (hsbcala.evaluate.release): its archive keeps the member's file name
-    (``best.ckpt.json`` + ``best.ckpt/``), which ``python -m hsbcala.pretrained get`` does not take as an ensemble
-    (it wants ``0.ckpt.json``, … as Calamari-OCR's releases hold them), and it costs an evaluation. This is the
-    layout of a published release: the model folder, its members numbered from 0."""
+    Not hsbcala's own ``eval.export=true`` (hsbcala.evaluate.release), which ``get`` also installs (its one
+    ``best.ckpt.json`` as the member ``0.ckpt.json``) but which costs an evaluation. This is the layout of a
+    published release (Calamari-OCR's): the model folder, its members numbered from 0."""
     from hsbcala import engines
 
     archive = cache / "releases" / f"{RELEASE}.tar.gz"

@@ -192,10 +192,11 @@ def pytest_configure(config):
     would drive the one Slurm cluster at once. pyproject.toml pins a pytest it works with."""
     from importlib.metadata import version
 
+    from packaging.version import Version  # pytest's own dependency
+
     if os.environ.get("PYTEST_XDIST_WORKER") or config.getoption("dist", "no") != "loadgroup":
         return
-    numbers = lambda name: tuple(int(x) for x in version(name).split(".")[:2] if x.isdigit())
-    if numbers("pytest") >= (9, 2) and numbers("pytest-xdist") <= (3, 8):
+    if Version(version("pytest")) >= Version("9.2") and Version(version("pytest-xdist")) < Version("3.9"):
         raise pytest.UsageError(
             f"pytest {version('pytest')} with pytest-xdist {version('pytest-xdist')}: --dist loadgroup does not "
             "group (pytest-xdist issue 1386); run bash setup.sh --test (uv.lock pins a pytest that works)"
